@@ -1,0 +1,3 @@
+from dlapps.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""The ``dlapps`` command line: a thin layer over :mod:`dlapps.experiments` and :mod:`dlapps.data`.
+
+Input errors (:class:`~dlapps.errors.DlappsError`) print one line and exit with status 2; ``--debug`` (or
+``DLAPPS_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dlapps.errors import DlappsError
+
+app = typer.Typer(
+    help="Reproduce, explain and extend deep-learning-applications experiments on image classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option("--data-root", help="Folder holding the datasets (default: $DLAPPS_DATA, else ~/.cache/dlapps/data)."),
+]
+
+
+@app.command()
+def datasets(data_root: DataRoot = None) -> None:
+    """List the datasets dlapps knows and where each split is found under the data root."""
+    from dlapps.data import find_datasets, resolve_data_root
+
+    root = resolve_data_root(data_root)
+    table = Table(title=f"data root: {root}")
+    for column in ("dataset", "split", "found", "where"):
+        table.add_column(column)
+    for row in find_datasets(root):
+        table.add_row(row.name, row.split, "yes" if row.found else "no", row.where)
+    console.print(table)
+
+
+@app.command()
+def studies() -> None:
+    """List the studies and their profiles."""
+    from dlapps.experiments import STUDIES
+
+    for study in STUDIES.values():
+        console.print(f"[bold]{study.name}[/bold]  (profiles: {', '.join(study.profiles)})\n  {study.summary}")
+
+
+@app.command()
+def config(
+    study: Annotated[str, typer.Argument(help="Study name (see `dlapps studies`).")],
+    profile: Annotated[str | None, typer.Option(help="Profile whose settings to show.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
+) -> None:
+    """Print a study's resolved configuration: every key that --set accepts, with its value."""
+    from dlapps.config import config_keys
+    from dlapps.experiments import get_study
+
+    resolved = get_study(study).config(profile, set_ or [])
+    print(json.dumps(config_keys(resolved), indent=2, default=list))
+
+
+@app.command()
+def run(
+    study: Annotated[str, typer.Argument(help="Study name (see `dlapps studies`).")],
+    profile: Annotated[
+        str | None, typer.Option(help="quick (minutes on a CPU) or full (the write-up's scale).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/<study>-<profile>).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds per configuration.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
+    data_root: DataRoot = None,
+    download: Annotated[
+        bool, typer.Option(help="Let torchvision download missing datasets into the data root.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run a study; write results.json/.csv, figures and report.md into the output folder."""
+    from dlapps.experiments import RunContext, get_study
+    from dlapps.train import resolve_device
+
+    chosen = get_study(study)
+    overrides = list(set_ or [])
+    if seeds is not None:
+        overrides.append(f"seeds={seeds}")
+    resolved = chosen.config(profile, overrides)
+    profile = profile or chosen.default_profile
+    out = out or Path("runs") / f"{study}-{profile}"
+    ctx = RunContext(
+        out=out,
+        device=resolve_device(device),
+        data_root=data_root,
+        download=download,
+        show_progress=progress,
+        command="dlapps " + shlex.join(sys.argv[1:]),
+    )
+    results = chosen.run(resolved, ctx)
+    console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
+
+
+def main() -> None:
+    debug = os.environ.get("DLAPPS_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        debug = True
+    try:
+        app()
+    except DlappsError as exc:
+        if debug:
+            raise
+        print(f"dlapps: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("dlapps: interrupted; finished runs are kept and a rerun resumes from them", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,170 @@
+"""Typed, validated experiment configs built from dataclasses.
+
+A config is a frozen dataclass whose ``validate`` method raises :class:`ConfigError` naming the bad key.
+Overrides come as ``key=value`` strings (``--set`` on the CLI) and are parsed by the field's type, so
+``--set depths=2,8`` and ``--set lr=1e-3`` both work and ``--set dpeths=2`` is an error that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+from dlapps.errors import ConfigError
+
+C = TypeVar("C")
+
+_NONE_WORDS = {"none", "null", ""}
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def _parse(text: str, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.strip().lower() in _NONE_WORDS:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported union type for {key}: {annotation}")
+        return _parse(text, inner[0], key)
+    if origin is tuple:
+        item_type = args[0]
+        parts = [p for p in text.split(",") if p.strip()]
+        return tuple(_parse(p.strip(), item_type, key) for p in parts)
+    if origin is typing.Literal:
+        if text not in args:
+            raise ConfigError(f"{key}={text!r} is not one of {', '.join(map(str, args))}")
+        return text
+    if annotation is bool:
+        word = text.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ConfigError(f"{key}={text!r} is not a boolean (use true/false)")
+    if annotation in (int, float, str):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} is not a valid {annotation.__name__}") from None
+    raise TypeError(f"unsupported config type for {key}: {annotation}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def config_keys(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every settable key (nested dataclasses as ``outer.inner``) with its current value."""
+    keys: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            keys.update(config_keys(value, f"{prefix}{field.name}."))
+        else:
+            keys[f"{prefix}{field.name}"] = value
+    return keys
+
+
+def _set(config: C, path: list[str], raw: Any, full_key: str) -> C:
+    types_by_name = _field_types(type(config))
+    name = path[0]
+    if name not in types_by_name:
+        raise KeyError(full_key)
+    current = getattr(config, name)
+    if dataclasses.is_dataclass(current):
+        if len(path) == 1:
+            raise KeyError(full_key)
+        return dataclasses.replace(config, **{name: _set(current, path[1:], raw, full_key)})
+    if len(path) > 1:
+        raise KeyError(full_key)
+    value = _parse(raw, types_by_name[name], full_key) if isinstance(raw, str) else raw
+    return dataclasses.replace(config, **{name: value})
+
+
+def apply_overrides(config: C, overrides: dict[str, Any] | list[str]) -> C:
+    """Return a copy of ``config`` with overrides applied and validated.
+
+    ``overrides`` is either ``["key=value", ...]`` (strings parsed by field type) or a dict of typed values;
+    keys of nested configs are dotted (``train.lr``).
+    """
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            items.append((key.strip(), value))
+    for key, value in items:
+        try:
+            config = _set(config, key.split("."), value, key)
+        except KeyError:
+            known = ", ".join(config_keys(config))
+            raise ConfigError(f"unknown config key {key!r}; known keys: {known}") from None
+    validate(config)
+    return config
+
+
+def validate(config: Any) -> None:
+    """Check every field's type, then the config's own rules (its ``validate`` method)."""
+    for name, annotation in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            validate(value)
+        else:
+            _check_type(value, annotation, name)
+    check = getattr(config, "validate", None)
+    if check is not None:
+        check()
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> None:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        inner = [a for a in args if a is not type(None)]
+        _check_type(value, inner[0], key)
+        return
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            raise ConfigError(f"{key} must be a tuple, got {value!r}")
+        for item in value:
+            _check_type(item, args[0], key)
+        return
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, args))}")
+        return
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    if annotation in (int, float, str, bool) and (
+        not isinstance(value, annotation) or (annotation is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{key} must be {annotation.__name__}, got {value!r}")
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict (tuples become lists, nested configs nested dicts)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def fingerprint(payload: Any) -> str:
+    """Short stable hash of a JSON-serialisable payload (a config, a run's settings)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,88 @@
+"""Device-resident batching for datasets that fit in memory (MNIST, CIFAR).
+
+The uint8 images sit on the device once; each epoch shuffles indices with a generator seeded by
+``(seed, epoch)``, and cropping, flipping and normalisation run as batched tensor ops. Seeding by epoch
+(not by a running generator) is what makes a resumed run see exactly the batches an uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from dlapps.data.arrays import ImageArrays
+from dlapps.data.augment import normalize, random_crop, random_hflip
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator whose state depends only on ``(seed, epoch)``."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class ResidentLoader:
+    """Iterate ``(inputs, labels)`` batches of a split held on ``device``.
+
+    Inputs are float32, normalised with ``mean``/``std`` when given (else scaled to [0, 1]).
+    Call :meth:`set_epoch` before iterating to get that epoch's order and augmentation.
+    """
+
+    def __init__(
+        self,
+        data: ImageArrays,
+        *,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        shuffle: bool = False,
+        seed: int = 0,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if len(data) == 0:
+            raise ValueError("cannot batch an empty dataset")
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.mean, self.std = mean, std
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = epoch_generator(self.seed, self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for b in range(len(self)):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.images[index]
+            if self.crop_padding:
+                images = random_crop(images, self.crop_padding, generator)
+            if self.hflip:
+                images = random_hflip(images, generator)
+            if self.mean is not None and self.std is not None:
+                inputs = normalize(images, self.mean, self.std)
+            else:
+                inputs = images.float() / 255.0
+            yield inputs, self.labels[index]

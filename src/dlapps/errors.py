@@ -1,0 +1,20 @@
+"""User-facing errors: each one is a single line that says what is wrong and how to fix it.
+
+The CLI prints these without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class DlappsError(Exception):
+    """Base class for errors caused by input (data, config, files), not by a bug."""
+
+
+class DataError(DlappsError):
+    """A dataset is missing, unreadable or not what it claims to be."""
+
+
+class ConfigError(DlappsError):
+    """A configuration key or value is invalid."""
+
+
+class CheckpointError(DlappsError):
+    """A checkpoint is unreadable, untrusted or does not fit the model/run."""

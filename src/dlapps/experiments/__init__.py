@@ -1,0 +1,17 @@
+"""Studies: each composes data, models, training, analysis and reports into one reproducible run."""
+
+from dlapps.errors import ConfigError
+from dlapps.experiments.base import RunContext, Study
+from dlapps.experiments.residual_mlp import STUDY as RESIDUAL_MLP
+
+STUDIES: dict[str, Study] = {study.name: study for study in (RESIDUAL_MLP,)}
+
+
+def get_study(name: str) -> Study:
+    try:
+        return STUDIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}") from None
+
+
+__all__ = ["STUDIES", "RunContext", "Study", "get_study"]

@@ -1,0 +1,97 @@
+"""What every study shares: its registry entry, run context, profiles and the run cache."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from dlapps import __version__
+from dlapps.config import apply_overrides, fingerprint
+from dlapps.errors import ConfigError
+from dlapps.report.io import read_json, write_json
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and how a study runs; studies own all their I/O through this."""
+
+    out: Path
+    device: torch.device
+    data_root: Path | None = None
+    download: bool = False
+    show_progress: bool = True
+    command: str = ""
+
+    def progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not self.show_progress,
+            transient=True,
+        )
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    summary: str
+    default_config: Callable[[], Any]
+    profiles: dict[str, dict[str, Any]]
+    run: Callable[[Any, RunContext], dict[str, Any]]
+    default_profile: str = "quick"
+
+    def config(self, profile: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Any:
+        """The default config, then the profile's overrides, then the user's; validated."""
+        profile = profile or self.default_profile
+        if profile not in self.profiles:
+            raise ConfigError(f"unknown profile {profile!r} for {self.name}; profiles: {', '.join(self.profiles)}")
+        config = apply_overrides(self.default_config(), self.profiles[profile])
+        return apply_overrides(config, overrides or [])
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "dlapps": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+@dataclass
+class RunCache:
+    """Finished runs of a study, one JSON file each, keyed by a fingerprint of everything that made them.
+
+    A rerun skips what is done; a changed setting changes the key, so stale results are never reused.
+    """
+
+    folder: Path
+    hits: int = field(default=0)
+
+    def key(self, name: str, settings: dict[str, Any]) -> str:
+        return f"{name}-{fingerprint(settings)[:10]}"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        self.hits += 1
+        return read_json(path)
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        write_json(self.folder / f"{key}.json", record)

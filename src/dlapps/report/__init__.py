@@ -1,0 +1,1 @@
+"""Reports: atomic result files, Markdown tables, figures."""

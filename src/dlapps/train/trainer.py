@@ -1,0 +1,184 @@
+"""Fit a classifier: one plain loop, evaluation every epoch, safetensors checkpoints and exact resume.
+
+``fit`` takes loaders that have ``set_epoch`` (like :class:`~dlapps.data.ResidentLoader`); their order and
+augmentation depend only on ``(seed, epoch)``, and the global torch RNG is re-seeded at each epoch from the
+same pair, so a run resumed from a checkpoint reproduces the uninterrupted one exactly on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import nn
+
+from dlapps.config import fingerprint, to_dict
+from dlapps.data.resident import epoch_generator
+from dlapps.errors import CheckpointError
+from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
+from dlapps.train.config import TrainConfig
+
+
+class EpochLoader(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+    def __iter__(self): ...
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    lr: float
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    seconds: float
+
+
+def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step schedule; ``onecycle`` warms up linearly for 20% of the steps then decays linearly."""
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        if config.schedule == "onecycle":
+            peak = max(1, int(0.2 * total))
+            return (step + 1) / peak if step < peak else max(0.0, (total - step) / (total - peak))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, amp: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` over ``loader``; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    for inputs, labels in loader:
+        with _autocast(device, amp):
+            logits = model(inputs)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    model.train(was_training)
+    return loss_sum.item() / count, correct.item() / count
+
+
+def fit(
+    model: nn.Module,
+    train_loader: EpochLoader,
+    test_loader: Iterable,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    progress: Progress | None = None,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> list[EpochStats]:
+    """Train ``model`` for ``config.epochs`` epochs and return per-epoch statistics.
+
+    With ``checkpoint``, state is saved there after every epoch, and an existing checkpoint of the same
+    run (same config, seed and ``run_info``) is resumed; one of a different run is an error, never reused.
+    """
+    optimizer = build_optimizer(model.parameters(), config)
+    scheduler = build_scheduler(optimizer, config, len(train_loader))
+    identity = fingerprint({"train": to_dict(config), "seed": seed, "run": run_info or {}})
+    history: list[EpochStats] = []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        info = load_checkpoint(checkpoint, model, optimizer=optimizer, scheduler=scheduler)
+        if info.get("identity") != identity:
+            raise CheckpointError(
+                f"{checkpoint} belongs to a different run (config, seed or model differ); "
+                "delete it or choose another output folder"
+            )
+        history = [EpochStats(**h) for h in info["history"]]
+    task = None
+    if progress is not None:
+        task = progress.add_task(
+            "train", total=config.epochs * len(train_loader), completed=len(history) * len(train_loader)
+        )
+    try:
+        for epoch in range(len(history), config.epochs):
+            stats = _train_epoch(
+                model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task
+            )
+            history.append(stats)
+            if checkpoint is not None:
+                info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history]}
+                save_checkpoint(checkpoint, model, optimizer=optimizer, scheduler=scheduler, info=info)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+    finally:
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+    return history
+
+
+def _train_epoch(
+    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task
+) -> EpochStats:
+    device = next(model.parameters()).device
+    start = time.perf_counter()
+    torch.manual_seed(int(torch.randint(2**62, (1,), generator=epoch_generator(seed, epoch + 1_000_000))))
+    train_loader.set_epoch(epoch)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    lr = optimizer.param_groups[0]["lr"]
+    for inputs, labels in train_loader:
+        with _autocast(device, config.amp):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
+        count += len(labels)
+        if progress is not None:
+            progress.advance(task)
+    test_loss, test_acc = evaluate(model, test_loader, amp=config.amp)
+    return EpochStats(
+        epoch=epoch + 1,
+        lr=lr,
+        train_loss=loss_sum.item() / count,
+        train_acc=correct.item() / count,
+        test_loss=test_loss,
+        test_acc=test_acc,
+        seconds=time.perf_counter() - start,
+    )

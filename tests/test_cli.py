@@ -1,0 +1,137 @@
+"""The command line end to end, as a user runs it: a subprocess, real data, a tiny configuration."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = [
+    "--profile",
+    "quick",
+    "--seeds",
+    "1",
+    "--no-progress",
+    "--set",
+    "depths=2,4",
+    "--set",
+    "gradient_depth=4",
+    "--set",
+    "train_subset=1000",
+    "--set",
+    "test_subset=500",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.lr=0.005",
+    "--set",
+    "gradient_batches=2",
+]
+
+
+def dlapps(*args: str, data_root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DLAPPS_DATA"}
+    if data_root is not None:
+        env["DLAPPS_DATA"] = str(data_root)
+    return subprocess.run([sys.executable, "-m", "dlapps", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlapps: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("study") / "residual-mlp"
+    result = dlapps("run", "residual-mlp", *TINY, "--out", str(out), data_root=data_root)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_run_writes_results_figures_and_report(finished_run):
+    out, result = finished_run
+    assert "done" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 2 * 3  # depths x {MLP, residual 1, residual 2} x 1 seed
+    assert {(s["depth"], s["variant"]) for s in results["summary"]} == {
+        (d, v) for d in (2, 4) for v in ("mlp", "residual-1", "residual-2")
+    }
+    assert all(0.0 <= r["test_acc"] <= 1.0 and len(r["history"]) == 2 for r in results["runs"])
+    assert max(r["test_acc"] for r in results["runs"]) > 0.7  # a depth-2 net learns in two epochs
+    assert results["config"]["train_subset"] == 1000 and results["data"]["test_size"] == 500
+    for variant in ("mlp", "residual-1", "residual-2"):
+        assert len(results["gradients"]["init"][variant]["weight"]) == 4 + 2
+        assert len(results["gradients"]["trained"][variant]["bias"]) == 4 + 2
+    report = (out / "report.md").read_text()
+    for name in ("accuracy_vs_depth.png", "curves.png", "gradients_init.png", "gradients_trained.png"):
+        assert (out / name).stat().st_size > 10_000 and f"({name})" in report
+    assert "| depth | MLP |" in (out / "table.md").read_text() and "| depth | MLP |" in report
+    assert (out / "results.csv").read_text().count("\n") == 7
+    assert not list(out.glob(".staging*")) and not list(out.rglob("*.tmp*"))
+
+
+def test_rerun_reuses_finished_runs(finished_run, data_root):
+    out, _ = finished_run
+    result = dlapps("run", "residual-mlp", *TINY, "--out", str(out), data_root=data_root)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["cached_runs"] == 6
+
+
+def test_failed_run_keeps_earlier_results(finished_run, data_root, tmp_path):
+    out, _ = finished_run
+    before = (out / "results.json").read_bytes()
+    broken = tmp_path / "data"
+    broken.mkdir()
+    (broken / "mnist_train.npz").symlink_to((data_root / "mnist_train.npz").resolve())
+    (broken / "mnist_test.npz").write_bytes((data_root / "mnist_test.npz").read_bytes()[:4096])
+    result = dlapps("run", "residual-mlp", *TINY, "--set", "train.epochs=3", "--out", str(out), data_root=broken)
+    assert_one_line_error(result, "mnist_test.npz is unreadable")
+    assert (out / "results.json").read_bytes() == before
+    assert not list(out.glob(".staging*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--set", "dpeths=2"], ["unknown config key 'dpeths'", "known keys:"]),
+        (["--set", "depths=0"], ["every depth must be positive"]),
+        (["--set", "train.lr=fast"], ["train.lr='fast' is not a valid float"]),
+        (["--set", "dataset=svhn"], ["unknown dataset 'svhn'"]),
+        (["--profile", "huge"], ["unknown profile 'huge'", "quick, full"]),
+        (["--device", "tpu"], ["unknown device 'tpu'"]),
+    ],
+)
+def test_bad_input_is_one_line(args, fragments, tmp_path, data_root):
+    assert_one_line_error(dlapps("run", "residual-mlp", *args, "--out", str(tmp_path), data_root=data_root), *fragments)
+
+
+def test_missing_data_root_and_unknown_study(tmp_path):
+    result = dlapps("run", "residual-mlp", *TINY, "--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "nope"))
+    assert_one_line_error(result, "data root", "nope", "does not exist")
+    assert_one_line_error(dlapps("run", "resnet-mlp"), "unknown study 'resnet-mlp'", "residual-mlp")
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = dlapps("--debug", "run", "residual-mlp", "--set", "depths=0", "--out", str(tmp_path))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_help_datasets_studies_config(data_root):
+    for command in ([], ["run"], ["datasets"], ["studies"], ["config"]):
+        result = dlapps(*command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout
+    listing = dlapps("datasets", "--data-root", str(data_root))
+    assert listing.returncode == 0 and "mnist_train.npz" in listing.stdout
+    assert "residual-mlp" in dlapps("studies").stdout
+    resolved = json.loads(dlapps("config", "residual-mlp", "--profile", "full", "--set", "train.lr=0.01").stdout)
+    assert resolved["train.lr"] == 0.01 and resolved["depths"] == [2, 8, 32, 64]

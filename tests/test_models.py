@@ -1,0 +1,72 @@
+import pytest
+import torch
+from torch import nn
+
+from dlapps.errors import ConfigError
+from dlapps.models import MLP, ResidualMLP, create_model, list_models
+
+MNIST = {"num_classes": 10, "in_shape": (1, 28, 28)}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("depth", [2, 8, 32])
+def test_same_depth_same_parameters(depth):
+    expected = (784 * 16 + 16) + depth * (16 * 16 + 16) + (16 * 10 + 10)
+    assert _params(create_model("mlp", **MNIST, depth=depth)) == expected
+    for k in (1, 2):
+        assert _params(create_model("residual_mlp", **MNIST, depth=depth, layers_per_block=k)) == expected
+
+
+def test_output_shape_and_image_input():
+    x = torch.randn(5, 1, 28, 28)
+    for name in ("mlp", "residual_mlp"):
+        assert create_model(name, **MNIST, depth=4).forward(x).shape == (5, 10)
+    assert len(create_model("residual_mlp", **MNIST, depth=8, layers_per_block=2).hidden) == 4
+    assert sorted(list_models())[:2] == ["mlp", "residual_mlp"]
+
+
+def test_same_seed_same_initial_weights():
+    torch.manual_seed(5)
+    plain = create_model("mlp", **MNIST, depth=4)
+    torch.manual_seed(5)
+    residual = create_model("residual_mlp", **MNIST, depth=4, layers_per_block=2)
+    for a, b in zip(plain.parameters(), residual.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_zero_residual_branches_pass_the_stem_through():
+    model = ResidualMLP(784, 16, 6, 10, layers_per_block=2)
+    for block in model.hidden:
+        for layer in block.residual:
+            if isinstance(layer, nn.Linear):
+                nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(model(x), model.head(model.stem(x)))
+    plain = MLP(784, 16, 6, 10)
+    for layer in plain.hidden:
+        nn.init.zeros_(layer[0].weight), nn.init.zeros_(layer[0].bias)
+    assert torch.allclose(plain(x), plain.head(torch.zeros(3, 16)))  # a plain net cannot pass anything through
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": 0}, "depth must be positive"),
+        ({"depth": -3}, "depth must be positive"),
+        ({"width": 0}, "width must be positive"),
+        ({"depth": 3, "layers_per_block": 2}, "multiple of layers_per_block"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        create_model("residual_mlp", **MNIST, **kwargs)
+
+
+def test_registry_errors():
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'"):
+        create_model("resnet9000", **MNIST)
+    with pytest.raises(ConfigError, match="takes no layers_per_block"):
+        create_model("mlp", **MNIST, layers_per_block=2)
