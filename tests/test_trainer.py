@@ -4,8 +4,8 @@ from safetensors.torch import save_file
 
 from dlapps.data import ResidentLoader, get_spec
 from dlapps.errors import CheckpointError
-from dlapps.models import create_model
-from dlapps.train import TrainConfig, evaluate, fit, load_checkpoint, read_weights, save_checkpoint
+from dlapps.models import create_model, read_weights
+from dlapps.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
 
 MNIST = get_spec("mnist")
 

@@ -83,26 +83,31 @@ def variant_label(key: str) -> str:
     return f"ResidualMLP ({k} layer{'s' if k > 1 else ''}/block)"
 
 
-def _build(config: ResidualMLPConfig, variant: dict[str, Any], depth: int, in_shape, num_classes) -> torch.nn.Module:
+def _build(config: ResidualMLPConfig, variant: dict[str, Any], depth: int) -> torch.nn.Module:
+    """A model of ``variant`` at ``depth``; it takes images in [0, 1] and normalises them itself."""
+    spec = get_spec(config.dataset)
     hparams = {k: v for k, v in variant.items() if k != "model"}
     return create_model(
-        variant["model"], num_classes=num_classes, in_shape=in_shape, width=config.width, depth=depth, **hparams
+        variant["model"],
+        num_classes=spec.num_classes,
+        in_shape=spec.image_shape,
+        width=config.width,
+        depth=depth,
+        mean=spec.mean,
+        std=spec.std,
+        **hparams,
     )
 
 
 def _loaders(config: ResidualMLPConfig, train: ImageArrays, test: ImageArrays, seed: int):
-    spec = get_spec(config.dataset)
-    norm = {"mean": spec.mean, "std": spec.std}
     train_loader = ResidentLoader(
-        train, batch_size=config.train.batch_size, shuffle=True, seed=seed, device=train.images.device, **norm
+        train, batch_size=config.train.batch_size, shuffle=True, seed=seed, device=train.images.device
     )
-    test_loader = ResidentLoader(test, batch_size=1000, device=test.images.device, **norm)
-    return train_loader, test_loader
+    return train_loader, ResidentLoader(test, batch_size=1000, device=test.images.device)
 
 
 def run(config: ResidualMLPConfig, ctx: RunContext) -> dict[str, Any]:
     started = time.perf_counter()
-    spec = get_spec(config.dataset)
     train = load_arrays(config.dataset, "train", ctx.data_root, ctx.download).subset(config.train_subset).to(ctx.device)
     test = load_arrays(config.dataset, "test", ctx.data_root, ctx.download).subset(config.test_subset).to(ctx.device)
     variants = config.variants()
@@ -126,7 +131,7 @@ def run(config: ResidualMLPConfig, ctx: RunContext) -> dict[str, Any]:
             if record is None:
                 progress.update(overall, description=f"{variant_label(variant)}, depth {depth}, seed {seed}")
                 seed_everything(seed)
-                model = _build(config, variants[variant], depth, spec.image_shape, spec.num_classes).to(ctx.device)
+                model = _build(config, variants[variant], depth).to(ctx.device)
                 train_loader, test_loader = _loaders(config, train, test, seed)
                 t0 = time.perf_counter()
                 history = fit(
@@ -177,13 +182,12 @@ def run(config: ResidualMLPConfig, ctx: RunContext) -> dict[str, Any]:
 
 def _gradient_profiles(config, train, test, variants, records, ctx) -> dict[str, Any]:
     """Gradient norms per layer at ``gradient_depth`` for seed 0: at initialisation and, if trained, after."""
-    spec = get_spec(config.dataset)
     train_loader, _ = _loaders(config, train, test, seed=0)
     batches = [batch for _, batch in zip(range(config.gradient_batches), train_loader, strict=False)]
     profiles: dict[str, dict[str, Any]] = {"init": {}, "trained": {}}
     for variant, hparams in variants.items():
         seed_everything(0)
-        model = _build(config, hparams, config.gradient_depth, spec.image_shape, spec.num_classes).to(ctx.device)
+        model = _build(config, hparams, config.gradient_depth).to(ctx.device)
         profiles["init"][variant] = layer_gradient_norms(model, batches).as_dict()
         trained = [
             r for r in records if r["variant"] == variant and r["depth"] == config.gradient_depth and r["seed"] == 0

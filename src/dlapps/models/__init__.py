@@ -1,6 +1,23 @@
-"""Models, built by name through one registry (see :func:`create_model`)."""
+"""Models, built by name through one registry (see :func:`create_model`).
 
+Convention: every model takes images in [0, 1] and owns its input normalisation (``mean``/``std``).
+"""
+
+from dlapps.models.cifar_resnet import CifarResNet
+from dlapps.models.layers import Normalize
 from dlapps.models.mlp import MLP, ResidualMLP
 from dlapps.models.registry import create_model, list_models, register_model
+from dlapps.models.weights import load_state_dict_checked, load_weights, read_weights
 
-__all__ = ["MLP", "ResidualMLP", "create_model", "list_models", "register_model"]
+__all__ = [
+    "MLP",
+    "CifarResNet",
+    "Normalize",
+    "ResidualMLP",
+    "create_model",
+    "list_models",
+    "load_state_dict_checked",
+    "load_weights",
+    "read_weights",
+    "register_model",
+]

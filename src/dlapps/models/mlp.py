@@ -9,11 +9,13 @@ one only adds identity shortcuts around groups of ``layers_per_block`` hidden la
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from dlapps.errors import ConfigError
+from dlapps.models.layers import Normalize
 from dlapps.models.registry import register_model
 
 
@@ -29,15 +31,24 @@ def _check(width: int, depth: int, layers_per_block: int = 1) -> None:
 class MLP(nn.Module):
     """Input layer, ``depth`` hidden ``Linear + ReLU`` layers, linear head. Accepts images (flattened)."""
 
-    def __init__(self, in_features: int, width: int, depth: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         _check(width, depth)
+        self.normalize = Normalize(mean, std)
         self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
         self.hidden = nn.Sequential(*(nn.Sequential(nn.Linear(width, width), nn.ReLU()) for _ in range(depth)))
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(self.stem(x)))
+        return self.head(self.hidden(self.stem(self.normalize(x))))
 
 
 class ResidualBlock(nn.Module):
@@ -59,24 +70,49 @@ class ResidualBlock(nn.Module):
 class ResidualMLP(nn.Module):
     """Same layers as :class:`MLP` of equal depth, grouped into ``depth // layers_per_block`` residual blocks."""
 
-    def __init__(self, in_features: int, width: int, depth: int, num_classes: int, layers_per_block: int = 1) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        width: int,
+        depth: int,
+        num_classes: int,
+        layers_per_block: int = 1,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         _check(width, depth, layers_per_block)
+        self.normalize = Normalize(mean, std)
         self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
         self.hidden = nn.Sequential(*(ResidualBlock(width, layers_per_block) for _ in range(depth // layers_per_block)))
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(self.stem(x)))
+        return self.head(self.hidden(self.stem(self.normalize(x))))
 
 
 @register_model("mlp")
-def mlp(*, num_classes: int, in_shape: tuple[int, int, int], width: int = 16, depth: int = 2) -> MLP:
-    return MLP(math.prod(in_shape), width, depth, num_classes)
+def mlp(
+    *,
+    num_classes: int,
+    in_shape: tuple[int, int, int],
+    width: int = 16,
+    depth: int = 2,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> MLP:
+    return MLP(math.prod(in_shape), width, depth, num_classes, mean=mean, std=std)
 
 
 @register_model("residual_mlp")
 def residual_mlp(
-    *, num_classes: int, in_shape: tuple[int, int, int], width: int = 16, depth: int = 2, layers_per_block: int = 1
+    *,
+    num_classes: int,
+    in_shape: tuple[int, int, int],
+    width: int = 16,
+    depth: int = 2,
+    layers_per_block: int = 1,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> ResidualMLP:
-    return ResidualMLP(math.prod(in_shape), width, depth, num_classes, layers_per_block)
+    return ResidualMLP(math.prod(in_shape), width, depth, num_classes, layers_per_block, mean=mean, std=std)

@@ -1,6 +1,6 @@
 """Training: config, loop, checkpoints, device choice."""
 
-from dlapps.train.checkpoint import load_checkpoint, load_state_dict_checked, read_weights, save_checkpoint
+from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
 from dlapps.train.device import resolve_device, seed_everything
 from dlapps.train.trainer import EpochStats, evaluate, fit
@@ -11,8 +11,6 @@ __all__ = [
     "evaluate",
     "fit",
     "load_checkpoint",
-    "load_state_dict_checked",
-    "read_weights",
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
