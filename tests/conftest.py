@@ -41,3 +41,16 @@ def mnist_train(data_root: Path) -> ImageArrays:
 @pytest.fixture(autouse=True)
 def _single_seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def cifar10_test(data_root: Path) -> ImageArrays:
+    return load_arrays("cifar10", "test", data_root)
+
+
+@pytest.fixture(scope="session")
+def resnet20(data_root: Path) -> torch.nn.Module:
+    """The shared pretrained CIFAR-10 ResNet-20 (91.73%), in eval mode, taking images in [0, 1]."""
+    from dlapps.models import load_pretrained
+
+    return load_pretrained("resnet20_cifar10", data_root)

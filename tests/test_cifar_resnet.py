@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from dlapps.data import ResidentLoader, load_arrays
+from dlapps.data import ResidentLoader
 from dlapps.errors import CheckpointError, ConfigError
-from dlapps.models import CifarResNet, create_model, load_weights
+from dlapps.models import CifarResNet, create_model, load_pretrained, load_weights
 from dlapps.train import evaluate
 
 CIFAR = {"num_classes": 10, "in_shape": (3, 32, 32)}
@@ -47,11 +47,17 @@ def test_model_owned_normalisation_equals_external():
     assert torch.allclose(owned(x), inner((x - mean) / std), atol=1e-5)
 
 
-def test_shared_resnet20_checkpoint_scores_its_published_accuracy(data_root):
-    model = create_model("resnet20", **CIFAR, **IMAGENET_STATS)
-    load_weights(model, data_root / "weights" / "resnet20_cifar10_akamaster-12fca82f.th")
-    _, accuracy = evaluate(model, ResidentLoader(load_arrays("cifar10", "test", data_root), batch_size=500))
+def test_shared_resnet20_checkpoint_scores_its_published_accuracy(resnet20, cifar10_test):
+    _, accuracy = evaluate(resnet20, ResidentLoader(cifar10_test, batch_size=500))
     assert accuracy == pytest.approx(0.9173, abs=0.001)
+    assert not resnet20.training
+
+
+def test_pretrained_by_name_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="unknown pretrained model 'resnet99'"):
+        load_pretrained("resnet99", tmp_path)
+    with pytest.raises(CheckpointError, match="not found at .*resnet20_cifar10_akamaster-12fca82f.th; add --download"):
+        load_pretrained("resnet20_cifar10", tmp_path)
 
 
 def test_weights_that_do_not_fit_name_the_keys(data_root):

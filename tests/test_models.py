@@ -70,3 +70,14 @@ def test_registry_errors():
         create_model("resnet9000", **MNIST)
     with pytest.raises(ConfigError, match="takes no layers_per_block"):
         create_model("mlp", **MNIST, layers_per_block=2)
+
+
+def test_small_cnn_shapes_and_normalisation():
+    model = create_model(
+        "small_cnn", num_classes=10, in_shape=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
+    )
+    x = torch.rand(3, 3, 32, 32)
+    assert model(x).shape == (3, 10)
+    bare = create_model("small_cnn", num_classes=10, in_shape=(3, 32, 32))
+    bare.load_state_dict(model.state_dict())
+    assert torch.allclose(model(x), bare((x - 0.5) / 0.25), atol=1e-5)

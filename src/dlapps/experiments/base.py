@@ -26,9 +26,14 @@ class RunContext:
     out: Path
     device: torch.device
     data_root: Path | None = None
+    models_dir: Path | None = None  # trained models shared between studies; default <out>/models
     download: bool = False
     show_progress: bool = True
     command: str = ""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.models_dir or self.out / "models"
 
     def progress(self) -> Progress:
         return Progress(

@@ -26,6 +26,16 @@ from dlapps.errors import CheckpointError
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
 
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy_step(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default training objective: ``(mean cross-entropy, logits)`` on the batch as given."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.float(), labels), logits
+
 
 class EpochLoader(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
@@ -107,11 +117,14 @@ def fit(
     progress: Progress | None = None,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     run_info: dict[str, Any] | None = None,
+    step_loss: StepLoss = cross_entropy_step,
 ) -> list[EpochStats]:
     """Train ``model`` for ``config.epochs`` epochs and return per-epoch statistics.
 
     With ``checkpoint``, state is saved there after every epoch, and an existing checkpoint of the same
     run (same config, seed and ``run_info``) is resumed; one of a different run is an error, never reused.
+    ``step_loss(model, inputs, labels) -> (loss, logits)`` replaces the objective (e.g. adversarial training;
+    describe it in ``run_info``); train accuracy is measured on the logits it returns.
     """
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
@@ -133,7 +146,7 @@ def fit(
     try:
         for epoch in range(len(history), config.epochs):
             stats = _train_epoch(
-                model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task
+                model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
             )
             history.append(stats)
             if checkpoint is not None:
@@ -148,7 +161,7 @@ def fit(
 
 
 def _train_epoch(
-    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task
+    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
 ) -> EpochStats:
     device = next(model.parameters()).device
     start = time.perf_counter()
@@ -161,8 +174,7 @@ def _train_epoch(
     lr = optimizer.param_groups[0]["lr"]
     for inputs, labels in train_loader:
         with _autocast(device, config.amp):
-            logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss, logits = step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,72 @@
+"""Published checkpoints by name: found under the data root, or fetched once when the user allows it.
+
+A name fixes the architecture, the file, and the input normalisation the weights were trained with, so a
+loaded model takes images in [0, 1] like every other dlapps model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dlapps.data.roots import resolve_data_root
+from dlapps.errors import CheckpointError
+from dlapps.models.registry import create_model
+from dlapps.models.weights import load_weights
+
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    model: str
+    num_classes: int
+    in_shape: tuple[int, int, int]
+    filename: str  # looked for in <data root>/weights/
+    url: str | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    accuracy: str  # what the weights are known to score, for reports
+
+
+PRETRAINED: dict[str, PretrainedSpec] = {
+    "resnet20_cifar10": PretrainedSpec(
+        model="resnet20",
+        num_classes=10,
+        in_shape=(3, 32, 32),
+        filename="resnet20_cifar10_akamaster-12fca82f.th",
+        url="https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/resnet20-12fca82f.th",
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        accuracy="91.73% on the CIFAR-10 test set",
+    ),
+}
+
+
+def pretrained_path(name: str, data_root: str | Path | None = None, download: bool = False) -> Path:
+    """Where the weights of ``name`` are: ``<data root>/weights/<file>``, downloaded there if allowed."""
+    if name not in PRETRAINED:
+        raise CheckpointError(f"unknown pretrained model {name!r}; known: {', '.join(PRETRAINED)}")
+    spec = PRETRAINED[name]
+    path = resolve_data_root(data_root) / "weights" / spec.filename
+    if path.is_file():
+        return path
+    if download and spec.url:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(spec.url, str(path))
+        return path
+    hint = "add --download to fetch it" if spec.url else "place the file there"
+    raise CheckpointError(f"weights for {name} not found at {path}; {hint}, or pass a weights file")
+
+
+def load_pretrained(
+    name: str, data_root: str | Path | None = None, download: bool = False, weights: str | Path | None = None
+) -> nn.Module:
+    """The model of ``name`` with its published weights (or ``weights``, a file of the same layout)."""
+    path = Path(weights) if weights is not None else pretrained_path(name, data_root, download)
+    spec = PRETRAINED[name]
+    model = create_model(spec.model, num_classes=spec.num_classes, in_shape=spec.in_shape, mean=spec.mean, std=spec.std)
+    return load_weights(model, path).eval()
