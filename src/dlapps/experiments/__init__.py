@@ -1,10 +1,13 @@
 """Studies: each composes data, models, training, analysis and reports into one reproducible run."""
 
 from dlapps.errors import ConfigError
+from dlapps.experiments.adv_train import STUDY as ADV_TRAIN
 from dlapps.experiments.base import RunContext, Study
+from dlapps.experiments.fgsm import STUDY as FGSM
 from dlapps.experiments.residual_mlp import STUDY as RESIDUAL_MLP
+from dlapps.experiments.targeted import STUDY as TARGETED
 
-STUDIES: dict[str, Study] = {study.name: study for study in (RESIDUAL_MLP,)}
+STUDIES: dict[str, Study] = {study.name: study for study in (RESIDUAL_MLP, FGSM, TARGETED, ADV_TRAIN)}
 
 
 def get_study(name: str) -> Study:
