@@ -291,5 +291,5 @@ def test_resnet20_on_real_cifar10(cifar10_test, resnet20):
         resnet20, data, method="pgd", eps=8 / 255, alpha=2 / 255, steps=10, generator=torch.Generator().manual_seed(0)
     )
     assert summarize(pgd)["clean_accuracy"] > 0.85 and robust_accuracy(pgd) < 0.05
-    rates = [success_rate(attack_arrays(resnet20, data, method="fgsm", eps=e / 255)) for e in (0.5, 1, 2, 4, 8)]
+    rates = [success_rate(attack_arrays(resnet20, data, method="fgsm", eps=e / 255)) for e in (0.5, 2, 8)]
     assert rates == sorted(rates) and rates[0] < 0.5 < rates[-1]

@@ -164,7 +164,7 @@ def _write_artifacts(stage: Path, config: TargetedConfig, results: dict[str, Any
         figures.line_panels(
             curves,
             xlabel="steps taken",
-            title=f"{title}: fraction of attacked images fooled within k steps",
+            title=f"{title}:\nfraction of attacked images fooled within k steps",
             ylims={panel: (0, 1.02) for panel in curves},
         ),
         stage / "cumulative_success.png",

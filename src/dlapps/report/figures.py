@@ -144,21 +144,23 @@ def grouped_bars(
     title: str | None = None,
     ylims: Mapping[str, tuple[float, float]] | None = None,
     value_format: str = "{:.2f}",
+    width: float = 4.2,
 ) -> plt.Figure:
     """Panels ``title -> {group -> {series -> value}}``: one cluster of bars per group, values written on top.
 
-    A missing or None value leaves a gap (e.g. mean iterations where no attack succeeded).
+    A missing or None value leaves a gap (e.g. mean iterations where no attack succeeded). ``width``: inches
+    per panel.
     """
     n = len(panels)
-    figure, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, n, figsize=(width * n, 3.6), squeeze=False)
     for axis, (panel, groups) in zip(axes.flat, panels.items(), strict=True):
         series = list(dict.fromkeys(s for values in groups.values() for s in values))
-        width = 0.8 / len(series)
+        bar_width = 0.8 / len(series)
         for index, name in enumerate(series):
-            offsets = np.arange(len(groups)) + (index - (len(series) - 1) / 2) * width
+            offsets = np.arange(len(groups)) + (index - (len(series) - 1) / 2) * bar_width
             values = [groups[g].get(name) for g in groups]
             heights = [np.nan if v is None else v for v in values]
-            bars = axis.bar(offsets, heights, width, label=name, color=f"C{index}")
+            bars = axis.bar(offsets, heights, bar_width, label=name, color=f"C{index}")
             axis.bar_label(bars, [("" if v is None else value_format.format(v)) for v in values], fontsize=7)
         axis.set_xticks(np.arange(len(groups)), list(groups))
         axis.set_xlabel(xlabel)
@@ -169,7 +171,7 @@ def grouped_bars(
             axis.margins(y=0.15)
         axis.grid(alpha=0.3, axis="y")
     if len(series) > 1:
-        axes.flat[0].legend(fontsize=8)
+        axes.flat[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     if title:
         figure.suptitle(title)
     figure.tight_layout()
