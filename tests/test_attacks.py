@@ -4,9 +4,19 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dlapps.attacks import AttackResult, attack, attack_arrays, robust_accuracy, success_rate, summarize
+from dlapps.attacks import (
+    AdversarialStepLoss,
+    AttackResult,
+    attack,
+    attack_arrays,
+    perturb,
+    robust_accuracy,
+    success_rate,
+    summarize,
+)
 from dlapps.errors import AttackError
 
 torchattacks = pytest.importorskip("torchattacks")  # a dev-only dependency
@@ -293,3 +303,35 @@ def test_resnet20_on_real_cifar10(cifar10_test, resnet20):
     assert summarize(pgd)["clean_accuracy"] > 0.85 and robust_accuracy(pgd) < 0.05
     rates = [success_rate(attack_arrays(resnet20, data, method="fgsm", eps=e / 255)) for e in (0.5, 2, 8)]
     assert rates == sorted(rates) and rates[0] < 0.5 < rates[-1]
+
+
+def test_adversarial_step_loss():
+    model, (x, y) = tiny_model(), tiny_batch()
+    model.train()  # as inside fit: the adversarial batch is made with BatchNorm on batch statistics
+    loss_fn = AdversarialStepLoss("fgsm", eps=8 / 255, w_clean=0.2, w_adv=0.8)
+    loss, logits = loss_fn(model, x, y)
+    adversarial = perturb(model, x, y, eps=8 / 255, alpha=8 / 255, steps=1)
+    assert (adversarial - x).abs().max() <= 8 / 255 + 1e-6 and not torch.equal(adversarial, x)
+    expected = 0.2 * F.cross_entropy(model(x), y) + 0.8 * F.cross_entropy(model(adversarial), y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.allclose(logits, model(adversarial))  # train accuracy is measured on the adversarial batch
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert AdversarialStepLoss("fgsm-rs", eps=8 / 255).step_size == pytest.approx(10 / 255)
+    assert AdversarialStepLoss("pgd", eps=8 / 255, steps=10).step_size == pytest.approx(2 / 255)
+    objectives = {
+        AdversarialStepLoss(method, eps=eps, w_clean=w, w_adv=1 - w).objective
+        for method in ("fgsm", "fgsm-rs")
+        for eps in (4 / 255, 8 / 255)
+        for w in (0.5, 0.2)
+    }
+    assert len(objectives) == 8  # every setting names a different model in the classifier cache
+    for bad, message in [
+        ({"method": "mifgsm"}, "must be fgsm, fgsm-rs or pgd"),
+        ({"eps": -0.1}, "eps must be a finite number >= 0"),
+        ({"steps": 3}, "fgsm-rs takes a single step"),
+        ({"w_adv": 0.0}, "weights must be w_clean >= 0 and w_adv > 0"),
+    ]:
+        with pytest.raises(AttackError, match=message):
+            AdversarialStepLoss(**{"method": "fgsm-rs", "eps": 8 / 255, **bad})
+    with pytest.raises(AttackError, match="must own its normalisation"):
+        loss_fn(model, x * 2 - 1, y)

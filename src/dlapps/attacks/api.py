@@ -30,7 +30,7 @@ MethodName = Literal["fgsm", "bim", "pgd", "mifgsm"]
 
 @dataclass(frozen=True)
 class Method:
-    """How a named attack sets up the common loop of :func:`dlapps.attacks.iterative.perturb`."""
+    """How a named attack sets up the common loop (:func:`dlapps.attacks.iterative.attack_in_slots`)."""
 
     summary: str
     random_start: bool = False
@@ -39,7 +39,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "fgsm": Method("FGSM: one step of size ε along the gradient's sign (Goodfellow et al. 2015)", single_step=True),
+    "fgsm": Method("one step of size ε along the gradient's sign (Goodfellow et al. 2015)", single_step=True),
     "bim": Method("iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"),
     "pgd": Method("iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)", random_start=True),
     "mifgsm": Method("iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)", momentum=True),

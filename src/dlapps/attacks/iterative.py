@@ -56,10 +56,10 @@ def signed_step(
     upper: torch.Tensor,
     alpha: float,
     momentum: torch.Tensor | None = None,
-    decay: float = 1.0,
+    decay: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One step of size ``alpha`` along the gradient's sign, or, given ``momentum``, along the sign of
-    ``decay · momentum + grad / mean|grad|`` (MI-FGSM); then the projection onto ``[lower, upper]``."""
+    """One step of size ``alpha`` along the gradient's sign, or, given ``momentum`` and its ``decay``, along
+    the sign of ``decay · momentum + grad / mean|grad|`` (MI-FGSM); then the projection onto the box."""
     if momentum is not None:
         scale = grad.abs().mean(tuple(range(1, grad.ndim)), keepdim=True)
         momentum = grad / scale.clamp_min(torch.finfo(grad.dtype).tiny) + decay * momentum
@@ -75,23 +75,17 @@ def perturb(
     eps: float,
     alpha: float,
     steps: int,
-    targeted: bool = False,
     random_start: bool = False,
-    decay: float | None = None,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Adversarial examples after exactly ``steps`` steps for every sample, nothing measured.
+    """Untargeted adversarial examples after exactly ``steps`` steps for every sample, nothing measured.
 
-    For adversarial training: the model runs in the mode it is in, and there is no forward pass beyond
-    the ones the steps need. ``decay`` switches to MI-FGSM's momentum.
+    For adversarial training: the model runs in the mode it is in (random starts from the global RNG),
+    and there is no forward pass beyond the ones the steps need.
     """
-    adv, lower, upper = start_point(x.detach(), eps, random_start, generator)
-    momentum = torch.zeros_like(adv) if decay is not None else None
+    adv, lower, upper = start_point(x.detach(), eps, random_start, None)
     for _ in range(steps):
         adv, logits = forward(model, adv)
-        adv, momentum = signed_step(
-            adv, loss_gradient(adv, logits, labels, targeted), lower, upper, alpha, momentum, decay or 0.0
-        )
+        adv, _ = signed_step(adv, loss_gradient(adv, logits, labels, targeted=False), lower, upper, alpha)
     return adv.detach()
 
 
@@ -164,7 +158,7 @@ def attack_in_slots(
         moving = occupied & ~done
         if moving.any():
             grad = loss_gradient(adv_in, logits, slot_goal, targeted)
-            stepped, stepped_momentum = signed_step(adv_in, grad, lower, upper, alpha, momentum, decay or 0.0)
+            stepped, stepped_momentum = signed_step(adv_in, grad, lower, upper, alpha, momentum, decay)
             keep = moving.view(-1, *[1] * (x.ndim - 1))
             adv = torch.where(keep, stepped, adv)
             if momentum is not None:

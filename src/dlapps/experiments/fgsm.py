@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlapps.attacks import AttackResult, attack
+from dlapps.attacks import METHODS, AttackResult, attack
 from dlapps.config import require, to_dict
 from dlapps.data import ImageArrays, load_arrays
 from dlapps.experiments.attack_common import PIXEL, VictimConfig, cached_attack, eps_label, load_victim
@@ -32,7 +32,7 @@ from dlapps.report.markdown import format_number, table
 class FGSMConfig:
     victim: VictimConfig = field(default_factory=VictimConfig)
     method: Literal["fgsm", "bim", "pgd", "mifgsm"] = "bim"
-    epsilons: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
+    epsilons: tuple[float, ...] = (0.5, 1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
     steps: int = 10
     alpha_fraction: float = 0.25  # step size as a fraction of ε (one-step FGSM always steps ε)
     test_subset: int | None = None  # None: all 10,000 test images
@@ -253,6 +253,8 @@ def _report(config: FGSMConfig, results: dict[str, Any], sweep_md: str) -> str:
         "projected onto the L∞ ball of radius ε and [0, 1]; a sample stops as soon as its prediction leaves "
         "its true class (per-sample early stop, the batch keeps its shape).",
         "",
+        f"{config.method.upper()}: {METHODS[config.method].summary}.",
+        "",
         "Success rate, mean iterations and mean confidence drop are measured on the *attacked* images "
         "(classified correctly before the attack); mean iterations over the successful ones; the confidence "
         "drop is the true-class probability before minus after; robust accuracy is over all images.",
@@ -283,7 +285,7 @@ STUDY = Study(
     summary="Iterative FGSM with per-sample early stop on a CIFAR-10 model: success, iterations, confidence vs ε.",
     default_config=FGSMConfig,
     profiles={
-        "quick": {"test_subset": 500, "epsilons": (1, 2, 4, 8, 16)},
+        "quick": {"test_subset": 500, "epsilons": (0.5, 1, 2, 4, 8, 16)},
         "full": {},
     },
     run=run,

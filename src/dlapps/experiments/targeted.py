@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from dlapps.attacks import TargetSpec
+from dlapps.attacks import METHODS, TargetSpec
 from dlapps.config import require, to_dict
 from dlapps.data import load_arrays
 from dlapps.errors import ConfigError
@@ -205,6 +205,8 @@ def _report(config: TargetedConfig, results: dict[str, Any], comparison_md: str)
         "fixed class; images whose fixed target is their own class are skipped (column *skipped*), not "
         "counted as successes.",
         "",
+        f"{config.method.upper()}: {METHODS[config.method].summary}.",
+        "",
         "Metrics are over the attacked images (classified correctly before, not skipped); mean iterations over "
         "the successful ones; confidence drop: true-class probability before minus after.",
         "",
@@ -230,7 +232,7 @@ STUDY = Study(
     summary="Targeted (random, least-likely, fixed class) vs untargeted iterative attacks at equal ε and steps.",
     default_config=TargetedConfig,
     profiles={
-        "quick": {"test_subset": 250, "epsilons": (2, 8), "targets": ("random", "least-likely")},
+        "quick": {"test_subset": 500, "epsilons": (2, 8)},
         "full": {},
     },
     run=run,
