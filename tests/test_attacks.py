@@ -254,6 +254,11 @@ class Pair(nn.Module):
         return z, z
 
 
+class Score(nn.Module):
+    def forward(self, x):
+        return x.flatten(1).sum(1)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -270,6 +275,7 @@ class Pair(nn.Module):
         ({"target": "most-likely"}, "unknown target 'most-likely'"),
         ({"model": Probabilities()}, "the model returns probabilities"),
         ({"model": Pair()}, "the model must return a logits tensor, got tuple"),
+        ({"model": Score()}, r"the model must return logits of shape \(50, classes\)"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
 )

@@ -33,6 +33,7 @@ from dlapps.report import figures
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_number, table
 from dlapps.train import TrainConfig
+from dlapps.train.trainer import cross_entropy_step
 
 WONG_2020 = {"clean accuracy": 0.861, "PGD accuracy": 0.461}  # PreAct ResNet-18, FGSM-RS, ε = 8/255
 
@@ -158,29 +159,15 @@ def run(config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:
                 recipe,
                 ctx,
                 progress=progress,
+                step_loss=cross_entropy_step if loss is None else loss,
                 train=train,
                 test=full_test,
-                **({} if loss is None else {"step_loss": loss}),
             )
-            train_seconds = sum(h["seconds"] for h in info["history"])
-            settings = {
-                "model": recipe.key(),
-                "evaluations": list(EVALUATIONS),
-                "data": {"source": test.source, "n": len(test), "seed": config.seed},
-                "eval": {k: to_dict(config)[k] for k in ("eval_eps", "eval_alpha", "eval_steps", "seed")},
-            }
-            key = cache.key(variant.replace(" ", "-").replace("/", "-"), settings)
-            record = cache.get(key)
-            if record is None:
-                metrics: dict[str, float] = {}
-                for evaluate in EVALUATIONS.values():
-                    metrics.update(evaluate(model, test, config))
-                record = {"key": key, "variant": variant, "model": recipe.key(), "metrics": metrics}
-                cache.put(key, record)
+            record = _evaluate(cache, variant, recipe, model, test, config)
             record = {
                 **record,
                 "objective": recipe.objective,
-                "train_seconds": train_seconds,
+                "train_seconds": sum(h["seconds"] for h in info["history"]),
                 "history": info["history"],
                 "seconds": time.perf_counter() - t0,
             }
@@ -202,6 +189,27 @@ def run(config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:
     return results
 
 
+def _evaluate(
+    cache: RunCache, variant: str, recipe: ClassifierRecipe, model: nn.Module, test: ImageArrays, config: AdvTrainConfig
+) -> dict[str, Any]:
+    """Every evaluation of :data:`EVALUATIONS` on one trained model, cached by model, data and settings."""
+    settings = {
+        "model": recipe.key(),
+        "evaluations": list(EVALUATIONS),
+        "data": {"source": test.source, "n": len(test), "seed": config.seed},
+        "eval": {k: to_dict(config)[k] for k in ("eval_eps", "eval_alpha", "eval_steps", "seed")},
+    }
+    key = cache.key(variant.replace(" ", "-").replace("/", "-"), settings)
+    record = cache.get(key)
+    if record is None:
+        metrics: dict[str, float] = {}
+        for evaluation in EVALUATIONS.values():
+            metrics.update(evaluation(model, test, config))
+        record = {"key": key, "variant": variant, "model": recipe.key(), "metrics": metrics}
+        cache.put(key, record)
+    return record
+
+
 def _write_artifacts(stage: Path, config: AdvTrainConfig, results: dict[str, Any]) -> None:
     records = results["variants"]
     write_json(stage / "results.json", results)
@@ -217,7 +225,7 @@ def _write_artifacts(stage: Path, config: AdvTrainConfig, results: dict[str, Any
             xlabel="training",
             title=f"{_model_label(config)} on CIFAR-10: accuracy, clean and under attack",
             ylims={f"ε = {eps_label(config.eval_eps)}": (0, 1.05)},
-            width=max(6.0, 1.6 * len(records)),
+            width=max(6.0, 2.6 * len(records)),
         ),
         stage / "robustness.png",
     )
@@ -304,11 +312,12 @@ STUDY = Study(
         "quick": {
             "model": "small_cnn",
             "width": 16,
-            "train_subset": 8000,
-            "test_subset": 1000,
+            "train_subset": 5000,
+            "test_subset": 500,
             "train.epochs": 4,
             "train.optimizer": "adam",
-            "train.lr": 2e-3,
+            "train.lr": 1e-3,
+            "train.schedule": "constant",
             "train.weight_decay": 0.0,
         },
         "full": {},
