@@ -48,17 +48,18 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
         out,
         data_root,
         "victim.name=small_cnn",
-        "victim.epochs=1",
-        "victim.train_subset=1000",
-        "test_subset=40",
-        "epsilons=4",
+        "victim.epochs=2",
+        "victim.train_subset=2000",
+        "test_subset=60",
+        "epsilons=8",
         "steps=4",
         "targets=random,cat",
     )
     rows = {row["mode"]: row for row in results["rows"]}
     assert list(rows) == ["untargeted", "random", "class cat"]
     assert rows["class cat"]["skipped"] > 0 and all(rows[m]["skipped"] == 0 for m in ("untargeted", "random"))
-    assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"] > 0
+    assert rows["untargeted"]["attacked"] > 10 and rows["untargeted"]["success_rate"] > 0.3  # a weak CNN
+    assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"]
     assert (
         results["victim"]["name"] == "small CNN trained here" and len(list((out / "models").glob("*.safetensors"))) == 1
     )

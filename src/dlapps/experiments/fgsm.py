@@ -285,7 +285,7 @@ STUDY = Study(
     summary="Iterative FGSM with per-sample early stop on a CIFAR-10 model: success, iterations, confidence vs ε.",
     default_config=FGSMConfig,
     profiles={
-        "quick": {"test_subset": 500, "epsilons": (0.5, 1, 2, 4, 8, 16)},
+        "quick": {"test_subset": 1000, "epsilons": (0.5, 1, 2, 4, 8, 16)},
         "full": {},
     },
     run=run,
