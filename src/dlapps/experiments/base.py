@@ -26,14 +26,14 @@ class RunContext:
     out: Path
     device: torch.device
     data_root: Path | None = None
-    models_dir: Path | None = None  # trained models shared between studies; default <out>/models
+    models_dir: Path | None = None  # trained models shared between studies; default: "models" beside <out>
     download: bool = False
     show_progress: bool = True
     command: str = ""
 
     @property
     def model_dir(self) -> Path:
-        return self.models_dir or self.out / "models"
+        return self.models_dir or self.out.parent / "models"
 
     def progress(self) -> Progress:
         return Progress(
