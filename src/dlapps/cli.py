@@ -81,8 +81,11 @@ def run(
     seeds: Annotated[int | None, typer.Option(help="Number of seeds per configuration.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
     data_root: DataRoot = None,
+    models_dir: Annotated[
+        Path | None, typer.Option(help="Trained models shared between studies (default: models/ beside --out).")
+    ] = None,
     download: Annotated[
-        bool, typer.Option(help="Let torchvision download missing datasets into the data root.")
+        bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -101,6 +104,7 @@ def run(
         out=out,
         device=resolve_device(device),
         data_root=data_root,
+        models_dir=models_dir,
         download=download,
         show_progress=progress,
         command="dlapps " + shlex.join(sys.argv[1:]),

@@ -22,6 +22,7 @@ from dlapps.config import require, to_dict
 from dlapps.data import image_folder, load_arrays
 from dlapps.data.datasets import IMAGENETTE_TO_IMAGENET
 from dlapps.experiments.base import RunContext, Study, environment
+from dlapps.experiments.residual_cnn import STUDY as RESIDUAL_CNN
 from dlapps.experiments.zoo import obtain_classifier
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
 from dlapps.models import PRETRAINED, imagenet_categories, load_pretrained
@@ -148,30 +149,27 @@ def _imagenette(config: CamConfig, ctx: RunContext) -> tuple[torch.Tensor, torch
 
 
 def run(config: CamConfig, ctx: RunContext) -> dict[str, Any]:
-    from dlapps.experiments.residual_cnn import STUDY as RESIDUAL_CNN
-
     started = time.perf_counter()
+    # Inputs that can be wrong (weights files, image folders) are read before any long computation.
+    spec = PRETRAINED[config.imagenet_model]
+    imagenet_model = load_pretrained(config.imagenet_model, ctx.data_root, ctx.download, config.imagenet_weights)
+    images, labels = _imagenette(config, ctx)
+    cifar = load_arrays("cifar10", "test", ctx.data_root, ctx.download)
+    cifar = cifar.subset(config.faithfulness_images, seed=config.seed).to(ctx.device)
+    cnn_config = RESIDUAL_CNN.config(config.cifar_profile, list(config.cifar_set))
+    recipe = cnn_config.recipe(max(cnn_config.blocks), skip=True, seed=0)
     explained = {}
     with ctx.progress() as progress:
         task = progress.add_task("cam: CIFAR model", total=2)
-        cnn_config = RESIDUAL_CNN.config(config.cifar_profile, list(config.cifar_set))
-        recipe = cnn_config.recipe(max(cnn_config.blocks), skip=True, seed=0)
         cifar_model, _ = obtain_classifier(recipe, ctx, progress=progress)
-        cifar = load_arrays("cifar10", "test", ctx.data_root, ctx.download)
-        cifar = cifar.subset(config.faithfulness_images, seed=config.seed).to(ctx.device)
-        cifar_images = cifar.images.float() / 255
         explained["cifar"] = explain_model(
             f"CIFAR ResNet-{6 * max(cnn_config.blocks) + 2} (residual-cnn {config.cifar_profile})",
-            cifar_model, cifar_images, cifar.labels, list(cifar.classes), "layer3", "linear", config,
+            cifar_model, cifar.images.float() / 255, cifar.labels, list(cifar.classes), "layer3", "linear", config,
         )  # fmt: skip
         progress.update(task, advance=1, description=f"cam: {config.imagenet_model}")
-        spec = PRETRAINED[config.imagenet_model]
-        imagenet_model = load_pretrained(config.imagenet_model, ctx.data_root, ctx.download, config.imagenet_weights)
-        imagenet_model = imagenet_model.to(ctx.device)
-        images, labels = _imagenette(config, ctx)
         explained["imagenette"] = explain_model(
-            f"{config.imagenet_model} (ImageNet)", imagenet_model, images, torch.tensor(IMAGENETTE_TO_IMAGENET)[labels],
-            imagenet_categories(), spec.cam_layer, spec.classifier, config,
+            f"{config.imagenet_model} (ImageNet)", imagenet_model.to(ctx.device), images,
+            torch.tensor(IMAGENETTE_TO_IMAGENET)[labels], imagenet_categories(), spec.cam_layer, spec.classifier, config,
         )  # fmt: skip
         progress.advance(task)
     rows = explained["cifar"]["rows"] + explained["imagenette"]["rows"]
@@ -222,12 +220,18 @@ def _report(config: CamConfig, results: dict[str, Any]) -> str:
         [[m, f"{d:.4f}", f"{i:.4f}"] for m, (d, i) in TORCHCAM_RESNET18.items()],
     )
     env = results["environment"]
+    models = [
+        f"- {m['model']}: {100 * m['accuracy']:.1f}% correct on the {m['images']} images used"
+        for m in results["models"].values()
+    ]
     return "\n".join(
         [
             "# Class activation maps",
             "",
             "Each map is computed for the class the model predicts, at the last convolutional feature maps "
             "(before global average pooling), upsampled to the image and normalised to [0, 1].",
+            "",
+            *models,
             "",
             "## CIFAR-10: the deepest residual CNN of `residual-cnn`",
             "",
