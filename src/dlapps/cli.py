@@ -113,6 +113,37 @@ def run(
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
 
 
+@app.command()
+def reproduce(
+    profile: Annotated[str, typer.Option(help="quick (CPU, under an hour) or full (the write-up's scale).")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/reproduce-<profile>).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this study (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    data_root: DataRoot = None,
+    download: Annotated[
+        bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run every study in order (reusing finished ones) and write report.md and a self-contained report.html."""
+    from dlapps.experiments import RunContext
+    from dlapps.experiments.reproduce import reproduce as run_all
+    from dlapps.train import resolve_device
+
+    out = out or Path("runs") / f"reproduce-{profile}"
+    ctx = RunContext(
+        out=out, device=resolve_device(device), data_root=data_root, download=download, show_progress=progress
+    )
+    outcomes = run_all(ctx, profile, tuple(only or ()))
+    table = Table(title=f"dlapps reproduce --profile {profile}")
+    for column in ("study", "status", "seconds", "report"):
+        table.add_column(column)
+    for outcome in outcomes:
+        table.add_row(outcome.name, outcome.status, f"{outcome.seconds:.0f}", str(outcome.out / "report.md"))
+    console.print(table)
+    console.print(f"[green]done[/green]: {out / 'report.md'} and {out / 'report.html'}")
+
+
 def main() -> None:
     debug = os.environ.get("DLAPPS_DEBUG") == "1"
     if "--debug" in sys.argv:

@@ -60,6 +60,7 @@ def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, tit
             values = np.asarray(profile[kind], dtype=float)
             axis.plot(np.arange(1, len(values) + 1), values, marker=".", label=label)
         axis.set_yscale("log")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("layer (input → output)")
         axis.set_title({"weight": "weights", "bias": "biases"}[kind])
         axis.grid(alpha=0.3, which="both")
