@@ -114,6 +114,41 @@ def run(
 
 
 @app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Registered model name, e.g. resnet20, small_cnn, mlp.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. cifar10, mnist.")] = "cifar10",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Recipe setting: train.epochs=30, train_subset=5000, augment=false..."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the checkpoint and metrics.json.")] = Path("runs/models"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    data_root: DataRoot = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train one classifier (resuming if interrupted); under torchrun, data-parallel over the processes."""
+    from dlapps.config import apply_overrides, to_dict
+    from dlapps.experiments import RunContext
+    from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
+    from dlapps.report.io import write_json
+    from dlapps.train import resolve_device
+    from dlapps.train.distributed import init_from_env
+
+    recipe = apply_overrides(ClassifierRecipe(model=model, dataset=dataset), set_ or [])
+    world, chosen = init_from_env(resolve_device(device))
+    ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download)
+    with ctx.progress() as bars:
+        _, info = obtain_classifier(recipe, ctx, progress=bars if progress and world.is_main else None)
+    if world.is_main:
+        last = info["history"][-1]
+        write_json(out / f"{recipe.key()}.json", {"recipe": to_dict(recipe), "processes": world.size, **info})
+        console.print(
+            f"{recipe.key()}: test acc {last['test_acc']:.4f} after {last['epoch']} epochs ({world.size} process(es))"
+        )
+
+
+@app.command()
 def reproduce(
     profile: Annotated[str, typer.Option(help="quick (CPU, under an hour) or full (the write-up's scale).")] = "quick",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/reproduce-<profile>).")] = None,
