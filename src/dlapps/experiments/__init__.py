@@ -3,10 +3,11 @@
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import RunContext, Study
 from dlapps.experiments.cam import STUDY as CAM
+from dlapps.experiments.ood import STUDY as OOD
 from dlapps.experiments.residual_cnn import STUDY as RESIDUAL_CNN
 from dlapps.experiments.residual_mlp import STUDY as RESIDUAL_MLP
 
-STUDIES: dict[str, Study] = {study.name: study for study in (RESIDUAL_MLP, RESIDUAL_CNN, CAM)}
+STUDIES: dict[str, Study] = {study.name: study for study in (RESIDUAL_MLP, RESIDUAL_CNN, CAM, OOD)}
 
 
 def get_study(name: str) -> Study:
