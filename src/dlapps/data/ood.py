@@ -42,7 +42,7 @@ Considered and kept as OOD: ``train`` (rail, not street), ``tank``, ``motorcycle
 """
 
 NoiseKind = Literal["gaussian", "uniform"]
-DEFAULT_SIZE = 10_000  # images in a generated set (noise, FakeData) when no size is asked for
+DEFAULT_SIZE = 2_000  # images in a generated set (noise, FakeData) when no size is asked for
 
 
 def without_classes(data: ImageArrays, exclude: tuple[str, ...]) -> ImageArrays:

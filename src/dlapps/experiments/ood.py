@@ -76,8 +76,8 @@ class OodConfig:
     cifar100_exclude: tuple[str, ...] = CIFAR10_OVERLAP
     resize_ood: bool = False  # resize / convert OOD images that do not fit the models' input
     id_subset: int | None = None  # CIFAR-10 test images (None: all)
-    ood_subset: int | None = None  # images per OOD set (None: all; 10,000 generated)
-    fit_subset: int | None = None  # CIFAR-10 training images for detector statistics (None: all)
+    ood_subset: int | None = None  # images per OOD set (None: all; 2,000 generated)
+    fit_subset: int | None = 20_000  # CIFAR-10 training images for detector statistics (None: all 50,000)
     train_subset: int | None = None  # CIFAR-10 training images for models trained here (None: all)
     augment: bool = False  # random crop and flip when training the small CNN (the write-up had none)
     small_cnn_train: TrainConfig = field(
@@ -286,7 +286,11 @@ def checks(config: OodConfig, results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     if "small_cnn" in models:
         accuracy = models["small_cnn"]["accuracy"]
-        goal = f"small CNN test accuracy >= {WRITEUP_ACCURACY['small_cnn']} (the write-up's)"
+        images = "all" if config.train_subset is None else f"{config.train_subset:,}"
+        goal = (
+            f"small CNN test accuracy >= {WRITEUP_ACCURACY['small_cnn']} (the write-up's), trained on {images} "
+            f"CIFAR-10 images for {config.small_cnn_train.epochs} epochs (the full profile trains on all)"
+        )
         found.append({"goal": goal, "measured": accuracy, "met": accuracy >= WRITEUP_ACCURACY["small_cnn"]})
     msp_cnn = _find(records, model="small_cnn", detector="msp", ood_set="cifar100")
     if msp_cnn is not None and msp_resnet is not None:

@@ -36,7 +36,15 @@ def _histogram(axis: plt.Axes, id_scores: torch.Tensor, ood_scores: torch.Tensor
         axis.hist(np.clip(values, low, high), bins=bins, density=True, alpha=0.55, color=color, label=label)
     axis.set_yticks([])
     axis.xaxis.set_major_locator(MaxNLocator(4))
-    axis.text(0.02, 0.95, f"AUROC {auroc(id_scores, ood_scores):.3f}", transform=axis.transAxes, va="top", fontsize=7)
+    axis.text(
+        0.02,
+        0.95,
+        f"AUROC {auroc(id_scores, ood_scores):.3f}",
+        transform=axis.transAxes,
+        va="top",
+        fontsize=7,
+        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1},
+    )
 
 
 def histogram_grid(
