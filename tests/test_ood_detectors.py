@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.covariance import EmpiricalCovariance
 
+from dlapps.data import ResidentLoader
 from dlapps.data.ood import OodRequest, load_ood_set, noise
 from dlapps.errors import ConfigError, DataError
 from dlapps.models import create_model
@@ -55,10 +56,13 @@ def test_every_detector_scores_finite_and_ranks_noise_below_id(name, scored):
     assert id_scored.accuracy() > 0.85
 
 
-def test_score_one_batch_equals_scoring_the_dataset(fitted, split, scored):
+def test_score_one_batch_equals_scoring_the_dataset(fitted, split, scored, resnet20):
     x = split[1].images[:16].float() / 255
     for name, detector in fitted.items():
         assert torch.allclose(detector.score(x).cpu().double(), scored[0].scores[name][:16].double(), atol=1e-6)
+    # Fitting alone, from (images, labels) batches, gives the same statistics as the shared pass over arrays.
+    alone = Mahalanobis().fit(resnet20, ResidentLoader(split[0], batch_size=128))
+    assert torch.allclose(alone.score(x), fitted["mahalanobis"].score(x))
 
 
 def test_odin_without_temperature_and_perturbation_is_msp(resnet20, split):

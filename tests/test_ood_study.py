@@ -1,10 +1,14 @@
-"""The ``ood`` study end to end through the CLI on a tiny configuration, and its input errors."""
+"""The ``ood`` study end to end through the CLI on a tiny configuration, its input errors and its models."""
 
 import json
 
 import numpy as np
 import pytest
+import torch
 
+from dlapps.errors import ConfigError
+from dlapps.experiments import RunContext, get_study
+from dlapps.experiments import ood as study
 from test_cli import assert_one_line_error, dlapps
 
 TINY = [
@@ -81,3 +85,23 @@ def test_input_errors_are_one_line(tmp_path, data_root):
     assert_one_line_error(run("--set", f"ood_sets={empty}"), "empty.npz", "is empty")
     assert_one_line_error(run("--set", "fit_subset=5", "--set", "detector.knn_k=50"), "smaller than knn_k=50")
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_models_trained_here_follow_the_config(monkeypatch, tmp_path):
+    recipes = []
+
+    def fake_obtain(recipe, ctx, **_):
+        recipes.append(recipe)
+        return recipe.build().eval(), {"history": []}
+
+    monkeypatch.setattr(study, "obtain_classifier", fake_obtain)
+    config = get_study("ood").config("quick", ["resnet20=train", "resnet20_train.epochs=7", "augment=true"])
+    ctx = RunContext(out=tmp_path, device=torch.device("cpu"))
+    for name in ("small_cnn", "resnet20"):
+        model, info = study._obtain_model(name, config, ctx, None, None, None)
+        assert info["source"].startswith("trained here: ") and info["source"].endswith(".safetensors")
+    small, resnet = recipes
+    assert (small.model, small.train.epochs, small.train_subset, small.augment) == ("small_cnn", 3, 10_000, True)
+    assert (resnet.model, resnet.train.epochs, resnet.train.optimizer, resnet.augment) == ("resnet20", 7, "sgd", True)
+    with pytest.raises(ConfigError, match="resnet20_weights is a pretrained weights file"):
+        get_study("ood").config("quick", ["resnet20=train", "resnet20_weights=w.th"])
