@@ -18,3 +18,7 @@ class ConfigError(DlappsError):
 
 class CheckpointError(DlappsError):
     """A checkpoint is unreadable, untrusted or does not fit the model/run."""
+
+
+class AttackError(DlappsError, ValueError):
+    """An adversarial attack was given inputs, settings or a model it cannot attack."""

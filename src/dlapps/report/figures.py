@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 
 def mean_std_lines(
@@ -120,6 +120,41 @@ def cam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], *, met
         _show(axes[2, i], images[i], maps[i])
     for axis, name in zip(axes[:, 0], ("image", method, "overlay"), strict=True):
         axis.set_ylabel(name)
+def line_panels(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    *,
+    xlabel: str,
+    title: str | None = None,
+    xticks: Sequence[float] | None = None,
+    xticklabels: Sequence[str] | None = None,
+    ylims: Mapping[str, tuple[float, float]] | None = None,
+    log2_x: bool = False,
+    columns: int = 4,
+) -> plt.Figure:
+    """A row (or grid) of panels ``title -> {label -> (x, y)}``; a legend only where there are several lines."""
+    n = len(panels)
+    cols = min(n, columns)
+    rows = math.ceil(n / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 3.2 * rows), squeeze=False)
+    for axis, (panel, lines) in zip(axes.flat, panels.items(), strict=False):
+        for label, (x, y) in lines.items():
+            axis.plot(x, np.asarray(y, dtype=float), marker="o", markersize=4, label=label)
+        axis.set_title(panel, fontsize=10)
+        axis.set_xlabel(xlabel)
+        if log2_x:
+            axis.set_xscale("log", base=2)
+            axis.xaxis.set_minor_locator(NullLocator())
+        if xticks is not None:
+            axis.set_xticks(list(xticks), list(xticklabels) if xticklabels is not None else None)
+        if ylims and panel in ylims:
+            axis.set_ylim(*ylims[panel])
+        axis.grid(alpha=0.3)
+        if len(lines) > 1:
+            axis.legend(fontsize=8)
+    for axis in axes.flat[n:]:
+        axis.axis("off")
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     return figure
 
@@ -136,5 +171,68 @@ def cam_comparison(images: np.ndarray, maps: Mapping[str, np.ndarray], titles: S
             if i == 0:
                 axes[i, j].set_title(method, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
+def grouped_bars(
+    panels: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+    *,
+    xlabel: str,
+    title: str | None = None,
+    ylims: Mapping[str, tuple[float, float]] | None = None,
+    value_format: str = "{:.2f}",
+    width: float = 4.2,
+) -> plt.Figure:
+    """Panels ``title -> {group -> {series -> value}}``: one cluster of bars per group, values written on top.
+
+    A missing or None value leaves a gap (e.g. mean iterations where no attack succeeded). ``width``: inches
+    per panel.
+    """
+    n = len(panels)
+    figure, axes = plt.subplots(1, n, figsize=(width * n, 3.6), squeeze=False)
+    for axis, (panel, groups) in zip(axes.flat, panels.items(), strict=True):
+        series = list(dict.fromkeys(s for values in groups.values() for s in values))
+        bar_width = 0.8 / len(series)
+        for index, name in enumerate(series):
+            offsets = np.arange(len(groups)) + (index - (len(series) - 1) / 2) * bar_width
+            values = [groups[g].get(name) for g in groups]
+            heights = [np.nan if v is None else v for v in values]
+            bars = axis.bar(offsets, heights, bar_width, label=name, color=f"C{index}")
+            axis.bar_label(bars, [("" if v is None else value_format.format(v)) for v in values], fontsize=7)
+        axis.set_xticks(np.arange(len(groups)), list(groups))
+        axis.set_xlabel(xlabel)
+        axis.set_title(panel, fontsize=10)
+        if ylims and panel in ylims:
+            axis.set_ylim(*ylims[panel])
+        else:
+            axis.margins(y=0.15)
+        axis.grid(alpha=0.3, axis="y")
+    if len(series) > 1:
+        axes.flat[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def image_grid(
+    rows: Mapping[str, Sequence[np.ndarray]],
+    captions: Mapping[str, Sequence[str]],
+    *,
+    title: str | None = None,
+) -> plt.Figure:
+    """Rows ``label -> [image (H, W, C) in [0, 1]]`` with a caption over every image; equal-length rows."""
+    n_rows, n_cols = len(rows), max(len(images) for images in rows.values())
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 2.15 * n_rows), squeeze=False)
+    for axes_row, (label, images) in zip(axes, rows.items(), strict=True):
+        for col, axis in enumerate(axes_row):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if col >= len(images):
+                axis.axis("off")
+                continue
+            image = np.clip(images[col], 0, 1)
+            axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", interpolation="nearest")
+            axis.set_title(captions[label][col], fontsize=8)
+        axes_row[0].set_ylabel(label, fontsize=9)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     return figure

@@ -1,0 +1,40 @@
+"""Adversarial attacks in pixel space, their metrics, and adversarial training.
+
+Every attack is ``attack(model, x, y, method=..., eps=...)`` on images in [0, 1] (the model owns its
+normalisation) and returns an :class:`AttackResult`: the adversarial batch, per-sample success, iterations
+to success, true-class probability and prediction before and after. The model's modes are restored.
+"""
+
+from dlapps.attacks.api import METHODS, attack, attack_arrays, default_alpha
+from dlapps.attacks.base import AttackResult, TargetSpec, model_mode, resolve_targets
+from dlapps.attacks.iterative import perturb
+from dlapps.attacks.metrics import (
+    clean_accuracy,
+    cumulative_success,
+    mean_confidence_drop,
+    mean_iterations,
+    robust_accuracy,
+    success_rate,
+    summarize,
+)
+from dlapps.attacks.training import AdversarialStepLoss
+
+__all__ = [
+    "METHODS",
+    "AdversarialStepLoss",
+    "AttackResult",
+    "TargetSpec",
+    "attack",
+    "attack_arrays",
+    "clean_accuracy",
+    "cumulative_success",
+    "default_alpha",
+    "mean_confidence_drop",
+    "mean_iterations",
+    "model_mode",
+    "perturb",
+    "resolve_targets",
+    "robust_accuracy",
+    "success_rate",
+    "summarize",
+]

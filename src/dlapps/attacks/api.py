@@ -1,0 +1,160 @@
+"""One entry point for every attack: ``attack(model, x, y, method=..., eps=...) -> AttackResult``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlapps.attacks.base import (
+    AttackResult,
+    TargetSpec,
+    check_budget,
+    check_inputs,
+    check_labels,
+    check_logits,
+    check_not_probabilities,
+    model_mode,
+    resolve_targets,
+)
+from dlapps.attacks.iterative import attack_in_slots, meets_goal
+from dlapps.data import ImageArrays
+from dlapps.errors import AttackError
+
+MethodName = Literal["fgsm", "bim", "pgd", "mifgsm"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a named attack sets up the common loop (:func:`dlapps.attacks.iterative.attack_in_slots`)."""
+
+    summary: str
+    random_start: bool = False
+    momentum: bool = False
+    single_step: bool = False  # one step of size ε
+
+
+METHODS: dict[str, Method] = {
+    "fgsm": Method("one step of size ε along the gradient's sign (Goodfellow et al. 2015)", single_step=True),
+    "bim": Method("iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"),
+    "pgd": Method("iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)", random_start=True),
+    "mifgsm": Method("iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)", momentum=True),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise AttackError(f"unknown attack {name!r}; attacks: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def default_alpha(method: str, eps: float, steps: int) -> float:
+    """ε for one-step FGSM; else 2.5 ε / steps (Madry et al.), enough to cross the ball and come back."""
+    return eps if get_method(method).single_step else 2.5 * eps / steps
+
+
+def attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: MethodName = "bim",
+    eps: float,
+    alpha: float | None = None,
+    steps: int | None = None,
+    decay: float = 1.0,
+    target: TargetSpec = None,
+    early_stop: bool = True,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> AttackResult:
+    """Attack the images ``x`` (in [0, 1]) with true labels ``y``.
+
+    ``steps`` defaults to 1 for FGSM and 10 otherwise, ``alpha`` to :func:`default_alpha`; ``decay`` is
+    MI-FGSM's momentum factor. ``target`` makes the attack targeted (see :func:`resolve_targets`); samples
+    whose target is their label are skipped. With ``early_stop`` a sample stops as soon as it meets its
+    goal (one that meets it unperturbed is not attacked), so its iteration count is exact and its example
+    the first that succeeded; without it every sample takes every step, as in torchattacks. At most
+    ``batch_size`` samples (default: all) go through the model at once, in slots that are refilled as
+    samples finish. The model runs in eval mode and every submodule gets its own mode back afterwards.
+    Random starts and random targets come from ``generator`` (else the global RNG); ``on_done`` is called
+    with the number of samples finished, as they finish.
+    """
+    spec = get_method(method)
+    if steps is None:
+        steps = 1 if spec.single_step else 10
+    if spec.single_step and steps != 1:
+        raise AttackError(f"{method} takes a single step of size eps; use method='bim' for {steps} steps")
+    check_budget(eps, alpha, steps)
+    alpha = default_alpha(method, eps, steps) if alpha is None else alpha
+    check_inputs(x, y)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise AttackError(f"batch_size must be a positive integer, got {batch_size!r}")
+    slots = batch_size or len(x)
+    with model_mode(model, False):
+        with torch.no_grad():
+            clean = torch.cat([check_logits(model(chunk), len(chunk)) for chunk in x.split(slots)]).float()
+        check_not_probabilities(clean)
+        check_labels(y, clean.shape[1])
+        targets = resolve_targets(target, y, clean, generator)
+        targeted = targets is not None
+        goal = targets if targeted else y
+        skipped = goal == y if targeted else torch.zeros_like(y, dtype=torch.bool)
+        met_unperturbed = meets_goal(clean, goal, targeted) & ~skipped
+        first_met = torch.where(met_unperturbed, 0, -1)
+        queue = (~skipped & ~(met_unperturbed & early_stop)).nonzero().flatten()
+        if on_done is not None:
+            on_done(len(x) - len(queue))
+        logits_after = clean.clone()
+        adversarial = attack_in_slots(
+            model,
+            x,
+            goal,
+            queue,
+            first_met,
+            logits_after,
+            eps=eps,
+            alpha=alpha,
+            steps=steps,
+            slots=slots,
+            targeted=targeted,
+            random_start=spec.random_start,
+            decay=decay if spec.momentum else None,
+            early_stop=early_stop,
+            generator=generator,
+            on_done=on_done,
+        )
+    success = meets_goal(logits_after, goal, targeted) & ~skipped
+    return AttackResult(
+        adversarial=adversarial,
+        labels=y,
+        targets=targets,
+        success=success,
+        iterations=torch.where(success, first_met, -1),
+        prob_before=_true_class_probability(clean, y),
+        prob_after=_true_class_probability(logits_after, y),
+        pred_before=clean.argmax(1),
+        pred_after=logits_after.argmax(1),
+        skipped=skipped,
+    )
+
+
+def _true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
+
+
+def attack_arrays(
+    model: nn.Module, data: ImageArrays, *, device: torch.device | str | None = None, **kwargs: Any
+) -> AttackResult:
+    """:func:`attack` on a whole uint8 split, moved to ``device`` (default: the model's) and scaled to [0, 1].
+
+    The result is on the CPU.
+    """
+    device = device or next(model.parameters()).device
+    x = data.images.to(device).float() / 255
+    return attack(model, x, data.labels.to(device), **kwargs).to("cpu")

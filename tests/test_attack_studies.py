@@ -1,0 +1,122 @@
+"""The attack studies end to end through the command line, on tiny configurations and real data."""
+
+import json
+
+import pytest
+
+from dlapps.errors import ConfigError
+from dlapps.experiments import get_study
+from dlapps.experiments.targeted import TargetedConfig
+from test_cli import assert_one_line_error, dlapps
+
+
+def run_study(study: str, out, data_root, *settings: str):
+    args = ["run", study, "--profile", "quick", "--no-progress", "--out", str(out)]
+    for setting in settings:
+        args += ["--set", setting]
+    result = dlapps(*args, data_root=data_root)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+
+
+def assert_figures(out, report: str, *names: str) -> None:
+    for name in names:
+        assert (out / name).stat().st_size > 10_000 and f"({name})" in report
+    assert not list(out.glob(".staging*"))
+
+
+def test_fgsm_sweep(tmp_path, data_root):
+    out = tmp_path / "fgsm"
+    results, report = run_study(
+        "fgsm", out, data_root, "test_subset=60", "epsilons=0.5,2,8", "steps=3", "examples=3", "batch_size=40"
+    )
+    sweep = results["sweep"]
+    assert [row["eps_255"] for row in sweep] == [0.5, 2, 8]
+    rates = [row["success_rate"] for row in sweep]
+    assert rates == sorted(rates) and rates[-1] == 1.0 and rates[0] < 1.0
+    assert all(row["attacked"] >= 50 and 0 <= row["mean_iterations"] <= 3 for row in sweep)  # ResNet-20: ~92%
+    assert sweep[-1]["robust_accuracy"] == 0.0 and sweep[-1]["mean_confidence_drop"] > 0.5
+    assert len(results["examples"]["label"]) == 3 and all(results["examples"]["success"])
+    assert_figures(out, report, "sweep.png", "examples.png")
+    assert (out / "results.csv").read_text().count("\n") == 4 and "| ε |" in (out / "table.md").read_text()
+
+
+def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
+    out = tmp_path / "targeted"
+    results, report = run_study(
+        "targeted",
+        out,
+        data_root,
+        "victim.name=small_cnn",
+        "victim.epochs=1",
+        "victim.train_subset=1000",
+        "test_subset=40",
+        "epsilons=4",
+        "steps=4",
+        "targets=random,cat",
+    )
+    rows = {row["mode"]: row for row in results["rows"]}
+    assert list(rows) == ["untargeted", "random", "class cat"]
+    assert rows["class cat"]["skipped"] > 0 and all(rows[m]["skipped"] == 0 for m in ("untargeted", "random"))
+    assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"] > 0
+    assert results["victim"]["name"] == "small CNN" and len(list((out / "models").glob("*.safetensors"))) == 1
+    assert all(len(row["cumulative_success"]) == 5 for row in rows.values())
+    assert_figures(out, report, "comparison.png", "cumulative_success.png")
+
+
+def test_adversarial_training(tmp_path, data_root):
+    out = tmp_path / "adv"
+    results, report = run_study(
+        "adv-train",
+        out,
+        data_root,
+        "width=8",
+        "train_subset=500",
+        "test_subset=60",
+        "train.epochs=2",
+        "weightings=0.5/0.5,0/1",
+        "eval_steps=2,3",
+    )
+    variants = results["variants"]
+    assert [v["variant"] for v in variants] == ["standard", "fgsm-rs 0.5/0.5", "fgsm-rs 0/1"]
+    assert all(
+        list(v["metrics"]) == ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy"] for v in variants
+    )
+    assert all(0 <= m <= v["metrics"]["clean accuracy"] for v in variants for m in v["metrics"].values())
+    assert variants[1]["objective"].startswith("adversarial fgsm-rs eps=0.0313725 alpha=0.0392157 steps=1")
+    assert len({v["model"] for v in variants}) == 3 and len(list((out / "models").glob("*.safetensors"))) == 3
+    assert_figures(out, report, "robustness.png", "training.png")
+
+
+@pytest.mark.parametrize(
+    ("study", "setting", "fragment"),
+    [
+        ("fgsm", "epsilons=-1", "every ε must be >= 0"),
+        ("fgsm", "method=cw", "method='cw' is not one of"),
+        ("fgsm", "example_eps=-2", "every ε must be >= 0"),
+        ("targeted", "epsilons=8,2", "epsilons must increase"),
+        ("adv-train", "weightings=1", "weighting '1' must be w_clean/w_adv"),
+        ("adv-train", "weightings=0.5/0", "must be w_clean/w_adv with w_clean >= 0 and w_adv > 0"),
+        ("adv-train", "steps=3", "fgsm-rs takes one step"),
+    ],
+)
+def test_bad_settings(study, setting, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        get_study(study).config("quick", [setting])
+
+
+def test_unknown_target_class():
+    classes = ("airplane", "cat")
+    assert TargetedConfig(targets=("1", "airplane", "random")).modes(classes) == {
+        "untargeted": None,
+        "class cat": 1,
+        "class airplane": 0,
+        "random": "random",
+    }
+    with pytest.raises(ConfigError, match="targets entry 'unicorn' is not random or least-likely"):
+        TargetedConfig(targets=("unicorn",)).modes(classes)
+
+
+def test_bad_setting_is_one_line_on_the_command_line(tmp_path, data_root):
+    result = dlapps("run", "fgsm", "--set", "epsilons=-1", "--out", str(tmp_path), data_root=data_root)
+    assert_one_line_error(result, "every ε must be >= 0")
