@@ -9,7 +9,7 @@ import torch
 from dlapps.errors import ConfigError
 from dlapps.experiments import RunContext, get_study
 from dlapps.experiments import ood as study
-from test_cli import assert_one_line_error, dlapps
+from helpers import assert_one_line_error, dlapps
 
 TINY = [
     "--profile",
@@ -17,6 +17,8 @@ TINY = [
     "--no-progress",
     "--set",
     "ood_sets=cifar100,gaussian",
+    "--set",
+    "detectors=msp,energy,mahalanobis,knn",  # every detector has its own tests; these cover both kinds
     "--set",
     "id_subset=200",
     "--set",
@@ -43,7 +45,7 @@ def finished(tmp_path_factory, data_root):
 def test_run_writes_every_metric_figure_and_the_report(finished):
     out, results = finished
     assert set(results["models"]) == {"small_cnn", "resnet20"}
-    assert len(results["metrics"]) == 2 * 8 * 2  # models x detectors x OOD sets
+    assert len(results["metrics"]) == 2 * 4 * 2  # models x detectors x OOD sets
     assert all(0 <= r[m] <= 1 for r in results["metrics"] for m in ("auroc", "aupr_in", "aupr_out", "fpr95"))
     assert results["data"]["ood"]["cifar100"] == {
         "source": results["data"]["ood"]["cifar100"]["source"],
@@ -63,7 +65,7 @@ def test_run_writes_every_metric_figure_and_the_report(finished):
         assert (out / name).stat().st_size > 20_000 and f"({name})" in report
     assert "| detector | cifar100 | gaussian | beats MSP (near / far) |" in report
     assert "### ResNet-20 (ID accuracy" in report and "OpenOOD near" in report
-    assert (out / "results.csv").read_text().count("\n") == 33 and "id_accuracy" in (out / "results.csv").read_text()
+    assert (out / "results.csv").read_text().count("\n") == 17 and "id_accuracy" in (out / "results.csv").read_text()
     assert "| small CNN |" in (out / "table.md").read_text()
     assert not list(out.glob(".staging*"))
 
@@ -81,8 +83,6 @@ def test_input_errors_are_one_line(tmp_path, data_root):
     assert_one_line_error(
         run("--set", f"ood_sets={grey}"), "grey.npz: images are (1, 28, 28)", "takes (3, 32, 32)", "resize_ood=true"
     )
-    empty = _archive(tmp_path / "empty.npz", np.zeros((0, 32, 32, 3), dtype=np.uint8))
-    assert_one_line_error(run("--set", f"ood_sets={empty}"), "empty.npz", "is empty")
     assert_one_line_error(run("--set", "fit_subset=5", "--set", "detector.knn_k=50"), "smaller than knn_k=50")
     assert not (tmp_path / "out" / "results.json").exists()
 

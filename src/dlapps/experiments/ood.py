@@ -157,6 +157,7 @@ def _obtain_model(name: str, config: OodConfig, ctx: RunContext, train, test, pr
         name,
         train=config.small_cnn_train if name == "small_cnn" else config.resnet20_train,
         train_subset=config.train_subset,
+        test_subset=config.id_subset,  # per-epoch test accuracy on as many images as the study scores
         augment=config.augment if name == "small_cnn" else True,
         seed=config.seed,
     )
