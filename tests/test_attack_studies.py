@@ -59,7 +59,9 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
     assert list(rows) == ["untargeted", "random", "class cat"]
     assert rows["class cat"]["skipped"] > 0 and all(rows[m]["skipped"] == 0 for m in ("untargeted", "random"))
     assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"] > 0
-    assert results["victim"]["name"] == "small CNN" and len(list((out / "models").glob("*.safetensors"))) == 1
+    assert (
+        results["victim"]["name"] == "small CNN trained here" and len(list((out / "models").glob("*.safetensors"))) == 1
+    )
     assert all(len(row["cumulative_success"]) == 5 for row in rows.values())
     assert_figures(out, report, "comparison.png", "cumulative_success.png")
 

@@ -93,6 +93,7 @@ def attack(
     check_budget(eps, alpha, steps)
     alpha = default_alpha(method, eps, steps) if alpha is None else alpha
     check_inputs(x, y)
+    x = x.detach()
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise AttackError(f"batch_size must be a positive integer, got {batch_size!r}")
     slots = batch_size or len(x)

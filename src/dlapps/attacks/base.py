@@ -26,8 +26,9 @@ TargetSpec = None | int | torch.Tensor | Literal["random", "least-likely"]
 class AttackResult:
     """One attacked batch; every field has the batch as its first dimension.
 
-    ``iterations`` counts the gradient steps after which the goal was first met: 0 when the starting point
-    (the clean input, or PGD's random start) already meets it, -1 when the returned example does not meet it.
+    ``iterations`` counts the gradient steps after which the goal was first met: 0 when it was met before any
+    step (by the clean input, which early stop then returns unchanged, or by PGD's random start), -1 when the
+    returned example does not meet it.
     ``success`` says whether the returned example meets the goal: its prediction differs from the label
     (untargeted) or equals the target (targeted). Skipped samples (targeted, target equal to the label) are
     not attacked: their adversarial example is the input and they never count as a success.
@@ -46,10 +47,6 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
-
-    @property
-    def targeted(self) -> bool:
-        return self.targets is not None
 
     @property
     def attacked(self) -> torch.Tensor:

@@ -48,11 +48,15 @@ def load_victim(config: VictimConfig, ctx: RunContext, progress: Progress | None
     if config.name == "resnet20":
         spec = PRETRAINED["resnet20_cifar10"]
         model = load_pretrained("resnet20_cifar10", ctx.data_root, ctx.download).to(ctx.device)
-        return model, {"name": "ResNet-20 (pretrained)", "weights": spec.filename, "reference": spec.accuracy}
+        return model, {"name": "pretrained ResNet-20", "weights": spec.filename, "reference": spec.accuracy}
     recipe = config.recipe()
     model, info = obtain_classifier(recipe, ctx, progress=progress)
     test_acc = info["history"][-1]["test_acc"]
-    return model, {"name": "small CNN", "recipe": recipe.key(), "reference": f"{test_acc:.2%} test accuracy"}
+    return model, {
+        "name": "small CNN trained here",
+        "recipe": recipe.key(),
+        "reference": f"{test_acc:.2%} test accuracy",
+    }
 
 
 def eps_label(value: float) -> str:
