@@ -81,10 +81,11 @@ def test_adversarial_training(tmp_path, data_root):
     )
     variants = results["variants"]
     assert [v["variant"] for v in variants] == ["standard", "fgsm-rs 0.5/0.5", "fgsm-rs 0/1"]
-    assert all(
-        list(v["metrics"]) == ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy"] for v in variants
-    )
-    assert all(0 <= m <= v["metrics"]["clean accuracy"] for v in variants for m in v["metrics"].values())
+    robust = ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy"]
+    ood = ["MSP AUROC (CIFAR-100)", "MSP AUPR-In (CIFAR-100)"]
+    assert all(list(v["metrics"]) == robust + ood for v in variants)
+    assert all(0 <= v["metrics"][m] <= v["metrics"]["clean accuracy"] for v in variants for m in robust)
+    assert all(0 < v["metrics"][m] < 1 for v in variants for m in ood)
     assert variants[1]["objective"].startswith("adversarial fgsm-rs eps=0.0313725 alpha=0.0392157 steps=1")
     assert len({v["model"] for v in variants}) == 3 and len(list((out / "models").glob("*.safetensors"))) == 3
     assert_figures(out, report, "robustness.png", "training.png")
