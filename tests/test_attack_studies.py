@@ -51,8 +51,8 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
         "victim.epochs=1",
         "victim.train_subset=1000",
         "test_subset=40",
-        "epsilons=4",
-        "steps=4",
+        "epsilons=8",
+        "steps=6",
         "targets=random,cat",
     )
     rows = {row["mode"]: row for row in results["rows"]}
@@ -63,7 +63,7 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
         results["victim"]["name"] == "small CNN trained here"
         and len(list((out.parent / "models").glob("*.safetensors"))) == 1
     )
-    assert all(len(row["cumulative_success"]) == 5 for row in rows.values())
+    assert all(len(row["cumulative_success"]) == 7 for row in rows.values())
     assert_figures(out, report, "comparison.png", "cumulative_success.png")
 
 
