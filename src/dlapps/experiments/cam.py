@@ -56,6 +56,7 @@ class CamConfig:
             self.imagenet_model in PRETRAINED,
             f"unknown imagenet_model {self.imagenet_model!r}; known: {', '.join(PRETRAINED)}",
         )
+        RESIDUAL_CNN.config(self.cifar_profile, list(self.cifar_set))  # the CIFAR model to explain must be valid
         for key in (
             "grid_images",
             "faithfulness_images",
