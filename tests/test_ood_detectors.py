@@ -103,6 +103,8 @@ def test_fitting_rules(resnet20, split):
     try:
         with pytest.raises(ValueError, match="call model.eval"):
             MSP().fit(resnet20)
+        with pytest.raises(ValueError, match="call model.eval"):
+            fit_detectors({"knn": create_detector("knn")}, resnet20, split[0])  # before BatchNorm sees data
     finally:
         resnet20.eval()
     with pytest.raises(ConfigError, match="unknown detector 'gram'"):

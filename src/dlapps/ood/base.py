@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from dlapps.errors import DlappsError
-from dlapps.ood.features import Batches, Outputs, collect_outputs, find_head, head_outputs, model_device
+from dlapps.ood.features import (
+    Batches,
+    Outputs,
+    collect_outputs,
+    find_head,
+    head_outputs,
+    model_device,
+    require_eval,
+)
 
 
 class NotFittedError(DlappsError, RuntimeError):
@@ -47,8 +55,7 @@ class Detector:
 
     def fit_outputs(self, model: nn.Module, outputs: Outputs | None, *, head: str | None = None) -> Detector:
         """:meth:`fit` from outputs already computed on ID data, so one forward pass serves many detectors."""
-        if model.training:
-            raise ValueError("call model.eval() before fitting a detector: in train mode scores depend on the batch")
+        require_eval(model)
         head_name, linear = find_head(model, head)
         if self.needs_data:
             if outputs is None:

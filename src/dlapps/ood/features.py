@@ -71,6 +71,12 @@ def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear
     return name, layers[name]
 
 
+def require_eval(model: nn.Module) -> None:
+    """Detectors need a model in eval mode: in train mode BatchNorm would learn from, and mix, the batch."""
+    if model.training:
+        raise ValueError("call model.eval() before fitting a detector: in train mode scores depend on the batch")
+
+
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -98,6 +104,7 @@ def iter_batches(data: Batches, batch_size: int, device: torch.device) -> Iterat
 @torch.no_grad()
 def collect_outputs(model: nn.Module, data: Batches, head: str, batch_size: int = 500) -> Outputs:
     """Logits, head features and labels of ``model`` over all of ``data``, on the model's device."""
+    require_eval(model)
     parts = [(head_outputs(model, x, head), y) for x, y in iter_batches(data, batch_size, model_device(model))]
     if not parts:
         raise DataError("no batches to compute model outputs on: the data is empty")
