@@ -120,6 +120,8 @@ def cam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], *, met
         _show(axes[2, i], images[i], maps[i])
     for axis, name in zip(axes[:, 0], ("image", method, "overlay"), strict=True):
         axis.set_ylabel(name)
+    figure.tight_layout()
+    return figure
 
 
 def line_panels(
@@ -173,6 +175,8 @@ def cam_comparison(images: np.ndarray, maps: Mapping[str, np.ndarray], titles: S
             if i == 0:
                 axes[i, j].set_title(method, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
+    figure.tight_layout()
+    return figure
 
 
 def grouped_bars(
