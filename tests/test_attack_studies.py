@@ -7,7 +7,7 @@ import pytest
 from dlapps.errors import ConfigError
 from dlapps.experiments import get_study
 from dlapps.experiments.targeted import TargetedConfig
-from test_cli import assert_one_line_error, dlapps
+from helpers import assert_one_line_error, dlapps
 
 
 def run_study(study: str, out, data_root, *settings: str):
@@ -48,22 +48,22 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
         out,
         data_root,
         "victim.name=small_cnn",
-        "victim.epochs=2",
-        "victim.train_subset=2000",
-        "test_subset=60",
+        "victim.epochs=1",
+        "victim.train_subset=1000",
+        "test_subset=40",
         "epsilons=8",
-        "steps=4",
+        "steps=6",
         "targets=random,cat",
     )
     rows = {row["mode"]: row for row in results["rows"]}
     assert list(rows) == ["untargeted", "random", "class cat"]
     assert rows["class cat"]["skipped"] > 0 and all(rows[m]["skipped"] == 0 for m in ("untargeted", "random"))
-    assert rows["untargeted"]["attacked"] > 10 and rows["untargeted"]["success_rate"] > 0.3  # a weak CNN
-    assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"]
+    assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"] > 0
     assert (
-        results["victim"]["name"] == "small CNN trained here" and len(list((out / "models").glob("*.safetensors"))) == 1
+        results["victim"]["name"] == "small CNN trained here"
+        and len(list((out.parent / "models").glob("*.safetensors"))) == 1
     )
-    assert all(len(row["cumulative_success"]) == 5 for row in rows.values())
+    assert all(len(row["cumulative_success"]) == 7 for row in rows.values())
     assert_figures(out, report, "comparison.png", "cumulative_success.png")
 
 
@@ -82,12 +82,13 @@ def test_adversarial_training(tmp_path, data_root):
     )
     variants = results["variants"]
     assert [v["variant"] for v in variants] == ["standard", "fgsm-rs 0.5/0.5", "fgsm-rs 0/1"]
-    assert all(
-        list(v["metrics"]) == ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy"] for v in variants
-    )
-    assert all(0 <= m <= v["metrics"]["clean accuracy"] for v in variants for m in v["metrics"].values())
+    robust = ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy"]
+    ood = ["MSP AUROC (CIFAR-100)", "MSP AUPR-In (CIFAR-100)"]
+    assert all(list(v["metrics"]) == robust + ood for v in variants)
+    assert all(0 <= v["metrics"][m] <= v["metrics"]["clean accuracy"] for v in variants for m in robust)
+    assert all(0 < v["metrics"][m] < 1 for v in variants for m in ood)
     assert variants[1]["objective"].startswith("adversarial fgsm-rs eps=0.0313725 alpha=0.0392157 steps=1")
-    assert len({v["model"] for v in variants}) == 3 and len(list((out / "models").glob("*.safetensors"))) == 3
+    assert len({v["model"] for v in variants}) == 3 and len(list((out.parent / "models").glob("*.safetensors"))) == 3
     assert_figures(out, report, "robustness.png", "training.png")
 
 

@@ -1,12 +1,10 @@
 """The command line end to end, as a user runs it: a subprocess, real data, a tiny configuration."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from helpers import assert_one_line_error, dlapps
 
 TINY = [
     "--profile",
@@ -31,22 +29,6 @@ TINY = [
     "--set",
     "gradient_batches=2",
 ]
-
-
-def dlapps(*args: str, data_root: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DLAPPS_DATA"}
-    if data_root is not None:
-        env["DLAPPS_DATA"] = str(data_root)
-    return subprocess.run([sys.executable, "-m", "dlapps", *args], capture_output=True, text=True, env=env, timeout=600)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dlapps: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,11 @@ def run(
     seeds: Annotated[int | None, typer.Option(help="Number of seeds per configuration.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
     data_root: DataRoot = None,
+    models_dir: Annotated[
+        Path | None, typer.Option(help="Trained models shared between studies (default: models/ beside --out).")
+    ] = None,
     download: Annotated[
-        bool, typer.Option(help="Let torchvision download missing datasets into the data root.")
+        bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -101,12 +104,79 @@ def run(
         out=out,
         device=resolve_device(device),
         data_root=data_root,
+        models_dir=models_dir,
         download=download,
         show_progress=progress,
         command="dlapps " + shlex.join(sys.argv[1:]),
     )
     results = chosen.run(resolved, ctx)
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Registered model name, e.g. resnet20, small_cnn, mlp.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. cifar10, mnist.")] = "cifar10",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Recipe setting: train.epochs=30, train_subset=5000, augment=false..."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the checkpoint and metrics.json.")] = Path("runs/models"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    data_root: DataRoot = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train one classifier (resuming if interrupted); under torchrun, data-parallel over the processes."""
+    from dlapps.config import apply_overrides, to_dict
+    from dlapps.experiments import RunContext
+    from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
+    from dlapps.report.io import write_json
+    from dlapps.train import resolve_device
+    from dlapps.train.distributed import init_from_env
+
+    recipe = apply_overrides(ClassifierRecipe(model=model, dataset=dataset), set_ or [])
+    world, chosen = init_from_env(resolve_device(device))
+    ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download)
+    with ctx.progress() as bars:
+        _, info = obtain_classifier(recipe, ctx, progress=bars if progress and world.is_main else None)
+    if world.is_main:
+        last = info["history"][-1]
+        write_json(out / f"{recipe.key()}.json", {"recipe": to_dict(recipe), "processes": world.size, **info})
+        console.print(
+            f"{recipe.key()}: test acc {last['test_acc']:.4f} after {last['epoch']} epochs ({world.size} process(es))"
+        )
+
+
+@app.command()
+def reproduce(
+    profile: Annotated[str, typer.Option(help="quick (CPU, under an hour) or full (the write-up's scale).")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/reproduce-<profile>).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this study (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    data_root: DataRoot = None,
+    download: Annotated[
+        bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run every study in order (reusing finished ones) and write report.md and a self-contained report.html."""
+    from dlapps.experiments import RunContext
+    from dlapps.experiments.reproduce import reproduce as run_all
+    from dlapps.train import resolve_device
+
+    out = out or Path("runs") / f"reproduce-{profile}"
+    ctx = RunContext(
+        out=out, device=resolve_device(device), data_root=data_root, download=download, show_progress=progress
+    )
+    outcomes = run_all(ctx, profile, tuple(only or ()))
+    table = Table(title=f"dlapps reproduce --profile {profile}")
+    for column in ("study", "status", "seconds", "report"):
+        table.add_column(column)
+    for outcome in outcomes:
+        table.add_row(outcome.name, outcome.status, f"{outcome.seconds:.0f}", str(outcome.out / "report.md"))
+    console.print(table)
+    console.print(f"[green]done[/green]: {out / 'report.md'} and {out / 'report.html'}")
 
 
 def main() -> None:

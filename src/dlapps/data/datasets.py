@@ -81,6 +81,9 @@ def fakedata_arrays(split: str, size: int = 10_000, seed: int = 0) -> ImageArray
     )
 
 
+# Imagenette's folders (ImageNet WordNet ids), sorted, are these ImageNet-1k class indices.
+IMAGENETTE_TO_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
+
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -27,6 +27,8 @@ class ResidentLoader:
 
     Inputs are float32, normalised with ``mean``/``std`` when given (else scaled to [0, 1]).
     Call :meth:`set_epoch` before iterating to get that epoch's order and augmentation.
+    With ``world_size > 1`` the loader keeps only shard ``rank`` of a fixed seeded split of the data (all
+    shards of equal size), for data-parallel training.
     """
 
     def __init__(
@@ -42,11 +44,20 @@ class ResidentLoader:
         crop_padding: int = 0,
         hflip: bool = False,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
         if len(data) == 0:
             raise ValueError("cannot batch an empty dataset")
+        if len(data) < world_size:
+            raise ValueError(f"cannot split {len(data)} samples into {world_size} non-empty shards")
+        if world_size > 1:
+            split = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+            data = data.take(split[: len(data) // world_size * world_size][rank::world_size])
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size = batch_size

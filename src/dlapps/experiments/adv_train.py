@@ -26,9 +26,11 @@ from torch import nn
 from dlapps.attacks import AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy
 from dlapps.config import require, to_dict
 from dlapps.data import ImageArrays, load_arrays
+from dlapps.data.ood import cifar100_ood
 from dlapps.experiments.attack_common import PIXEL, eps_label
 from dlapps.experiments.base import RunCache, RunContext, Study, environment
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
+from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
 from dlapps.report import figures
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_number, table
@@ -116,7 +118,7 @@ class AdvTrainConfig:
         )
 
 
-def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig) -> dict[str, float]:
+def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
     """Clean accuracy, and robust accuracy under FGSM and under PGD of each ``eval_steps`` with random start.
 
     PGD stops a sample once it is misclassified, so a sample counts as robust only if no step fooled it.
@@ -139,8 +141,21 @@ def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig) -> d
     return metrics
 
 
-Evaluation = Callable[[nn.Module, ImageArrays, AdvTrainConfig], dict[str, float]]
-EVALUATIONS: dict[str, Evaluation] = {"robustness": robustness}
+def ood_detection(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
+    """MSP's AUROC and AUPR-In, CIFAR-10 test (ID) vs as many images of the CIFAR-100 subset (OOD)."""
+    ood = cifar100_ood(ctx.data_root, ctx.download).subset(len(test), config.seed)
+    detector = {"msp": MSP()}
+    fit_detectors(detector, model, None)
+    id_scores = score_detectors(detector, test).scores["msp"]
+    ood_scores = score_detectors(detector, ood).scores["msp"]
+    return {
+        "MSP AUROC (CIFAR-100)": auroc(id_scores, ood_scores),
+        "MSP AUPR-In (CIFAR-100)": aupr_in(id_scores, ood_scores),
+    }
+
+
+Evaluation = Callable[[nn.Module, ImageArrays, AdvTrainConfig, RunContext], dict[str, float]]
+EVALUATIONS: dict[str, Evaluation] = {"robustness": robustness, "ood": ood_detection}
 
 
 def run(config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:
@@ -163,7 +178,7 @@ def run(config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:
                 train=train,
                 test=full_test,
             )
-            record = _evaluate(cache, variant, recipe, model, test, config)
+            record = _evaluate(cache, variant, recipe, model, test, config, ctx)
             record = {
                 **record,
                 "objective": recipe.objective,
@@ -190,7 +205,13 @@ def run(config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:
 
 
 def _evaluate(
-    cache: RunCache, variant: str, recipe: ClassifierRecipe, model: nn.Module, test: ImageArrays, config: AdvTrainConfig
+    cache: RunCache,
+    variant: str,
+    recipe: ClassifierRecipe,
+    model: nn.Module,
+    test: ImageArrays,
+    config: AdvTrainConfig,
+    ctx: RunContext,
 ) -> dict[str, Any]:
     """Every evaluation of :data:`EVALUATIONS` on one trained model, cached by model, data and settings."""
     settings = {
@@ -204,7 +225,7 @@ def _evaluate(
     if record is None:
         metrics: dict[str, float] = {}
         for evaluation in EVALUATIONS.values():
-            metrics.update(evaluation(model, test, config))
+            metrics.update(evaluation(model, test, config, ctx))
         record = {"key": key, "variant": variant, "model": recipe.key(), "metrics": metrics}
         cache.put(key, record)
     return record

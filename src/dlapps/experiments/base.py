@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,34 @@ class RunContext:
     out: Path
     device: torch.device
     data_root: Path | None = None
-    models_dir: Path | None = None  # trained models shared between studies; default <out>/models
+    models_dir: Path | None = None  # trained models shared between studies; default: "models" beside <out>
     download: bool = False
     show_progress: bool = True
     command: str = ""
+    shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
 
     @property
     def model_dir(self) -> Path:
-        return self.models_dir or self.out / "models"
+        return self.models_dir or self.out.parent / "models"
 
-    def progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not self.show_progress,
-            transient=True,
-        )
+    def progress(self) -> AbstractContextManager[Progress]:
+        """A progress display to use as a context manager: the shared one if any, else a new one."""
+        if self.shared_progress is not None:
+            return nullcontext(self.shared_progress)
+        return make_progress(self.show_progress)
+
+
+def make_progress(enabled: bool = True) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=True,
+    )
 
 
 @dataclass(frozen=True)

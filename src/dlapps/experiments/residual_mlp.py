@@ -228,7 +228,9 @@ def _accuracy_table(config: ResidualMLPConfig, records: list[dict[str, Any]]) ->
             accs = [r["test_acc"] for r in records if r["variant"] == v and r["depth"] == depth]
             reference = SEED_RESULTS.get(v, {}).get(depth)
             cell = format_mean_std(accs)
-            row.append(f"{cell} ({reference:.2f})" if reference is not None else cell)
+            if reference is not None:
+                cell += f" ({reference:.2f}, Δ {mean_std(accs)[0] - reference:+.2f})"
+            row.append(cell)
         rows.append(row)
     return table(headers, rows)
 
@@ -313,7 +315,9 @@ def _report(config: ResidualMLPConfig, results: dict[str, Any], accuracy_md: str
         "so an MLP and a ResidualMLP of the same depth have exactly the same parameters and, per seed, the same "
         "initial weights.",
         "",
-        "## Final test accuracy (mean ± std over seeds; the course write-up's single run in brackets)",
+        "## Final test accuracy",
+        "",
+        "Mean ± std over seeds; in brackets the course write-up's single run and our difference from it.",
         "",
         accuracy_md,
         "![accuracy vs depth](accuracy_vs_depth.png)",

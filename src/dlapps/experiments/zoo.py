@@ -13,11 +13,12 @@ from typing import Any
 from rich.progress import Progress
 from torch import nn
 
-from dlapps.config import fingerprint, to_dict
-from dlapps.data import ImageArrays, ResidentLoader, get_spec, load_arrays
+from dlapps.config import fingerprint, require, to_dict
+from dlapps.data import DATASETS, ImageArrays, ResidentLoader, get_spec, load_arrays
 from dlapps.experiments.base import RunContext
-from dlapps.models import create_model
+from dlapps.models import create_model, list_models
 from dlapps.train import TrainConfig, fit, load_checkpoint, seed_everything
+from dlapps.train.distributed import barrier, current_world, unwrap, wrap
 from dlapps.train.trainer import StepLoss, cross_entropy_step
 
 
@@ -32,6 +33,13 @@ class ClassifierRecipe:
     augment: bool = True  # random crop (4-pixel padding) and horizontal flip
     seed: int = 0
     objective: str = "cross-entropy"  # names the step loss, which is part of what defines the model
+
+    def validate(self) -> None:
+        require(self.model in list_models(), f"unknown model {self.model!r}; known models: {', '.join(list_models())}")
+        require(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
+        for key in ("train_subset", "test_subset"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"{key} must be positive or none, got {value}")
 
     def key(self) -> str:
         return f"{self.model}-{self.dataset}-{fingerprint(to_dict(self))[:12]}"
@@ -51,15 +59,23 @@ class ClassifierRecipe:
 def recipe_loaders(
     recipe: ClassifierRecipe, ctx: RunContext, train: ImageArrays | None = None, test: ImageArrays | None = None
 ) -> tuple[ResidentLoader, ResidentLoader]:
-    """Device-resident loaders for a recipe (pass already-loaded splits to avoid reading them again)."""
+    """Device-resident loaders for a recipe (pass already-loaded splits to avoid reading them again).
+
+    Under ``torchrun`` each rank gets its shard and ``batch_size / world size`` samples per step.
+    """
+    world = current_world()
+    require(
+        recipe.train.batch_size % world.size == 0,
+        f"batch_size {recipe.train.batch_size} must be divisible by the {world.size} processes",
+    )
     train = train or load_arrays(recipe.dataset, "train", ctx.data_root, ctx.download)
     test = test or load_arrays(recipe.dataset, "test", ctx.data_root, ctx.download)
     train, test = train.subset(recipe.train_subset), test.subset(recipe.test_subset)
+    shard = {"rank": world.rank, "world_size": world.size, "device": ctx.device}
     augment = {"crop_padding": 4, "hflip": True} if recipe.augment else {}
-    train_loader = ResidentLoader(
-        train, batch_size=recipe.train.batch_size, shuffle=True, seed=recipe.seed, device=ctx.device, **augment
-    )
-    return train_loader, ResidentLoader(test, batch_size=1000, device=ctx.device)
+    batch = recipe.train.batch_size // world.size
+    train_loader = ResidentLoader(train, batch_size=batch, shuffle=True, seed=recipe.seed, **shard, **augment)
+    return train_loader, ResidentLoader(test, batch_size=1000, **shard)
 
 
 def obtain_classifier(
@@ -83,14 +99,15 @@ def obtain_classifier(
         model = recipe.build().to(ctx.device)  # fit restores weights and optimizer from the checkpoint
     train_loader, test_loader = recipe_loaders(recipe, ctx, train, test)
     fit(
-        model,
+        wrap(model, ctx.device),
         train_loader,
         test_loader,
         recipe.train,
         seed=recipe.seed,
         checkpoint=path,
-        progress=progress,
+        progress=progress if current_world().is_main else None,
         run_info=to_dict(recipe),
         step_loss=step_loss,
     )
-    return model.eval(), load_checkpoint(path, model)
+    barrier()  # rank 0 has written the last checkpoint
+    return unwrap(model).eval(), load_checkpoint(path, model)

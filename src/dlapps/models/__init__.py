@@ -4,6 +4,7 @@ Convention: every model takes images in [0, 1] and owns its input normalisation 
 """
 
 from dlapps.models.cifar_resnet import CifarResNet
+from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.layers import Normalize
 from dlapps.models.mlp import MLP, ResidualMLP
 from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
@@ -19,6 +20,7 @@ __all__ = [
     "ResidualMLP",
     "SmallCNN",
     "create_model",
+    "imagenet_categories",
     "list_models",
     "load_state_dict_checked",
     "load_pretrained",

@@ -30,6 +30,8 @@ class PretrainedSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     accuracy: str  # what the weights are known to score, for reports
+    cam_layer: str  # last conv feature maps, followed by global average pooling ...
+    classifier: str  # ... and this linear layer
 
 
 PRETRAINED: dict[str, PretrainedSpec] = {
@@ -42,6 +44,32 @@ PRETRAINED: dict[str, PretrainedSpec] = {
         mean=_IMAGENET_MEAN,
         std=_IMAGENET_STD,
         accuracy="91.73% on the CIFAR-10 test set",
+        cam_layer="layer3",
+        classifier="linear",
+    ),
+    "mobilenet_v2_imagenet": PretrainedSpec(
+        model="mobilenet_v2",
+        num_classes=1000,
+        in_shape=(3, 224, 224),
+        filename="mobilenet_v2_imagenet.safetensors",
+        url=None,  # a conversion shipped with the project's data, trained on inputs scaled to [-1, 1]
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        accuracy="71.75% top-1 on Imagenette validation images over all 1,000 classes",
+        cam_layer="features.18",
+        classifier="classifier.1",
+    ),
+    "resnet18_imagenet": PretrainedSpec(
+        model="resnet18",
+        num_classes=1000,
+        in_shape=(3, 224, 224),
+        filename="resnet18-f37072fd.pth",
+        url="https://download.pytorch.org/models/resnet18-f37072fd.pth",  # torchvision's IMAGENET1K_V1
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        accuracy="69.76% top-1 on ImageNet (torchvision)",
+        cam_layer="layer4",
+        classifier="fc",
     ),
 }
 

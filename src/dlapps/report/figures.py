@@ -60,6 +60,7 @@ def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, tit
             values = np.asarray(profile[kind], dtype=float)
             axis.plot(np.arange(1, len(values) + 1), values, marker=".", label=label)
         axis.set_yscale("log")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("layer (input → output)")
         axis.set_title({"weight": "weights", "bias": "biases"}[kind])
         axis.grid(alpha=0.3, which="both")
@@ -94,6 +95,31 @@ def curves_grid(
     for axis in axes[:, 0]:
         axis.set_ylabel(ylabel)
     axes.flat[0].legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _show(axis, image: np.ndarray, heat: np.ndarray | None = None) -> None:
+    axis.imshow(image, interpolation="bilinear")
+    if heat is not None:
+        axis.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def cam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], *, method: str) -> plt.Figure:
+    """Columns of image / heatmap / overlay, one column per image; ``images`` (N, H, W, 3), ``maps`` (N, H, W)."""
+    n = len(images)
+    figure, axes = plt.subplots(3, n, figsize=(1.9 * n, 6.4), squeeze=False)
+    for i in range(n):
+        _show(axes[0, i], images[i])
+        axes[0, i].set_title(titles[i], fontsize=8)
+        axes[1, i].imshow(maps[i], cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
+        axes[1, i].set_xticks([])
+        axes[1, i].set_yticks([])
+        _show(axes[2, i], images[i], maps[i])
+    for axis, name in zip(axes[:, 0], ("image", method, "overlay"), strict=True):
+        axis.set_ylabel(name)
     figure.tight_layout()
     return figure
 
@@ -133,6 +159,22 @@ def line_panels(
         axis.axis("off")
     if title:
         figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def cam_comparison(images: np.ndarray, maps: Mapping[str, np.ndarray], titles: Sequence[str]) -> plt.Figure:
+    """One row per image: the image, then its overlay for each method."""
+    n, methods = len(images), list(maps)
+    figure, axes = plt.subplots(n, 1 + len(methods), figsize=(1.9 * (1 + len(methods)), 2.0 * n), squeeze=False)
+    for i in range(n):
+        _show(axes[i, 0], images[i])
+        axes[i, 0].set_ylabel(titles[i], fontsize=7)
+        for j, method in enumerate(methods, start=1):
+            _show(axes[i, j], images[i], maps[method][i])
+            if i == 0:
+                axes[i, j].set_title(method, fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
     figure.tight_layout()
     return figure
 

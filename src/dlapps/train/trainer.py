@@ -25,6 +25,7 @@ from dlapps.data.resident import epoch_generator
 from dlapps.errors import CheckpointError
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
+from dlapps.train.distributed import all_reduce_sum, current_world, unwrap
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -89,7 +90,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, amp: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader``; the model's mode is restored."""
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (summed over ranks when data-parallel)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -103,7 +104,10 @@ def evaluate(model: nn.Module, loader: Iterable, amp: bool = False) -> tuple[flo
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
     model.train(was_training)
-    return loss_sum.item() / count, correct.item() / count
+    totals = all_reduce_sum(
+        torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
+    )
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
 def fit(
@@ -124,14 +128,16 @@ def fit(
     With ``checkpoint``, state is saved there after every epoch, and an existing checkpoint of the same
     run (same config, seed and ``run_info``) is resumed; one of a different run is an error, never reused.
     ``step_loss(model, inputs, labels) -> (loss, logits)`` replaces the objective (e.g. adversarial training;
-    describe it in ``run_info``); train accuracy is measured on the logits it returns.
+    describe it in ``run_info``); train accuracy is measured on the logits it returns. Under ``torchrun``,
+    pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
+    alone writes the checkpoint.
     """
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
     identity = fingerprint({"train": to_dict(config), "seed": seed, "run": run_info or {}})
     history: list[EpochStats] = []
     if checkpoint is not None and Path(checkpoint).is_file():
-        info = load_checkpoint(checkpoint, model, optimizer=optimizer, scheduler=scheduler)
+        info = load_checkpoint(checkpoint, unwrap(model), optimizer=optimizer, scheduler=scheduler)
         if info.get("identity") != identity:
             raise CheckpointError(
                 f"{checkpoint} belongs to a different run (config, seed or model differ); "
@@ -149,9 +155,9 @@ def fit(
                 model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
             )
             history.append(stats)
-            if checkpoint is not None:
+            if checkpoint is not None and current_world().is_main:
                 info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history]}
-                save_checkpoint(checkpoint, model, optimizer=optimizer, scheduler=scheduler, info=info)
+                save_checkpoint(checkpoint, unwrap(model), optimizer=optimizer, scheduler=scheduler, info=info)
             if on_epoch_end is not None:
                 on_epoch_end(stats)
     finally:
@@ -185,11 +191,14 @@ def _train_epoch(
         if progress is not None:
             progress.advance(task)
     test_loss, test_acc = evaluate(model, test_loader, amp=config.amp)
+    totals = all_reduce_sum(
+        torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
+    )
     return EpochStats(
         epoch=epoch + 1,
         lr=lr,
-        train_loss=loss_sum.item() / count,
-        train_acc=correct.item() / count,
+        train_loss=(totals[0] / totals[2]).item(),
+        train_acc=(totals[1] / totals[2]).item(),
         test_loss=test_loss,
         test_acc=test_acc,
         seconds=time.perf_counter() - start,

@@ -1,0 +1,176 @@
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM and LayerCAM for any conv layer by name.
+
+Every method returns one map per image, for one target class per image (default: the predicted class),
+computed from the activations ``A`` (N, K, h, w) of the chosen layer as ``relu(sum_k w_k A_k)`` (LayerCAM:
+``relu(sum_k W_k * A_k)`` with per-pixel weights), then upsampled bilinearly to the input size and min-max
+normalised to [0, 1] per image. Models run in eval mode and come back in the mode they were in; hooks are
+removed after every call.
+
+- CAM (Zhou et al. 2016): ``w_k`` = the class's weights in the linear layer after global average pooling.
+- Grad-CAM (Selvaraju et al. 2017): ``w_k`` = spatial mean of ``dy_c / dA_k``.
+- Grad-CAM++ (Chattopadhay et al. 2018): ``w_k`` = sum over pixels of ``alpha * relu(dy_c/dA_k)`` with the
+  closed-form ``alpha`` of their eq. 19 (exponential output assumption).
+- Score-CAM (Wang et al. 2020): ``w`` = softmax over channels of the class logit on the input masked by each
+  normalised, upsampled ``A_k``; no gradients, one forward pass per channel.
+- LayerCAM (Jiang et al. 2021): per-pixel weights ``relu(dy_c / dA)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlapps.errors import ConfigError
+from dlapps.explain.layers import capture_output, eval_mode, get_layer
+
+_EPS = 1e-7
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each map of (N, H, W) to [0, 1] (a constant map becomes all zeros)."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1)
+    shifted = maps - low
+    return shifted / (shifted.flatten(1).max(dim=1).values.view(-1, 1, 1) + _EPS)
+
+
+def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """relu, normalise, upsample (N, h, w) to ``size``, normalise again.
+
+    Bilinear upsampling commutes with the affine normalisation, so normalising twice only matters through
+    the epsilon; it is done to match pytorch-grad-cam to float precision.
+    """
+    small = normalize_maps(raw.clamp(min=0)).unsqueeze(1)
+    up = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    return normalize_maps(up.squeeze(1)).detach()
+
+
+def _forward(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None):
+    """Logits, activations of ``layer`` and the target classes (predicted where not given)."""
+    with capture_output(model, layer) as outputs:
+        logits = model(x)
+    if not outputs:
+        raise ConfigError(f"layer {layer!r} was not used in the forward pass")
+    activations = outputs[-1]
+    if not isinstance(activations, torch.Tensor) or activations.ndim != 4:
+        raise ConfigError(f"layer {layer!r} must output (N, K, h, w) feature maps for a CAM")
+    if targets is None:
+        targets = logits.argmax(dim=1)
+    if targets.shape != (x.shape[0],):
+        raise ValueError(f"targets must have shape ({x.shape[0]},), got {tuple(targets.shape)}")
+    return logits, activations, targets.to(logits.device)
+
+
+def _target_gradients(model, x, layer, targets):
+    x = x.detach().requires_grad_(False)
+    logits, activations, targets = _forward(model, x, layer, targets)
+    score = logits.gather(1, targets[:, None]).sum()
+    (grads,) = torch.autograd.grad(score, activations)
+    return activations.detach(), grads.detach()
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None) -> torch.Tensor:
+    with eval_mode(model):
+        activations, grads = _target_gradients(model, x, layer, targets)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return _finish((weights * activations).sum(1), x.shape[-2:])
+
+
+def grad_cam_plus_plus(
+    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    with eval_mode(model):
+        activations, grads = _target_gradients(model, x, layer, targets)
+    g2 = grads.pow(2)
+    sums = activations.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sums * g2 * grads + 1e-6)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    weights = (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
+    return _finish((weights * activations).sum(1), x.shape[-2:])
+
+
+def layer_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None) -> torch.Tensor:
+    with eval_mode(model):
+        activations, grads = _target_gradients(model, x, layer, targets)
+    return _finish((grads.clamp(min=0) * activations).sum(1), x.shape[-2:])
+
+
+def linear_head(model: nn.Module, layer: str, classifier: str) -> nn.Linear:
+    """The linear layer that must follow global average pooling of ``layer`` for plain CAM."""
+    head = get_layer(model, classifier)
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f"{classifier!r} is a {type(head).__name__}, not a linear layer; use Grad-CAM for this model")
+    return head
+
+
+@torch.no_grad()
+def cam(
+    model: nn.Module, x: torch.Tensor, layer: str, classifier: str, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Plain CAM; checks on the batch that ``logits == linear(GAP(layer))``, else says to use Grad-CAM."""
+    head = linear_head(model, layer, classifier)
+    with eval_mode(model):
+        logits, activations, targets = _forward(model, x, layer, targets)
+    pooled = activations.mean(dim=(2, 3))
+    if pooled.shape[1] != head.in_features or not torch.allclose(
+        F.linear(pooled, head.weight, head.bias), logits, rtol=1e-3, atol=1e-3
+    ):
+        raise ConfigError(
+            f"the model's output is not {classifier!r} applied to the global average of {layer!r}, "
+            "so plain CAM does not apply; use Grad-CAM"
+        )
+    weights = head.weight[targets][:, :, None, None]
+    return _finish((weights * activations).sum(1), x.shape[-2:])
+
+
+@torch.no_grad()
+def score_cam(
+    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, batch_size: int = 64
+) -> torch.Tensor:
+    with eval_mode(model):
+        _, activations, targets = _forward(model, x, layer, targets)
+        n, k = activations.shape[:2]
+        # Masks are upsampled with aligned corners, as pytorch-grad-cam does.
+        masks = F.interpolate(activations, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        flat = masks.flatten(2)
+        low, high = flat.min(-1).values[..., None, None], flat.max(-1).values[..., None, None]
+        masks = (masks - low) / (high - low + 1e-8)
+        scores = torch.empty(n, k, device=x.device)
+        for i in range(n):
+            for start in range(0, k, batch_size):
+                chunk = masks[i, start : start + batch_size, None] * x[i]
+                scores[i, start : start + batch_size] = model(chunk)[:, targets[i]]
+    weights = scores.softmax(dim=1)[:, :, None, None]
+    return _finish((weights * activations).sum(1), x.shape[-2:])
+
+
+CamMethod = Callable[..., torch.Tensor]
+METHODS: dict[str, CamMethod] = {
+    "cam": cam,
+    "gradcam": grad_cam,
+    "gradcam++": grad_cam_plus_plus,
+    "scorecam": score_cam,
+    "layercam": layer_cam,
+}
+
+
+def compute_cam(
+    method: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    *,
+    classifier: str | None = None,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dispatch by method name; ``classifier`` (the linear head's name) is needed by plain CAM only."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}; methods: {', '.join(METHODS)}")
+    if method == "cam":
+        if classifier is None:
+            raise ConfigError("plain CAM needs the name of the linear classifier after global average pooling")
+        return cam(model, x, layer, classifier, targets)
+    return METHODS[method](model, x, layer, targets)

@@ -1,0 +1,81 @@
+"""Out-of-distribution detection: detectors, metrics and plots for image classifiers.
+
+**Sign convention, for the whole package: a detector's score is higher for inputs that look more
+in-distribution (ID).** Detectors whose paper scores OOD-ness (energy, distances) are negated to fit it,
+and the metrics (:mod:`dlapps.ood.metrics`) take in-distribution as the positive class.
+
+Every detector has one API: ``detector.fit(model, id_train_data)`` binds it to a classifier in eval mode
+(and, for Mahalanobis, KNN, ViM and ReAct, estimates statistics of the ID training data), then
+``detector.score(x)`` gives an (N,) tensor for images ``x`` in [0, 1] on the model's device.
+:func:`fit_detectors` and :func:`score_detectors` do the same for many detectors over whole datasets.
+Build detectors by name with :func:`create_detector`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from dlapps.errors import ConfigError
+from dlapps.ood.base import Detector, NotFittedError, OutputDetector
+from dlapps.ood.energy import Energy
+from dlapps.ood.knn import KNN
+from dlapps.ood.mahalanobis import Mahalanobis
+from dlapps.ood.maxlogit import MaxLogit
+from dlapps.ood.metrics import METRICS, aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_metrics
+from dlapps.ood.msp import MSP
+from dlapps.ood.odin import ODIN
+from dlapps.ood.react import ReAct
+from dlapps.ood.scoring import Scored, fit_detectors, score_detectors
+from dlapps.ood.vim import ViM
+
+DETECTORS: dict[str, type[Detector]] = {
+    "msp": MSP,
+    "maxlogit": MaxLogit,
+    "energy": Energy,
+    "odin": ODIN,
+    "mahalanobis": Mahalanobis,
+    "knn": KNN,
+    "vim": ViM,
+    "react": ReAct,
+}
+
+
+def create_detector(name: str, **hparams: Any) -> Detector:
+    """A detector by registry name; unknown names or hyper-parameters are a :class:`ConfigError`."""
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown detector {name!r}; known detectors: {', '.join(DETECTORS)}")
+    cls = DETECTORS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = set(hparams) - accepted
+    if unknown:
+        takes = ", ".join(sorted(accepted)) or "nothing"
+        raise ConfigError(f"detector {name!r} takes no {', '.join(sorted(unknown))}; it takes {takes}")
+    return cls(**hparams)
+
+
+__all__ = [
+    "DETECTORS",
+    "KNN",
+    "METRICS",
+    "MSP",
+    "ODIN",
+    "Detector",
+    "Energy",
+    "Mahalanobis",
+    "MaxLogit",
+    "NotFittedError",
+    "OutputDetector",
+    "ReAct",
+    "Scored",
+    "ViM",
+    "aupr_in",
+    "aupr_out",
+    "auroc",
+    "create_detector",
+    "fit_detectors",
+    "fpr_at_95_tpr",
+    "fpr_at_tpr",
+    "ood_metrics",
+    "score_detectors",
+]

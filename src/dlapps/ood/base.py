@@ -1,0 +1,91 @@
+"""The one detector API: ``fit(model, id_train_data)``, then ``score(x)``; higher scores mean more ID."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from dlapps.errors import DlappsError
+from dlapps.ood.features import (
+    Batches,
+    Outputs,
+    collect_outputs,
+    find_head,
+    head_outputs,
+    model_device,
+    require_eval,
+)
+
+
+class NotFittedError(DlappsError, RuntimeError):
+    """A detector was used before ``fit`` bound it to a model (and, where needed, to ID statistics)."""
+
+
+def precise(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in float64 where the device has it (not Apple MPS), for sums and inverses that need it."""
+    return values.float() if values.device.type == "mps" else values.double()
+
+
+class Detector:
+    """Scores images by how in-distribution they look: **higher = more in-distribution**.
+
+    ``fit(model, id_train_data)`` binds the detector to a model in eval mode and, for detectors that set
+    ``needs_data``, estimates in-distribution statistics from ``id_train_data`` (an ``ImageArrays`` or
+    ``(images, labels)`` batches, images in [0, 1]). Every detector must be fitted before ``score``.
+    """
+
+    name: ClassVar[str]
+    needs_data: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._model: nn.Module | None = None
+        self._head: str | None = None
+
+    def fit(
+        self, model: nn.Module, id_train_data: Batches | None = None, *, head: str | None = None, batch_size: int = 500
+    ) -> Detector:
+        """Bind to ``model`` (its classifier head ``head``, default its last ``nn.Linear``); learn ID statistics."""
+        head_name, _ = find_head(model, head)
+        outputs = None
+        if self.needs_data and id_train_data is not None:
+            outputs = collect_outputs(model, id_train_data, head_name, batch_size)
+        return self.fit_outputs(model, outputs, head=head_name)
+
+    def fit_outputs(self, model: nn.Module, outputs: Outputs | None, *, head: str | None = None) -> Detector:
+        """:meth:`fit` from outputs already computed on ID data, so one forward pass serves many detectors."""
+        require_eval(model)
+        head_name, linear = find_head(model, head)
+        if self.needs_data:
+            if outputs is None:
+                raise NotFittedError(f"{self.name} needs in-distribution statistics: call fit(model, id_train_data)")
+            self._fit(outputs, linear)
+        self._model, self._head = model, head_name
+        return self
+
+    def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
+        """Estimate ID statistics (detectors with ``needs_data``)."""
+
+    def bound(self) -> tuple[nn.Module, str]:
+        """The fitted model and the name of its head; a :class:`NotFittedError` before ``fit``."""
+        if self._model is None or self._head is None:
+            data = ", id_train_data" if self.needs_data else ""
+            raise NotFittedError(f"{self.name} is not fitted: call fit(model{data}) before score")
+        return self._model, self._head
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) of images ``x`` (N, C, H, W) in [0, 1], on the model's device."""
+        raise NotImplementedError
+
+
+class OutputDetector(Detector):
+    """A detector that needs only the model's logits and head features, so one forward pass serves all."""
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        model, head = self.bound()
+        with torch.no_grad():
+            return self.score_outputs(head_outputs(model, x.to(model_device(model)), head))
+
+    def score_outputs(self, outputs: Outputs) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,80 @@
+"""Fit and score many detectors over whole datasets, sharing one forward pass per batch between them.
+
+Every detector that needs only logits and head features (all but ODIN) scores from the same forward pass,
+run batched on the model's device under ``no_grad``; ODIN runs its own pass, with input gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dlapps.ood.base import Detector, OutputDetector
+from dlapps.ood.features import Batches, collect_outputs, find_head, head_outputs, iter_batches, model_device
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores per detector and the model's predictions, all on the CPU, in the data's order."""
+
+    scores: dict[str, torch.Tensor]  # detector name -> (N,)
+    predictions: torch.Tensor  # (N,) argmax of the logits
+    labels: torch.Tensor  # (N,)
+
+    def accuracy(self) -> float:
+        return float((self.predictions == self.labels).double().mean())
+
+
+def fit_detectors(
+    detectors: Mapping[str, Detector],
+    model: nn.Module,
+    id_train_data: Batches | None,
+    *,
+    head: str | None = None,
+    batch_size: int = 500,
+) -> None:
+    """Fit every detector to ``model``; ID statistics come from one pass over ``id_train_data``."""
+    head_name, _ = find_head(model, head)
+    needs_data = any(d.needs_data for d in detectors.values())
+    outputs = (
+        collect_outputs(model, id_train_data, head_name, batch_size)
+        if needs_data and id_train_data is not None
+        else None
+    )
+    for detector in detectors.values():
+        detector.fit_outputs(model, outputs, head=head_name)
+
+
+def _common_binding(detectors: Mapping[str, Detector]) -> tuple[nn.Module, str]:
+    if not detectors:
+        raise ValueError("no detectors to score with")
+    bindings = {name: d.bound() for name, d in detectors.items()}
+    model, head = next(iter(bindings.values()))
+    if any(m is not model or h != head for m, h in bindings.values()):
+        raise ValueError("detectors scored together must be fitted to the same model and head")
+    return model, head
+
+
+@torch.no_grad()
+def score_detectors(detectors: Mapping[str, Detector], data: Batches, *, batch_size: int = 500) -> Scored:
+    """Score all of ``data`` with every (fitted) detector."""
+    model, head = _common_binding(detectors)
+    scores: dict[str, list[torch.Tensor]] = {name: [] for name in detectors}
+    predictions, labels = [], []
+    for x, y in iter_batches(data, batch_size, model_device(model)):
+        outputs = head_outputs(model, x, head)
+        for name, detector in detectors.items():
+            batch = detector.score_outputs(outputs) if isinstance(detector, OutputDetector) else detector.score(x)
+            scores[name].append(batch.cpu())
+        predictions.append(outputs.logits.argmax(dim=1).cpu())
+        labels.append(y.cpu())
+    if not labels:
+        raise ValueError("no batches to score: the data is empty")
+    return Scored(
+        scores={name: torch.cat(parts) for name, parts in scores.items()},
+        predictions=torch.cat(predictions),
+        labels=torch.cat(labels),
+    )
