@@ -3,13 +3,17 @@
     DLAPPS_DATA=../shared/data python benchmarks/attack_speed.py --images 1000 --threads 1
 
 torchattacks (a dev-only dependency) always takes every step; dlapps with early stop retires each image as
-soon as it is fooled and gives its slot in the fixed-shape batch to the next image waiting.
+soon as it is fooled and gives its slot in the fixed-shape batch to the next image waiting. Writes
+benchmarks/results/attack_speed-<device>.json and prints a table. Run by hand, not in CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import time
+from pathlib import Path
 
 import torch
 import torchattacks
@@ -39,6 +43,7 @@ def main() -> None:
         for xb, yb in zip(x.split(args.batch), y.split(args.batch), strict=True):
             bim(xb, yb)
 
+    rows = []
     for eps in (2 / 255, 8 / 255):
         settings = {"eps": eps, "alpha": eps / 4, "steps": args.steps, "batch_size": args.batch}
         runs = {
@@ -63,6 +68,31 @@ def main() -> None:
         )
         for name, seconds in best.items():
             print(f"  {name:24s} {args.images / seconds:8.1f} img/s")
+        rows.append(
+            {
+                "eps": eps,
+                "success_rate": summary["success_rate"],
+                "mean_iterations": summary["mean_iterations"],
+                "images_per_second": {name: args.images / seconds for name, seconds in best.items()},
+                "speedup_early_stop": best["torchattacks BIM"] / best["dlapps, early stop"],
+            }
+        )
+    device = torch.device(args.device)
+    result = {
+        "benchmark": "attack_speed",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "images": args.images,
+        "batch": args.batch,
+        "steps": args.steps,
+        "results": rows,
+    }
+    out = Path(__file__).parent / "results" / f"attack_speed-{device.type}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":
