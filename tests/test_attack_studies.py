@@ -38,6 +38,8 @@ def test_fgsm_sweep(tmp_path, data_root):
     assert sweep[-1]["robust_accuracy"] == 0.0 and sweep[-1]["mean_confidence_drop"] > 0.5
     assert len(results["examples"]["label"]) == 3 and all(results["examples"]["success"])
     assert_figures(out, report, "sweep.png", "examples.png")
+    assert "| a larger ε gives a more successful attack (write-up) | holds: " in report
+    assert f"| robust accuracy of an undefended model at ε = 8/255 | {sweep[-1]['robust_accuracy']:.3f} |" in report
     assert (out / "results.csv").read_text().count("\n") == 4 and "| ε |" in (out / "table.md").read_text()
 
 
@@ -65,6 +67,8 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
     )
     assert all(len(row["cumulative_success"]) == 7 for row in rows.values())
     assert_figures(out, report, "comparison.png", "cumulative_success.png")
+    assert "untargeted attacks need fewer iterations than targeted (random) (write-up)" in report
+    assert report.count("targeted (random)") == 3  # iterations, confidence drop, success rate
 
 
 def test_adversarial_training(tmp_path, data_root):
@@ -90,6 +94,9 @@ def test_adversarial_training(tmp_path, data_root):
     assert variants[1]["objective"].startswith("adversarial fgsm-rs eps=0.0313725 alpha=0.0392157 steps=1")
     assert len({v["model"] for v in variants}) == 3 and len(list((out.parent / "models").glob("*.safetensors"))) == 3
     assert_figures(out, report, "robustness.png", "training.png")
+    even = variants[1]["metrics"]["MSP AUROC (CIFAR-100)"]
+    assert f"| 0.5/0.5: MSP AUROC (CIFAR-100) | {even:.3f} | 0.650 | {even - 0.65:+.3f} |" in report
+    assert "| FGSM-RS 0/1: clean accuracy |" in report and "0.861" in report
 
 
 @pytest.mark.parametrize(

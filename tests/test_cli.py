@@ -57,6 +57,8 @@ def test_run_writes_results_figures_and_report(finished_run):
     for name in ("accuracy_vs_depth.png", "curves.png", "gradients_init.png", "gradients_trained.png"):
         assert (out / name).stat().st_size > 10_000 and f"({name})" in report
     assert "| depth | MLP |" in (out / "table.md").read_text() and "| depth | MLP |" in report
+    mlp_2 = next(r for r in results["summary"] if (r["variant"], r["depth"]) == ("mlp", 2))["mean_test_acc"]
+    assert f"| test accuracy, MLP, depth 2 | {mlp_2:.3f} | 0.930 | {mlp_2 - 0.93:+.3f} |" in report
     assert (out / "results.csv").read_text().count("\n") == 7
     assert not list(out.glob(".staging*")) and not list(out.rglob("*.tmp*"))
 

@@ -35,6 +35,8 @@ def test_residual_cnn_writes_curves_table_and_report(cnn_run):
     for name in ("curves_test.png", "curves_train.png", "accuracy_vs_depth.png", "gradients_init.png"):
         assert (out / name).stat().st_size > 10_000 and f"({name})" in report
     assert "| 8 |" in (out / "table.md").read_text()
+    gap = 100 * (results["summary"][1]["mean_test_acc"] - results["summary"][0]["mean_test_acc"])
+    assert f"skip − plain in points: 8 layers {gap:+.1f}" in report
     grads = results["gradients"]["ResNet-8"]
     assert len(grads["weight"]) == 8 and len(results["gradients"]["Plain-8"]["weight"]) == 8
 
@@ -57,6 +59,8 @@ def test_cam_reuses_the_trained_cifar_model_and_writes_grids(cnn_run, data_root)
     report = (out / "report.md").read_text()
     for name in ("cifar_cam_grid.png", "imagenette_cam_grid.png", "cifar_methods.png", "imagenette_methods.png"):
         assert (out / name).stat().st_size > 20_000 and f"({name})" in report
+    gradcam = rows["mobilenet_v2_imagenet", "gradcam"]
+    assert f"| gradcam average drop (lower is better) | {gradcam['average_drop']:.4f} | — | — | 0.2686 |" in report
 
 
 @pytest.mark.parametrize(

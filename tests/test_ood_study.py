@@ -64,7 +64,9 @@ def test_run_writes_every_metric_figure_and_the_report(finished):
     for name in ("overview_msp.png", "histograms_small_cnn.png", "curves_resnet20.png"):
         assert (out / name).stat().st_size > 20_000 and f"({name})" in report
     assert "| detector | cifar100 | gaussian | beats MSP (near / far) |" in report
-    assert "### ResNet-20 (ID accuracy" in report and "OpenOOD near" in report
+    assert "### ResNet-20 (ID accuracy" in report and "| ResNet-20 MSP AUROC, near-OOD mean |" in report
+    resnet = results["models"]["resnet20"]["accuracy"]
+    assert f"| ResNet-20 CIFAR-10 test accuracy | {resnet:.3f} | 0.810 | {resnet - 0.81:+.3f} |" in report
     assert (out / "results.csv").read_text().count("\n") == 17 and "id_accuracy" in (out / "results.csv").read_text()
     assert "| small CNN |" in (out / "table.md").read_text()
     assert not list(out.glob(".staging*"))

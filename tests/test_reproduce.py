@@ -42,6 +42,11 @@ def test_combined_report_is_self_contained(reproduced):
     text = (out / "report.md").read_text()
     assert "## Lab 1, exercises 1.1–1.2: residual connections in deep MLPs" in text
     assert "(residual-mlp/accuracy_vs_depth.png)" in text and "### Final test accuracy" in text
+    glance = text.split("## At a glance")[1].split("\n## ")[0]
+    assert "| study | quantity or claim | this run | course write-up | Δ vs write-up |" in glance
+    assert "| `residual-mlp` | test accuracy, MLP, depth 2 |" in glance and "| 0.930 |" in glance
+    section = text.split("## Lab 1, exercises 1.1–1.2")[1]
+    assert section.count("### Against the write-up and the literature") == 1  # the study's own one replaced
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == text.count("![") and 'src="residual-mlp/' not in page
     assert "<table>" in page and "<script" not in page

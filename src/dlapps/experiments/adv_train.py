@@ -28,16 +28,19 @@ from dlapps.config import require, to_dict
 from dlapps.data import ImageArrays, load_arrays
 from dlapps.data.ood import cifar100_ood
 from dlapps.experiments.attack_common import PIXEL, eps_label
-from dlapps.experiments.base import RunCache, RunContext, Study, environment
+from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
 from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
 from dlapps.report import figures
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_number, table
 from dlapps.train import TrainConfig
 from dlapps.train.trainer import cross_entropy_step
 
 WONG_2020 = {"clean accuracy": 0.861, "PGD accuracy": 0.461}  # PreAct ResNet-18, FGSM-RS, ε = 8/255
+# The course write-up's small CNN: MSP (AUROC, area under its PR curve) against its CIFAR-100 subset.
+WRITEUP_OOD = {"standard": (0.63, 0.85), "0.5/0.5": (0.65, 0.87)}
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,6 @@ def _table(records: list[dict[str, Any]]) -> str:
 
 
 def _report(config: AdvTrainConfig, results: dict[str, Any], results_md: str) -> str:
-    env = results["environment"]
     t = config.train
     losses = [loss for loss in config.objectives().values() if loss is not None]
     attack_line = (
@@ -313,16 +315,51 @@ def _report(config: AdvTrainConfig, results: dict[str, Any], results_md: str) ->
         "",
         "![training curves](training.png)" if config.train.epochs > 1 else "",
         "",
-        "## Environment",
-        "",
-        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s "
-        f"({results['cached_runs']} evaluation(s) reused from cache).",
-        "",
-        f"Rerun: `{results['command']}`" if results["command"] else "",
-        "",
+        *comparison_section(compare(config, results)),
+        *environment_section(results, f"{results['cached_runs']} evaluation(s) reused from cache"),
     ]
     return "\n".join(lines)
+
+
+def compare(config: AdvTrainConfig, results: dict[str, Any]) -> list[Comparison]:
+    """The write-up's OOD numbers and findings per weighting; Wong et al.'s accuracies for pure FGSM-RS."""
+    metrics = {r["variant"]: r["metrics"] for r in results["variants"]}
+    by_weighting = {v.rsplit(" ", 1)[-1]: m for v, m in metrics.items()}  # "standard" stays "standard"
+    auroc, aupr = "MSP AUROC (CIFAR-100)", "MSP AUPR-In (CIFAR-100)"
+    rows = []
+    for weighting, (writeup_auroc, writeup_aupr) in WRITEUP_OOD.items():
+        if weighting in by_weighting and auroc in by_weighting[weighting]:
+            rows += [
+                Comparison(f"{weighting}: {auroc}", ours=by_weighting[weighting][auroc], writeup=writeup_auroc),
+                Comparison(f"{weighting}: {aupr}", ours=by_weighting[weighting][aupr], writeup=writeup_aupr,
+                           source="the write-up's PR curve does not say which class is positive"),
+            ]  # fmt: skip
+    standard, even, skewed = (by_weighting.get(w, {}).get(auroc) for w in ("standard", "0.5/0.5", "0.2/0.8"))
+    if standard is not None and even is not None:
+        rows.append(
+            Comparison.claim(
+                "0.5/0.5 adversarial training improves OOD detection over standard training (~2 points)",
+                even > standard,
+                f"MSP AUROC {even:.3f} vs {standard:.3f}",
+            )
+        )
+    if even is not None and skewed is not None:
+        rows.append(
+            Comparison.claim(
+                "0.2/0.8 detects OOD slightly worse than 0.5/0.5", skewed < even, f"AUROC {skewed:.3f} vs {even:.3f}"
+            )
+        )
+    pure = by_weighting.get("0/1")
+    if pure is not None and config.method == "fgsm-rs" and config.eval_eps == 8:
+        pgd = f"PGD-{max(config.eval_steps)} accuracy"
+        source = f"Wong et al. 2020, PreAct ResNet-18, 15 epochs; ours: {_model_label(config)}, {config.train.epochs}"
+        rows += [
+            Comparison("FGSM-RS 0/1: clean accuracy", ours=pure["clean accuracy"],
+                       literature=WONG_2020["clean accuracy"], source=source + " epochs"),
+            Comparison(f"FGSM-RS 0/1: {pgd} at 8/255", ours=pure.get(pgd), literature=WONG_2020["PGD accuracy"],
+                       source=source + " epochs; theirs PGD-50 with 10 restarts"),
+        ]  # fmt: skip
+    return rows
 
 
 STUDY = Study(
@@ -344,4 +381,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )

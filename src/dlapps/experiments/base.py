@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dlapps import __version__
 from dlapps.config import apply_overrides, fingerprint
 from dlapps.errors import ConfigError
+from dlapps.report.comparison import Comparison
 from dlapps.report.io import read_json, write_json
 
 
@@ -57,6 +58,10 @@ def make_progress(enabled: bool = True) -> Progress:
     )
 
 
+def no_comparisons(config: Any, results: dict[str, Any]) -> list[Comparison]:
+    return []
+
+
 @dataclass(frozen=True)
 class Study:
     name: str
@@ -64,6 +69,9 @@ class Study:
     default_config: Callable[[], Any]
     profiles: dict[str, dict[str, Any]]
     run: Callable[[Any, RunContext], dict[str, Any]]
+    # (config, results.json content) -> rows beside the write-up and literature; pure, so that a combined
+    # report can rebuild them from finished results.
+    compare: Callable[[Any, dict[str, Any]], list[Comparison]] = no_comparisons
     default_profile: str = "quick"
 
     def config(self, profile: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Any:
@@ -85,6 +93,22 @@ def environment() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def environment_section(results: dict[str, Any], reused: str = "") -> list[str]:
+    """A study report's closing lines: versions, device, wall time and the command that reruns it."""
+    env = results["environment"]
+    return [
+        "## Environment",
+        "",
+        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
+        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s"
+        + (f" ({reused})" if reused else "")
+        + ".",
+        "",
+        f"Rerun: `{results['command']}`" if results["command"] else "",
+        "",
+    ]
 
 
 @dataclass

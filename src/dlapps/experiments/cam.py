@@ -21,12 +21,13 @@ from torchvision.transforms import v2
 from dlapps.config import require, to_dict
 from dlapps.data import image_folder, load_arrays
 from dlapps.data.datasets import IMAGENETTE_TO_IMAGENET
-from dlapps.experiments.base import RunContext, Study, environment
+from dlapps.experiments.base import RunContext, Study, environment, environment_section
 from dlapps.experiments.residual_cnn import STUDY as RESIDUAL_CNN
 from dlapps.experiments.zoo import obtain_classifier
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
 from dlapps.models import PRETRAINED, imagenet_categories, load_pretrained
 from dlapps.report import figures
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_number, table
 
@@ -216,11 +217,6 @@ def _report(config: CamConfig, results: dict[str, Any]) -> str:
          format_number(r["insertion_auc"], 4), f"{r['seconds']:.0f}"]
         for r in results["faithfulness"]
     ]  # fmt: skip
-    anchors = table(
-        ["method", "average drop", "increase in confidence"],
-        [[m, f"{d:.4f}", f"{i:.4f}"] for m, (d, i) in TORCHCAM_RESNET18.items()],
-    )
-    env = results["environment"]
     models = [
         f"- {m['model']}: {100 * m['accuracy']:.1f}% correct on the {m['images']} images used"
         for m in results["models"].values()
@@ -254,18 +250,27 @@ def _report(config: CamConfig, results: dict[str, Any]) -> str:
             "fewer images (one forward pass per channel).",
             "",
             table(headers, rows),
-            "For scale, torchcam's published numbers for an ImageNet ResNet-18 on Imagenette:",
-            "",
-            anchors,
-            "## Environment",
-            "",
-            f"dlapps {env['dlapps']}, torch {env['torch']}, device {env['device']}, {env['date']}; "
-            f"wall time {results['wall_seconds']:.0f} s.",
-            "",
-            f"Rerun: `{results['command']}`" if results["command"] else "",
-            "",
+            *comparison_section(compare(config, results)),
+            *environment_section(results),
         ]
     )
+
+
+def compare(config: CamConfig, results: dict[str, Any]) -> list[Comparison]:
+    """Our Imagenette faithfulness beside torchcam's ResNet-18 numbers (the write-up's CAMs are pictures only)."""
+    imagenette = results["models"]["imagenette"]["model"]
+    rows = []
+    for r in results["faithfulness"]:
+        if r["model"] == imagenette and r["method"] in TORCHCAM_RESNET18:
+            drop, increase = TORCHCAM_RESNET18[r["method"]]
+            source = f"torchcam, ResNet-18 on Imagenette; ours: {imagenette}, {r['images']} images"
+            rows += [
+                Comparison(f"{r['method']} average drop (lower is better)", ours=r["average_drop"],
+                           literature=drop, source=source, digits=4),
+                Comparison(f"{r['method']} increase in confidence (higher is better)",
+                           ours=r["increase_in_confidence"], literature=increase, source=source, digits=4),
+            ]  # fmt: skip
+    return rows
 
 
 STUDY = Study(
@@ -283,4 +288,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )

@@ -22,8 +22,9 @@ from dlapps.attacks import METHODS, AttackResult, attack
 from dlapps.config import require, to_dict
 from dlapps.data import ImageArrays, load_arrays
 from dlapps.experiments.attack_common import PIXEL, VictimConfig, cached_attack, eps_label, load_victim
-from dlapps.experiments.base import RunCache, RunContext, Study, environment
+from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
 from dlapps.report import figures
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_number, table
 
@@ -242,7 +243,6 @@ def _examples_figure(examples: dict[str, Any], classes: tuple[str, ...]):
 
 
 def _report(config: FGSMConfig, results: dict[str, Any], sweep_md: str) -> str:
-    env = results["environment"]
     victim = results["victim"]
     alpha = "ε (one step)" if config.method == "fgsm" else f"{config.alpha_fraction:g}·ε"
     lines = [
@@ -268,16 +268,39 @@ def _report(config: FGSMConfig, results: dict[str, Any], sweep_md: str) -> str:
         "",
         "![examples](examples.png)",
         "",
-        "## Environment",
-        "",
-        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s "
-        f"({results['cached_runs']} attack run(s) reused from cache).",
-        "",
-        f"Rerun: `{results['command']}`" if results["command"] else "",
-        "",
+        *comparison_section(compare(config, results)),
+        *environment_section(results, f"{results['cached_runs']} attack run(s) reused from cache"),
     ]
     return "\n".join(lines)
+
+
+# Madry et al. 2018, Table 2: a naturally trained wide ResNet on CIFAR-10 under PGD (7 steps of 2/255, ε = 8/255).
+MADRY_2018_NATURAL_PGD_ACCURACY = 0.035
+
+
+def compare(config: FGSMConfig, results: dict[str, Any]) -> list[Comparison]:
+    """The write-up's finding (larger ε, stronger attack) and a standard model's accuracy under attack at 8/255."""
+    sweep = sorted(results["sweep"], key=lambda r: r["eps_255"])
+    rates = [r["success_rate"] for r in sweep]
+    rows = [
+        Comparison.claim(
+            "a larger ε gives a more successful attack",
+            all(b >= a for a, b in zip(rates, rates[1:], strict=False)),
+            ", ".join(f"{eps_label(r['eps_255'])}: {r['success_rate']:.3f}" for r in sweep),
+        )
+    ]
+    at_8 = next((r for r in sweep if r["eps_255"] == 8), None)
+    if at_8 is not None and config.method != "fgsm":
+        rows.append(
+            Comparison(
+                "robust accuracy of an undefended model at ε = 8/255",
+                ours=at_8["robust_accuracy"],
+                literature=MADRY_2018_NATURAL_PGD_ACCURACY,
+                source=f"Madry et al. 2018 (wide ResNet, PGD-7); ours: {results['victim']['name']}, "
+                f"{config.method.upper()}-{config.steps}",
+            )
+        )
+    return rows
 
 
 STUDY = Study(
@@ -289,4 +312,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )

@@ -22,17 +22,19 @@ from torch import nn
 from dlapps.config import require, to_dict
 from dlapps.data import ImageArrays, get_spec, load_arrays
 from dlapps.data.ood import CIFAR10_OVERLAP, OOD_SETS, OodRequest, conform, is_archive, load_ood_set
-from dlapps.experiments.base import RunContext, Study, environment
+from dlapps.experiments.base import RunContext, Study, environment, environment_section
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
 from dlapps.models import PRETRAINED, load_pretrained, pretrained_path
 from dlapps.ood import DETECTORS, METRICS, create_detector, fit_detectors, ood_metrics, score_detectors
 from dlapps.ood.plots import histogram_grid, overview, roc_pr_grid
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import table
 from dlapps.train import TrainConfig
 
 MODEL_LABELS = {"small_cnn": "small CNN", "resnet20": "ResNet-20"}
 WRITEUP_ACCURACY = {"small_cnn": 0.64, "resnet20": 0.81}  # the course write-up's test accuracies
+WRITEUP_SMALL_CNN_MSP_AUROC = 0.63  # its small CNN, CIFAR-10 vs its CIFAR-100 subset (exercise 2.2's baseline)
 MSP_LITERATURE_AUROC = (0.85, 0.89)  # MSP, CIFAR-10 vs CIFAR-100, for a ~92% classifier
 # OpenOOD v1.5, CIFAR-10, ResNet-18 at ~95% accuracy: (near-OOD, far-OOD) AUROC in %. Its near-OOD sets are
 # CIFAR-100 and TinyImageNet, its far-OOD ones MNIST, SVHN, Textures and Places365: context, not a target.
@@ -403,22 +405,8 @@ def _beats_msp_lines(config: OodConfig, results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _anchor_table(config: OodConfig, results: dict[str, Any]) -> str:
-    rows = []
-    for detector, (near, far) in OPENOOD_ANCHORS.items():
-        row: list[object] = [DETECTORS[detector].name, f"{near:.2f}", f"{far:.2f}"]
-        for model in config.models:
-            mine = _find(results["summary"], model=model, detector=detector) if detector in config.detectors else None
-            row += [_pct(mine and mine["near_auroc"]), _pct(mine and mine["far_auroc"])]
-        rows.append(row)
-    headers = ["detector", "OpenOOD near", "OpenOOD far"]
-    for model in config.models:
-        headers += [f"{MODEL_LABELS[model]} near", f"{MODEL_LABELS[model]} far"]
-    return table(headers, rows)
-
-
 def _report(config: OodConfig, results: dict[str, Any], figures: list[tuple[str, str]]) -> str:
-    data, env, d = results["data"], results["environment"], config.detector
+    data, d = results["data"], config.detector
     set_rows = [["ID: CIFAR-10 test", "in-distribution", data["id"]["size"], data["id"]["source"]]]
     set_rows += [[name, f"{info['distance']}-OOD", info["size"], info["source"]] for name, info in data["ood"].items()]
     model_rows = [
@@ -465,15 +453,6 @@ def _report(config: OodConfig, results: dict[str, Any], figures: list[tuple[str,
         lines += [headings[model], "", _metric_table(config, results, model, "fpr95")]
     if "msp" in config.detectors:
         lines += ["## Which detectors beat MSP (mean AUROC)", "", *_beats_msp_lines(config, results), ""]
-    lines += [
-        "## Context: OpenOOD v1.5",
-        "",
-        "OpenOOD v1.5's CIFAR-10 benchmark (ResNet-18 at ~95% accuracy; near-OOD = CIFAR-100 and TinyImageNet, "
-        "far-OOD = MNIST, SVHN, Textures, Places365) beside this run's means. The sets and models differ, so "
-        "read these as the expected order of magnitude, not as targets.",
-        "",
-        _anchor_table(config, results),
-    ]
     if results["checks"]:
         check_rows = [
             [
@@ -501,16 +480,48 @@ def _report(config: OodConfig, results: dict[str, Any], figures: list[tuple[str,
         "## All metrics",
         "",
         _long_table(config, results),
-        "## Environment",
-        "",
-        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), {env['date']}; {results['wall_seconds']:.0f} s from start to "
-        "the figures (not counting drawing them).",
-        "",
-        f"Rerun: `{results['command']}`" if results["command"] else "",
-        "",
+        *comparison_section(compare(config, results)),
+        *environment_section(results, "from start to the figures, not counting drawing them"),
     ]
     return "\n".join(lines)
+
+
+def compare(config: OodConfig, results: dict[str, Any]) -> list[Comparison]:
+    """The write-up's accuracies, MSP AUROC and finding; OpenOOD v1.5's means as the order of magnitude."""
+    rows = [
+        Comparison(f"{MODEL_LABELS[name]} CIFAR-10 test accuracy", ours=info["accuracy"],
+                   writeup=WRITEUP_ACCURACY[name],
+                   source="published weights" if "published" in info else "trained here")
+        for name, info in results["models"].items()
+    ]  # fmt: skip
+    msp = {m: _find(results["metrics"], model=m, detector="msp", ood_set="cifar100") for m in config.models}
+    if msp.get("small_cnn"):
+        rows.append(
+            Comparison("small CNN MSP AUROC, CIFAR-10 vs CIFAR-100 subset", ours=msp["small_cnn"]["auroc"],
+                       writeup=WRITEUP_SMALL_CNN_MSP_AUROC, source="the write-up's figure is from its exercise 2.2")
+        )  # fmt: skip
+    if msp.get("small_cnn") and msp.get("resnet20"):
+        rows.append(
+            Comparison.claim(
+                "ResNet-20 detects CIFAR-100 images better than the small CNN (MSP)",
+                msp["resnet20"]["auroc"] > msp["small_cnn"]["auroc"],
+                f"AUROC {msp['resnet20']['auroc']:.3f} vs {msp['small_cnn']['auroc']:.3f}",
+            )
+        )
+    for model in config.models:
+        for detector, anchors in OPENOOD_ANCHORS.items():
+            mine = _find(results["summary"], model=model, detector=detector)
+            for group, anchor in zip(("near", "far"), anchors, strict=True):
+                if mine and mine[f"{group}_auroc"] is not None:
+                    rows.append(
+                        Comparison(
+                            f"{MODEL_LABELS[model]} {DETECTORS[detector].name} AUROC, {group}-OOD mean",
+                            ours=mine[f"{group}_auroc"],
+                            literature=anchor / 100,
+                            source="OpenOOD v1.5, ResNet-18 at ~95%, other OOD sets: order of magnitude only",
+                        )
+                    )
+    return rows
 
 
 STUDY = Study(
@@ -527,4 +538,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )

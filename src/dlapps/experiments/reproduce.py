@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlapps.config import to_dict
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import RunContext, environment, make_progress
+from dlapps.report.comparison import SECTION_TITLE, Comparison, comparison_table, to_records
 from dlapps.report.html import markdown_to_html
 from dlapps.report.io import read_json, write_json, write_text
 from dlapps.report.markdown import table
@@ -40,6 +41,7 @@ class StudyOutcome:
     status: str  # "ran" or "cached"
     seconds: float
     out: Path
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 def _is_done(out: Path, config: Any) -> bool:
@@ -82,7 +84,8 @@ def reproduce(
                 )  # fmt: skip
                 STUDIES[name].run(configs[name], ctx)
                 status = "ran"
-            outcomes.append(StudyOutcome(name, title, status, time.perf_counter() - started, out))
+            comparisons = STUDIES[name].compare(configs[name], read_json(out / "results.json"))
+            outcomes.append(StudyOutcome(name, title, status, time.perf_counter() - started, out, comparisons))
             progress.console.print(f"{name}: {status} in {outcomes[-1].seconds:.0f} s")
             progress.advance(overall)
     write_combined_report(base.out, profile, outcomes)
@@ -90,8 +93,10 @@ def reproduce(
 
 
 def _demote(markdown_text: str, prefix: str) -> str:
-    """The study's own title dropped, headings one level down, image links relative to the combined report."""
+    """The study's own title and comparison section dropped (the combined report rebuilds it), headings one
+    level down, image links relative to the combined report."""
     text = re.sub(r"\A# [^\n]*\n", "", markdown_text.lstrip())
+    text = re.sub(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", "", text, flags=re.MULTILINE | re.DOTALL)
     text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
     return re.sub(r"!\[([^\]]*)\]\((?!https?:|data:)([^)]+)\)", rf"![\1]({prefix}/\2)", text)
 
@@ -105,7 +110,12 @@ def write_combined_report(out: Path, profile: str, outcomes: list[StudyOutcome])
         results = read_json(outcome.out / "results.json")
         rows.append([outcome.title, f"`{outcome.name}`", outcome.status, f"{results['wall_seconds']:.0f}"])
         report = (outcome.out / "report.md").read_text(encoding="utf-8")
-        parts += [f"## {outcome.title}", "", _demote(report, outcome.name), ""]
+        parts += [f"## {outcome.title}", ""]
+        if outcome.comparisons:
+            parts += ["#" + SECTION_TITLE, "", comparison_table(outcome.comparisons)]
+        parts += [_demote(report, outcome.name), ""]
+    glance = [(o.name, c) for o in outcomes for c in o.comparisons]
+    claims = [c for _, c in glance if c.is_claim]
     text = "\n".join(
         [
             f"# dlapps: the deep-learning-applications study, reproduced ({profile} profile)",
@@ -117,10 +127,17 @@ def write_combined_report(out: Path, profile: str, outcomes: list[StudyOutcome])
             "command that reruns its study alone.",
             "",
             table(["exercise", "study", "this run", "study wall time (s)"], rows),
+            "## At a glance: this run against the write-up and the literature",
+            "",
+            f"{sum(c.holds for c in claims)} of {len(claims)} findings hold here. Each section repeats its rows "
+            "next to its own tables and figures.",
+            "",
+            comparison_table([c for _, c in glance], first=("study", [f"`{name}`" for name, _ in glance])),
             *parts,
         ]
     )
     write_text(out / "report.md", text)
     write_text(out / "report.html", markdown_to_html(text, out, title="dlapps reproduction"))
     write_json(out / "summary.json", {"profile": profile, "environment": env, "studies": [
-        {"name": o.name, "status": o.status, "seconds": o.seconds} for o in outcomes]})  # fmt: skip
+        {"name": o.name, "status": o.status, "seconds": o.seconds, "comparisons": to_records(o.comparisons)}
+        for o in outcomes]})  # fmt: skip

@@ -16,10 +16,11 @@ from typing import Any
 
 from dlapps.config import require, to_dict
 from dlapps.data import DATASETS, load_arrays
-from dlapps.experiments.base import RunContext, Study, environment
+from dlapps.experiments.base import RunContext, Study, environment, environment_section
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier, recipe_loaders
 from dlapps.explain import layer_gradient_norms
 from dlapps.report import figures
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_mean_std, mean_std, table
 from dlapps.train import TrainConfig, seed_everything
@@ -200,7 +201,6 @@ def _write_artifacts(stage: Path, config: ResidualCNNConfig, results: dict[str, 
 
 def _report(config: ResidualCNNConfig, results: dict[str, Any], accuracy_md: str) -> str:
     t = config.train
-    env = results["environment"]
     n_train = config.train_subset or "all"
     return "\n".join(
         [
@@ -230,15 +230,51 @@ def _report(config: ResidualCNNConfig, results: dict[str, Any], accuracy_md: str
             "",
             "![gradients](gradients_init.png)",
             "",
-            "## Environment",
-            "",
-            f"dlapps {env['dlapps']}, torch {env['torch']}, device {env['device']}, {env['date']}; "
-            f"wall time {results['wall_seconds']:.0f} s (cached models are not retrained).",
-            "",
-            f"Rerun: `{results['command']}`" if results["command"] else "",
-            "",
+            *comparison_section(compare(config, results)),
+            *environment_section(results, "cached models are not retrained"),
         ]
     )
+
+
+# He et al. 2016, Table 6: CIFAR-10 test error of ResNet-20/32/44/56/110 (widths 16/32/64, 164 epochs).
+HE_2016_ACCURACY = {20: 0.9125, 32: 0.9249, 44: 0.9283, 56: 0.9303, 110: 0.9357}
+
+
+def compare(config: ResidualCNNConfig, results: dict[str, Any]) -> list[Comparison]:
+    """The write-up's finding (skip wins at every depth), He et al.'s degradation and, at their widths, accuracy."""
+    cells = {(r["layers"], r["skip"]): r["mean_test_acc"] for r in results["summary"]}
+    layers = sorted({depth for depth, _ in cells})
+    gaps = ", ".join(f"{n} layers {100 * (cells[n, True] - cells[n, False]):+.1f}" for n in layers)
+    rows = [
+        Comparison.claim(
+            "skip connections give higher accuracy than the plain net at every depth",
+            all(cells[n, True] > cells[n, False] for n in layers),
+            f"skip − plain in points: {gaps}",
+        )
+    ]
+    if len(layers) > 1:
+        shallow, deep = layers[0], layers[-1]
+        rows.append(
+            Comparison.claim(
+                f"the deeper plain net is worse than the shallower one ({deep} vs {shallow} layers)",
+                cells[deep, False] < cells[shallow, False],
+                f"{cells[deep, False]:.3f} vs {cells[shallow, False]:.3f}",
+                by="literature",
+                source="He et al. 2016, degradation (section 4.2)",
+            )
+        )
+    if tuple(config.widths) == (16, 32, 64):
+        for n in layers:
+            if n in HE_2016_ACCURACY:
+                rows.append(
+                    Comparison(
+                        f"test accuracy, ResNet-{n}",
+                        ours=cells[n, True],
+                        literature=HE_2016_ACCURACY[n],
+                        source=f"He et al. 2016, Table 6 (164 epochs; ours {config.train.epochs})",
+                    )
+                )
+    return rows
 
 
 STUDY = Study(
@@ -258,4 +294,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )

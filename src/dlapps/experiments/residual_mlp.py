@@ -18,10 +18,11 @@ import torch
 
 from dlapps.config import require, to_dict
 from dlapps.data import DATASETS, ImageArrays, ResidentLoader, get_spec, load_arrays
-from dlapps.experiments.base import RunCache, RunContext, Study, environment
+from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
 from dlapps.explain import layer_gradient_norms
 from dlapps.models import create_model
 from dlapps.report import figures
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_mean_std, mean_std, table
 from dlapps.train import TrainConfig, fit, load_checkpoint, seed_everything
@@ -288,7 +289,6 @@ def _write_artifacts(stage: Path, config: ResidualMLPConfig, results: dict[str, 
 
 
 def _report(config: ResidualMLPConfig, results: dict[str, Any], accuracy_md: str, gradient_figures: list[str]) -> str:
-    env = results["environment"]
     t = config.train
     init = results["gradients"]["init"]
     first_last = table(
@@ -334,16 +334,36 @@ def _report(config: ResidualMLPConfig, results: dict[str, Any], accuracy_md: str
         first_last,
     ]
     lines += [f"![{name}]({name})\n" for name in gradient_figures]
-    lines += [
-        "## Environment",
-        "",
-        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']}, "
-        f"{env['date']}; wall time {results['wall_seconds']:.0f} s ({results['cached_runs']} run(s) reused from cache).",
-        "",
-        f"Rerun: `{results['command']}`" if results["command"] else "",
-        "",
-    ]
+    lines += comparison_section(compare(config, results))
+    lines += environment_section(results, f"{results['cached_runs']} run(s) reused from cache")
     return "\n".join(lines)
+
+
+def compare(config: ResidualMLPConfig, results: dict[str, Any]) -> list[Comparison]:
+    """Each cell of the write-up's two tables, and its finding that 2 layers per block rescue depth 64."""
+    rows = []
+    cells = {(r["variant"], r["depth"]): r for r in results["summary"]}
+    for (variant, depth), cell in cells.items():
+        if cell["writeup_reference"] is not None:
+            rows.append(
+                Comparison(
+                    f"test accuracy, {variant_label(variant)}, depth {depth}",
+                    ours=cell["mean_test_acc"],
+                    writeup=cell["writeup_reference"],
+                    source=f"± {cell['std_test_acc']:.3f} over {cell['seeds']} seed(s); the write-up: one run",
+                )
+            )
+    deepest = max(config.depths)
+    one, two = cells.get(("residual-1", deepest)), cells.get(("residual-2", deepest))
+    if one and two:
+        rows.append(
+            Comparison.claim(
+                f"at depth {deepest}, 2 layers per block train better than 1",
+                two["mean_test_acc"] > one["mean_test_acc"],
+                f"{two['mean_test_acc']:.3f} vs {one['mean_test_acc']:.3f}",
+            )
+        )
+    return rows
 
 
 STUDY = Study(
@@ -355,4 +375,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )

@@ -21,8 +21,9 @@ from dlapps.config import require, to_dict
 from dlapps.data import load_arrays
 from dlapps.errors import ConfigError
 from dlapps.experiments.attack_common import PIXEL, VictimConfig, cached_attack, eps_label, load_victim
-from dlapps.experiments.base import RunCache, RunContext, Study, environment
+from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
 from dlapps.report import figures
+from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import format_number, table
 
@@ -192,7 +193,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _report(config: TargetedConfig, results: dict[str, Any], comparison_md: str) -> str:
-    env = results["environment"]
     victim = results["victim"]
     lines = [
         "# Targeted against untargeted attacks",
@@ -215,16 +215,38 @@ def _report(config: TargetedConfig, results: dict[str, Any], comparison_md: str)
         "",
         "![fooled within k steps](cumulative_success.png)",
         "",
-        "## Environment",
-        "",
-        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s "
-        f"({results['cached_runs']} attack run(s) reused from cache).",
-        "",
-        f"Rerun: `{results['command']}`" if results["command"] else "",
-        "",
+        *comparison_section(compare(config, results)),
+        *environment_section(results, f"{results['cached_runs']} attack run(s) reused from cache"),
     ]
     return "\n".join(lines)
+
+
+def compare(config: TargetedConfig, results: dict[str, Any]) -> list[Comparison]:
+    """The write-up's three findings (at ε = 1/255) checked at the smallest ε here, for each targeted mode."""
+    eps = min(r["eps_255"] for r in results["rows"])
+    at_eps = {r["mode"]: r for r in results["rows"] if r["eps_255"] == eps}
+    base = at_eps.get("untargeted")
+    rows = []
+    claims = (
+        ("mean_iterations", "untargeted attacks need fewer iterations than {mode}", lambda u, t: u < t),
+        ("mean_confidence_drop", "untargeted attacks drop confidence more than {mode}", lambda u, t: u > t),
+        ("success_rate", "{mode} attacks succeed more often than untargeted ones", lambda u, t: t > u),
+    )
+    for mode, record in at_eps.items():
+        if mode == "untargeted" or base is None:
+            continue
+        for metric, text, holds in claims:
+            ours, theirs = base[metric], record[metric]
+            if ours is None or theirs is None:
+                continue
+            rows.append(
+                Comparison.claim(
+                    text.format(mode=f"targeted ({mode})"),
+                    holds(ours, theirs),
+                    f"ε = {eps_label(eps)}: {METRICS[metric]} {ours:.3f} untargeted vs {theirs:.3f}",
+                )
+            )
+    return rows
 
 
 STUDY = Study(
@@ -236,4 +258,5 @@ STUDY = Study(
         "full": {},
     },
     run=run,
+    compare=compare,
 )
