@@ -67,8 +67,10 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
     )
     assert all(len(row["cumulative_success"]) == 7 for row in rows.values())
     assert_figures(out, report, "comparison.png", "cumulative_success.png")
-    assert "untargeted attacks need fewer iterations than targeted (random) (write-up)" in report
-    assert report.count("targeted (random)") == 3  # iterations, confidence drop, success rate
+    iterations = f"untargeted {rows['untargeted']['mean_iterations']:.3f}; targeted: random "
+    assert (
+        "| untargeted attacks need fewer iterations than targeted ones (write-up) |" in report and iterations in report
+    )
 
 
 def test_adversarial_training(tmp_path, data_root):

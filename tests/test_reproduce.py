@@ -1,7 +1,11 @@
 """``reproduce``: runs studies once, reuses them after, and writes a self-contained HTML report."""
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,3 +99,41 @@ def test_html_report_renders_in_headless_chromium(reproduced, tmp_path):
     assert count >= 3 and broken == 0 and not failures
     assert not [m for m in messages if m.startswith("error")], messages
     assert screenshot.stat().st_size > 50_000
+
+
+KILLABLE = """
+import sys, torch
+from pathlib import Path
+from dlapps.experiments.base import RunContext
+from dlapps.experiments.reproduce import reproduce
+ctx = RunContext(out=Path(sys.argv[1]), device=torch.device("cpu"), show_progress=False)
+reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": sys.argv[2:]})
+"""
+
+
+def _reproduce_in_subprocess(out: Path, data_root: Path, settings: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "DLAPPS_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", KILLABLE, str(out), *settings], env=env)
+
+
+def test_killed_reproduce_resumes_to_the_same_numbers(tmp_path, data_root):
+    """SIGKILL after the first epoch's checkpoint; the rerun resumes it and matches an uninterrupted run."""
+    settings = [*TINY_MLP, "train.epochs=4", "train_subset=3000"]
+    _reproduce_in_subprocess(tmp_path / "whole", data_root, settings).wait(timeout=600)
+    killed = _reproduce_in_subprocess(tmp_path / "killed", data_root, settings)
+    checkpoints = tmp_path / "killed" / "residual-mlp" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("*.safetensors")) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "residual-mlp" / "results.json").exists()
+    for path in (tmp_path / "killed").rglob("*.json"):  # whatever was written is whole
+        json.loads(path.read_text())
+    assert _reproduce_in_subprocess(tmp_path / "killed", data_root, settings).wait(timeout=600) == 0
+    whole, resumed = (
+        json.loads((tmp_path / d / "residual-mlp" / "results.json").read_text()) for d in ("whole", "killed")
+    )
+    key = lambda r: (r["variant"], r["depth"], r["seed"], r["test_acc"], [h["train_loss"] for h in r["history"]])  # noqa: E731
+    assert sorted(map(key, resumed["runs"])) == sorted(map(key, whole["runs"]))

@@ -31,6 +31,10 @@ DataRoot = Annotated[
     Path | None,
     typer.Option("--data-root", help="Folder holding the datasets (default: $DLAPPS_DATA, else ~/.cache/dlapps/data)."),
 ]
+Compile = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile training (default: on CUDA only).", show_default=False),
+]
 
 
 @app.command()
@@ -88,6 +92,7 @@ def run(
         bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    compile_: Compile = None,
 ) -> None:
     """Run a study; write results.json/.csv, figures and report.md into the output folder."""
     from dlapps.experiments import RunContext, get_study
@@ -108,6 +113,7 @@ def run(
         download=download,
         show_progress=progress,
         command="dlapps " + shlex.join(sys.argv[1:]),
+        compile=compile_,
     )
     results = chosen.run(resolved, ctx)
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
@@ -126,6 +132,7 @@ def train(
     data_root: DataRoot = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    compile_: Compile = None,
 ) -> None:
     """Train one classifier (resuming if interrupted); under torchrun, data-parallel over the processes."""
     from dlapps.config import apply_overrides, to_dict
@@ -137,7 +144,7 @@ def train(
 
     recipe = apply_overrides(ClassifierRecipe(model=model, dataset=dataset), set_ or [])
     world, chosen = init_from_env(resolve_device(device))
-    ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download)
+    ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download, compile=compile_)
     with ctx.progress() as bars:
         _, info = obtain_classifier(recipe, ctx, progress=bars if progress and world.is_main else None)
     if world.is_main:
@@ -159,6 +166,7 @@ def reproduce(
         bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    compile_: Compile = None,
 ) -> None:
     """Run every study in order (reusing finished ones) and write report.md and a self-contained report.html."""
     from dlapps.experiments import RunContext
@@ -167,14 +175,21 @@ def reproduce(
 
     out = out or Path("runs") / f"reproduce-{profile}"
     ctx = RunContext(
-        out=out, device=resolve_device(device), data_root=data_root, download=download, show_progress=progress
+        out=out,
+        device=resolve_device(device),
+        data_root=data_root,
+        download=download,
+        show_progress=progress,
+        compile=compile_,
     )
     outcomes = run_all(ctx, profile, tuple(only or ()))
     table = Table(title=f"dlapps reproduce --profile {profile}")
-    for column in ("study", "status", "seconds", "report"):
+    for column in ("study", "status", "seconds", "findings that hold", "report"):
         table.add_column(column)
     for outcome in outcomes:
-        table.add_row(outcome.name, outcome.status, f"{outcome.seconds:.0f}", str(outcome.out / "report.md"))
+        claims = [c.holds for c in outcome.comparisons if c.is_claim]
+        held = f"{sum(claims)} of {len(claims)}" if claims else "—"
+        table.add_row(outcome.name, outcome.status, f"{outcome.seconds:.0f}", held, str(outcome.out / "report.md"))
     console.print(table)
     console.print(f"[green]done[/green]: {out / 'report.md'} and {out / 'report.html'}")
 

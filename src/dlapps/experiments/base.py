@@ -33,6 +33,7 @@ class RunContext:
     show_progress: bool = True
     command: str = ""
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
+    compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
 
     @property
     def model_dir(self) -> Path:

@@ -80,7 +80,7 @@ def reproduce(
                 command = f"dlapps run {name} --profile {profile} --out {out} --models-dir {models}"
                 ctx = RunContext(
                     out=out, device=base.device, data_root=base.data_root, models_dir=models, download=base.download,
-                    show_progress=base.show_progress, command=command, shared_progress=progress,
+                    show_progress=base.show_progress, command=command, shared_progress=progress, compile=base.compile,
                 )  # fmt: skip
                 STUDIES[name].run(configs[name], ctx)
                 status = "ran"

@@ -144,6 +144,7 @@ def run(config: ResidualMLPConfig, ctx: RunContext) -> dict[str, Any]:
                     progress=progress,
                     checkpoint=ctx.out / "checkpoints" / f"{key}.safetensors",
                     run_info=settings,
+                    compile=ctx.compile,
                 )
                 record = {
                     "key": key,

@@ -108,6 +108,7 @@ def obtain_classifier(
         progress=progress if current_world().is_main else None,
         run_info=to_dict(recipe),
         step_loss=step_loss,
+        compile=ctx.compile,
     )
     barrier()  # rank 0 has written the last checkpoint
     return unwrap(model).eval(), load_checkpoint(path, model)

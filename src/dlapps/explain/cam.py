@@ -133,16 +133,19 @@ def score_cam(
     with eval_mode(model):
         _, activations, targets = _forward(model, x, layer, targets)
         n, k = activations.shape[:2]
-        # Masks are upsampled with aligned corners, as pytorch-grad-cam does.
-        masks = F.interpolate(activations, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        flat = masks.flatten(2)
-        low, high = flat.min(-1).values[..., None, None], flat.max(-1).values[..., None, None]
-        masks = (masks - low) / (high - low + 1e-8)
         scores = torch.empty(n, k, device=x.device)
         for i in range(n):
+            # Masks are made a chunk at a time (all of them at 224 px would take 0.25 GB per image and 1,280
+            # channels), upsampled with aligned corners as pytorch-grad-cam does, scaled to [0, 1] each.
             for start in range(0, k, batch_size):
-                chunk = masks[i, start : start + batch_size, None] * x[i]
-                scores[i, start : start + batch_size] = model(chunk)[:, targets[i]]
+                masks = F.interpolate(
+                    activations[i, start : start + batch_size, None], size=x.shape[-2:], mode="bilinear",
+                    align_corners=True,
+                )  # fmt: skip
+                flat = masks.flatten(1)
+                low, high = flat.min(1).values[:, None, None, None], flat.max(1).values[:, None, None, None]
+                masks = (masks - low) / (high - low + 1e-8)
+                scores[i, start : start + batch_size] = model(masks * x[i])[:, targets[i]]
     weights = scores.softmax(dim=1)[:, :, None, None]
     return _finish((weights * activations).sum(1), x.shape[-2:])
 

@@ -53,16 +53,28 @@ def mean_std_lines(
 
 
 def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, title: str) -> plt.Figure:
-    """Two panels, weights and biases: mean gradient L2 norm per layer (log scale), one line per model."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for axis, kind in zip(axes, ("weight", "bias"), strict=True):
+    """Weights and biases in two panels: mean gradient L2 norm per layer (log scale), one line per model.
+
+    Biases get no panel when at most one layer has them (a conv net with batch norm: only the head).
+    """
+    kinds = [
+        kind
+        for kind in ("weight", "bias")
+        if max(np.isfinite(np.asarray(p[kind], dtype=float)).sum() for p in profiles.values()) > 1
+    ]
+    figure, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds) + 0.5, 4), sharey=True, squeeze=False)
+    axes = axes[0]
+    if "bias" not in kinds:
+        title += "\n(weights; only the head has a bias)"
+    for axis, kind in zip(axes, kinds, strict=True):
         for label, profile in profiles.items():
             values = np.asarray(profile[kind], dtype=float)
             axis.plot(np.arange(1, len(values) + 1), values, marker=".", label=label)
         axis.set_yscale("log")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("layer (input → output)")
-        axis.set_title({"weight": "weights", "bias": "biases"}[kind])
+        if len(kinds) > 1:
+            axis.set_title({"weight": "weights", "bias": "biases"}[kind])
         axis.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("mean ‖∂L/∂θ‖₂")
     axes[0].legend(fontsize=8)

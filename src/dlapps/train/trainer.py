@@ -3,6 +3,10 @@
 ``fit`` takes loaders that have ``set_epoch`` (like :class:`~dlapps.data.ResidentLoader`); their order and
 augmentation depend only on ``(seed, epoch)``, and the global torch RNG is re-seeded at each epoch from the
 same pair, so a run resumed from a checkpoint reproduces the uninterrupted one exactly on the CPU.
+
+On CUDA the same loop takes a fast path: bf16 autocast (``TrainConfig.amp``), channels-last weights and
+batches, and ``torch.compile`` with static shapes (switch with ``compile=``); the eager path stays the
+default on the CPU, where it is the easiest to debug.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class EpochStats:
     train_acc: float
     test_loss: float
     test_acc: float
-    seconds: float
+    seconds: float  # the whole epoch, evaluation included
+    train_seconds: float | None = None  # the training steps alone (None in checkpoints older than this field)
 
 
 def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -122,6 +127,7 @@ def fit(
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     run_info: dict[str, Any] | None = None,
     step_loss: StepLoss = cross_entropy_step,
+    compile: bool | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` for ``config.epochs`` epochs and return per-epoch statistics.
 
@@ -130,8 +136,14 @@ def fit(
     ``step_loss(model, inputs, labels) -> (loss, logits)`` replaces the objective (e.g. adversarial training;
     describe it in ``run_info``); train accuracy is measured on the logits it returns. Under ``torchrun``,
     pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
-    alone writes the checkpoint.
+    alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
+    ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
     """
+    device = next(model.parameters()).device
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model, dynamic=False) if (device.type == "cuda" if compile is None else compile) else model
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
     identity = fingerprint({"train": to_dict(config), "seed": seed, "run": run_info or {}})
@@ -152,8 +164,9 @@ def fit(
     try:
         for epoch in range(len(history), config.epochs):
             stats = _train_epoch(
-                model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
-            )
+                runner, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss,
+                channels_last,
+            )  # fmt: skip
             history.append(stats)
             if checkpoint is not None and current_world().is_main:
                 info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history]}
@@ -166,9 +179,15 @@ def fit(
     return history
 
 
+def _channels_last(loader: Iterable) -> Iterable:
+    for inputs, labels in loader:
+        yield (inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs), labels
+
+
 def _train_epoch(
-    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
-) -> EpochStats:
+    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss,
+    channels_last,
+) -> EpochStats:  # fmt: skip
     device = next(model.parameters()).device
     start = time.perf_counter()
     torch.manual_seed(int(torch.randint(2**62, (1,), generator=epoch_generator(seed, epoch + 1_000_000))))
@@ -178,7 +197,7 @@ def _train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     lr = optimizer.param_groups[0]["lr"]
-    for inputs, labels in train_loader:
+    for inputs, labels in _channels_last(train_loader) if channels_last else train_loader:
         with _autocast(device, config.amp):
             loss, logits = step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -190,7 +209,10 @@ def _train_epoch(
         count += len(labels)
         if progress is not None:
             progress.advance(task)
-    test_loss, test_acc = evaluate(model, test_loader, amp=config.amp)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = time.perf_counter() - start
+    test_loss, test_acc = evaluate(model, _channels_last(test_loader) if channels_last else test_loader, config.amp)
     totals = all_reduce_sum(
         torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
     )
@@ -202,4 +224,5 @@ def _train_epoch(
         test_loss=test_loss,
         test_acc=test_acc,
         seconds=time.perf_counter() - start,
+        train_seconds=train_seconds,
     )

@@ -1,0 +1,58 @@
+"""Wall time of the whole study, per study: ``dlapps reproduce`` at a profile, from an empty output folder.
+
+    DLAPPS_DATA=../shared/data python benchmarks/reproduce_time.py --profile full --out /tmp/reproduce-full
+
+A folder that already holds results is reused study by study (so an interrupted benchmark can be finished),
+and the table marks those studies as cached. Writes benchmarks/results/reproduce_time-<profile>-<device>.json
+and prints a table. Run by hand, not in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="full")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("extra", nargs="*", help="further `dlapps reproduce` arguments, after --")
+    args = parser.parse_args()
+    command = [str(Path(sys.executable).with_name("dlapps")), "reproduce", "--profile", args.profile, "--out", str(args.out),
+               "--device", args.device, "--no-progress", *args.extra]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    summary = json.loads((args.out / "summary.json").read_text())
+    studies = [{k: s[k] for k in ("name", "status", "seconds")} for s in summary["studies"]]
+    print(f"{'study':14s} {'status':8s} {'seconds':>8s}")
+    for s in studies:
+        print(f"{s['name']:14s} {s['status']:8s} {s['seconds']:8.0f}")
+    print(f"{'total':14s} {'':8s} {wall:8.0f}")
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    result = {
+        "benchmark": "reproduce_time",
+        "profile": args.profile,
+        "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "wall_seconds": wall,
+        "studies": studies,
+    }
+    out = Path(__file__).parent / "results" / f"reproduce_time-{args.profile}-{'cuda' if cuda else 'cpu'}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
