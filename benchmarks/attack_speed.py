@@ -10,13 +10,11 @@ benchmarks/results/attack_speed-<device>.json and prints a table. Run by hand, n
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 import torchattacks
+from _common import write_result
 
 from dlapps.attacks import attack, summarize
 from dlapps.data import load_arrays
@@ -77,21 +75,10 @@ def main() -> None:
                 "speedup_early_stop": best["torchattacks BIM"] / best["dlapps, early stop"],
             }
         )
-    device = torch.device(args.device)
-    result = {
-        "benchmark": "attack_speed",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "images": args.images,
-        "batch": args.batch,
-        "steps": args.steps,
-        "results": rows,
-    }
-    out = Path(__file__).parent / "results" / f"attack_speed-{device.type}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(
+        "attack_speed", torch.device(args.device),
+        {"images": args.images, "batch": args.batch, "steps": args.steps, "results": rows},
+    )  # fmt: skip
     print(f"-> {out}")
 
 

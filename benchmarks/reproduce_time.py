@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import write_result
 
 
 def main() -> None:
@@ -38,19 +38,8 @@ def main() -> None:
     for s in studies:
         print(f"{s['name']:14s} {s['status']:8s} {s['seconds']:8.0f}")
     print(f"{'total':14s} {'':8s} {wall:8.0f}")
-    cuda = torch.cuda.is_available() and args.device != "cpu"
-    result = {
-        "benchmark": "reproduce_time",
-        "profile": args.profile,
-        "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "wall_seconds": wall,
-        "studies": studies,
-    }
-    out = Path(__file__).parent / "results" / f"reproduce_time-{args.profile}-{'cuda' if cuda else 'cpu'}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    out = write_result(f"reproduce_time-{args.profile}", device, {"wall_seconds": wall, "studies": studies})
     print(f"-> {out}")
 
 

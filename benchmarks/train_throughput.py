@@ -14,13 +14,11 @@ Writes benchmarks/results/train_throughput-<device>.json and prints a table. Run
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import write_result
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
@@ -122,11 +120,6 @@ def main() -> None:
             f"{'not reached' if reached is None else format(reached, '.1f'):>12s}"
         )
     result = {
-        "benchmark": "train_throughput",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
         "train_size": args.train_size,
         "epochs": args.epochs,
         "dlapps_batch": batch,
@@ -135,9 +128,7 @@ def main() -> None:
         "results": rows,
         "speedup": rows["dlapps"]["images_per_second"] / rows["seed-style"]["images_per_second"],
     }
-    out = Path(__file__).parent / "results" / f"train_throughput-{device.type}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("train_throughput", device, result)
     print(f"speed-up {result['speedup']:.2f}x -> {out}")
 
 

@@ -1,6 +1,11 @@
 """The command line end to end, as a user runs it: a subprocess, real data, a tiny configuration."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -119,3 +124,22 @@ def test_help_datasets_studies_config(data_root):
     assert "residual-mlp" in dlapps("studies").stdout
     resolved = json.loads(dlapps("config", "residual-mlp", "--profile", "full", "--set", "train.lr=0.01").stdout)
     assert resolved["train.lr"] == 0.01 and resolved["depths"] == [2, 8, 32, 64]
+
+
+def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path, data_root):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "DLAPPS_DATA": str(data_root)}
+    args = [sys.executable, "-m", "dlapps", "run", "residual-mlp", *TINY, "--set", "train.epochs=50", "--out", str(out)]
+    # A shell starts background jobs with Ctrl-C ignored; a user's terminal does not.
+    run = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/*.safetensors")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert (
+        stderr.strip().splitlines()[-1] == "dlapps: interrupted; finished runs are kept and a rerun resumes from them"
+    )
+    assert list(out.glob("checkpoints/*.safetensors")) and not (out / "results.json").exists()

@@ -206,6 +206,7 @@ def main() -> None:
             raise
         print(f"dlapps: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("dlapps: interrupted; finished runs are kept and a rerun resumes from them", file=sys.stderr)
-        sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into exit status 130 without a word
+            print("dlapps: interrupted; finished runs are kept and a rerun resumes from them", file=sys.stderr)
+        raise
