@@ -28,7 +28,7 @@ from dlapps.config import require, to_dict
 from dlapps.data import ImageArrays, load_arrays
 from dlapps.data.ood import cifar100_ood
 from dlapps.experiments.attack_common import PIXEL, eps_label
-from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunCache, RunContext, Study, environment_section, study_results
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
 from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
 from dlapps.report import figures
@@ -192,16 +192,15 @@ def run(config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:
             records.append(record)
             summary = ", ".join(f"{name} {value:.3f}" for name, value in record["metrics"].items())
             progress.console.print(f"{variant}: {summary}")
-    results = {
-        "study": "adv-train",
-        "config": to_dict(config),
-        "environment": {**environment(), "device": str(ctx.device)},
-        "data": {"train": train.source, "test": test.source, "test_size": len(test)},
-        "variants": records,
-        "cached_runs": cache.hits,
-        "wall_seconds": time.perf_counter() - started,
-        "command": ctx.command,
-    }
+    results = study_results(
+        "adv-train",
+        config,
+        ctx,
+        started,
+        data={"train": train.source, "test": test.source, "test_size": len(test)},
+        variants=records,
+        cached_runs=cache.hits,
+    )
     with staged_output(ctx.out) as stage:
         _write_artifacts(stage, config, results)
     return results

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dlapps import __version__
-from dlapps.config import apply_overrides, fingerprint
+from dlapps.config import apply_overrides, fingerprint, to_dict
 from dlapps.errors import ConfigError
 from dlapps.report.comparison import Comparison
 from dlapps.report.io import read_json, write_json
@@ -93,6 +93,18 @@ def environment() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def study_results(study: str, config: Any, ctx: RunContext, started: float, **fields: Any) -> dict[str, Any]:
+    """A study's ``results.json`` content: what ran (its config), where, ``fields``, how long, how to rerun."""
+    return {
+        "study": study,
+        "config": to_dict(config),
+        "environment": {**environment(), "device": str(ctx.device)},
+        **fields,
+        "wall_seconds": time.perf_counter() - started,
+        "command": ctx.command,
     }
 
 

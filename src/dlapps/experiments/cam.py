@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
-from dlapps.config import require, to_dict
+from dlapps.config import require
 from dlapps.data import image_folder, load_arrays
 from dlapps.data.datasets import IMAGENETTE_TO_IMAGENET
-from dlapps.experiments.base import RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunContext, Study, environment_section, study_results
 from dlapps.experiments.residual_cnn import STUDY as RESIDUAL_CNN
 from dlapps.experiments.zoo import obtain_classifier
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
@@ -175,15 +175,14 @@ def run(config: CamConfig, ctx: RunContext) -> dict[str, Any]:
         )  # fmt: skip
         progress.advance(task)
     rows = explained["cifar"]["rows"] + explained["imagenette"]["rows"]
-    results = {
-        "study": "cam",
-        "config": to_dict(config),
-        "environment": {**environment(), "device": str(ctx.device)},
-        "faithfulness": rows,
-        "models": {k: {f: v[f] for f in ("model", "accuracy", "images")} for k, v in explained.items()},
-        "wall_seconds": time.perf_counter() - started,
-        "command": ctx.command,
-    }
+    results = study_results(
+        "cam",
+        config,
+        ctx,
+        started,
+        faithfulness=rows,
+        models={k: {f: v[f] for f in ("model", "accuracy", "images")} for k, v in explained.items()},
+    )
     with staged_output(ctx.out) as stage:
         write_json(stage / "results.json", results)
         write_csv(stage / "faithfulness.csv", rows)

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from dlapps.attacks import METHODS, AttackResult, attack
-from dlapps.config import require, to_dict
+from dlapps.config import require
 from dlapps.data import ImageArrays, load_arrays
 from dlapps.experiments.attack_common import PIXEL, VictimConfig, cached_attack, eps_label, load_victim
-from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunCache, RunContext, Study, environment_section, study_results
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
@@ -91,18 +91,17 @@ def run(config: FGSMConfig, ctx: RunContext) -> dict[str, Any]:
                 f"robust accuracy {record['robust_accuracy']:.3f} ({record['seconds']:.0f} s)"
             )
         examples = _examples(model, test, config)
-    results = {
-        "study": "fgsm",
-        "config": to_dict(config),
-        "victim": victim,
-        "environment": {**environment(), "device": str(ctx.device)},
-        "data": {"test": test.source, "test_size": len(test)},
-        "sweep": rows,
-        "examples": examples,
-        "cached_runs": cache.hits,
-        "wall_seconds": time.perf_counter() - started,
-        "command": ctx.command,
-    }
+    results = study_results(
+        "fgsm",
+        config,
+        ctx,
+        started,
+        victim=victim,
+        data={"test": test.source, "test_size": len(test)},
+        sweep=rows,
+        examples=examples,
+        cached_runs=cache.hits,
+    )
     with staged_output(ctx.out) as stage:
         _write_artifacts(stage, config, results, test.classes)
     return results

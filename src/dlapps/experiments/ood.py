@@ -19,10 +19,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dlapps.config import require, to_dict
+from dlapps.config import require
 from dlapps.data import ImageArrays, get_spec, load_arrays
 from dlapps.data.ood import CIFAR10_OVERLAP, OOD_SETS, OodRequest, conform, is_archive, load_ood_set
-from dlapps.experiments.base import RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunContext, Study, environment_section, study_results
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
 from dlapps.models import PRETRAINED, load_pretrained, pretrained_path
 from dlapps.ood import DETECTORS, METRICS, create_detector, fit_detectors, ood_metrics, score_detectors
@@ -221,11 +221,12 @@ def run(config: OodConfig, ctx: RunContext) -> dict[str, Any]:
                 f"{facts['detector_seconds']:.0f} s"
             )
             progress.advance(task)
-    results: dict[str, Any] = {
-        "study": "ood",
-        "config": to_dict(config),
-        "environment": {**environment(), "device": str(ctx.device)},
-        "data": {
+    results = study_results(
+        "ood",
+        config,
+        ctx,
+        started,
+        data={
             "id": {"source": id_data.source, "size": len(id_data)},
             "fit": {"source": fit_data.source, "size": len(fit_data)},
             "ood": {
@@ -233,13 +234,11 @@ def run(config: OodConfig, ctx: RunContext) -> dict[str, Any]:
                 for name, data in ood.items()
             },
         },
-        "models": models,
-        "metrics": records,
-        "summary": summarise(records),
-    }
+        models=models,
+        metrics=records,
+        summary=summarise(records),
+    )
     results["checks"] = checks(config, results)
-    results["command"] = ctx.command
-    results["wall_seconds"] = time.perf_counter() - started
     with staged_output(ctx.out) as stage:
         _write_artifacts(stage, config, results, scores)
     return results

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlapps.config import require, to_dict
+from dlapps.config import require
 from dlapps.data import DATASETS, load_arrays
-from dlapps.experiments.base import RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunContext, Study, environment_section, study_results
 from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier, recipe_loaders
 from dlapps.explain import layer_gradient_norms
 from dlapps.report import figures
@@ -103,16 +103,15 @@ def run(config: ResidualCNNConfig, ctx: RunContext) -> dict[str, Any]:
             progress.console.print(f"{label(blocks, skip):10s} seed {seed}: test acc {records[-1]['test_acc']:.4f}")
             progress.advance(overall)
     gradients = _gradient_profiles(config, ctx, train, test)
-    results = {
-        "study": "residual-cnn",
-        "config": to_dict(config),
-        "environment": {**environment(), "device": str(ctx.device)},
-        "runs": records,
-        "summary": _summarise(config, records),
-        "gradients": gradients,
-        "wall_seconds": time.perf_counter() - started,
-        "command": ctx.command,
-    }
+    results = study_results(
+        "residual-cnn",
+        config,
+        ctx,
+        started,
+        runs=records,
+        summary=_summarise(config, records),
+        gradients=gradients,
+    )
     with staged_output(ctx.out) as stage:
         _write_artifacts(stage, config, results)
     return results

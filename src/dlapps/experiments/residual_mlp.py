@@ -18,7 +18,7 @@ import torch
 
 from dlapps.config import require, to_dict
 from dlapps.data import DATASETS, ImageArrays, ResidentLoader, get_spec, load_arrays
-from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunCache, RunContext, Study, environment_section, study_results
 from dlapps.explain import layer_gradient_norms
 from dlapps.models import create_model
 from dlapps.report import figures
@@ -165,18 +165,17 @@ def run(config: ResidualMLPConfig, ctx: RunContext) -> dict[str, Any]:
             progress.advance(overall)
         gradients = _gradient_profiles(config, train, test, variants, records, ctx)
     summary = _summarise(config, records)
-    results = {
-        "study": "residual-mlp",
-        "config": to_dict(config),
-        "environment": {**environment(), "device": str(ctx.device)},
-        "data": {"train": train.source, "train_size": len(train), "test": test.source, "test_size": len(test)},
-        "summary": summary,
-        "gradients": gradients,
-        "runs": records,
-        "cached_runs": cache.hits,
-        "wall_seconds": time.perf_counter() - started,
-        "command": ctx.command,
-    }
+    results = study_results(
+        "residual-mlp",
+        config,
+        ctx,
+        started,
+        data={"train": train.source, "train_size": len(train), "test": test.source, "test_size": len(test)},
+        summary=summary,
+        gradients=gradients,
+        runs=records,
+        cached_runs=cache.hits,
+    )
     with staged_output(ctx.out) as stage:
         _write_artifacts(stage, config, results)
     return results

@@ -17,11 +17,11 @@ from typing import Any, Literal
 import torch
 
 from dlapps.attacks import METHODS, TargetSpec
-from dlapps.config import require, to_dict
+from dlapps.config import require
 from dlapps.data import load_arrays
 from dlapps.errors import ConfigError
 from dlapps.experiments.attack_common import PIXEL, VictimConfig, cached_attack, eps_label, load_victim
-from dlapps.experiments.base import RunCache, RunContext, Study, environment, environment_section
+from dlapps.experiments.base import RunCache, RunContext, Study, environment_section, study_results
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison, comparison_section
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
@@ -109,18 +109,17 @@ def run(config: TargetedConfig, ctx: RunContext) -> dict[str, Any]:
                     f"ε = {eps_label(eps):>7} {mode:>16}: success {format_number(record['success_rate'])}, "
                     f"mean iterations {format_number(record['mean_iterations'], 2)} ({record['seconds']:.0f} s)"
                 )
-    results = {
-        "study": "targeted",
-        "config": to_dict(config),
-        "victim": victim,
-        "environment": {**environment(), "device": str(ctx.device)},
-        "data": {"test": test.source, "test_size": len(test)},
-        "modes": list(modes),
-        "rows": rows,
-        "cached_runs": cache.hits,
-        "wall_seconds": time.perf_counter() - started,
-        "command": ctx.command,
-    }
+    results = study_results(
+        "targeted",
+        config,
+        ctx,
+        started,
+        victim=victim,
+        data={"test": test.source, "test_size": len(test)},
+        modes=list(modes),
+        rows=rows,
+        cached_runs=cache.hits,
+    )
     with staged_output(ctx.out) as stage:
         _write_artifacts(stage, config, results)
     return results
