@@ -14,6 +14,7 @@ Writes benchmarks/results/train_throughput-<device>.json and prints a table. Run
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
@@ -72,7 +73,7 @@ def dlapps_loop(model, train, test_loader, epochs, device, batch_size, compile_)
     loader = ResidentLoader(train, batch_size=batch_size, shuffle=True, crop_padding=4, hflip=True, device=device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=0.05, weight_decay=5e-4)
     history = fit(model, loader, test_loader, config, compile=compile_)
-    seconds = torch.tensor([h.train_seconds for h in history]).cumsum(0).tolist()
+    seconds = itertools.accumulate(h.train_seconds for h in history)
     return [(s, h.test_acc) for s, h in zip(seconds, history, strict=True)]
 
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from rich.progress import Progress
 from torch import nn
 
@@ -67,19 +68,27 @@ def eps_label(value: float) -> str:
 def cached_attack(
     cache: RunCache,
     name: str,
-    settings: dict[str, Any],
     model: nn.Module,
+    victim: dict[str, Any],
     data: ImageArrays,
     *,
+    seed: int,
     steps: int,
     batch_size: int,
     progress: Progress,
     **attack_kwargs: Any,
 ) -> dict[str, Any]:
-    """Attack ``data`` once per distinct ``settings``; the record holds the summary and the timing.
+    """Attack ``data`` once per distinct setting; the record holds the summary and the timing.
 
-    ``settings`` must name everything the attack depends on (model, data, attack arguments).
+    The cache key names everything the attack depends on: the victim (as :func:`load_victim` describes it),
+    the data, the seed of its random starts and targets, and the attack's arguments.
     """
+    settings = {
+        "victim": victim,
+        "data": {"source": data.source, "n": len(data), "seed": seed},
+        "steps": steps,
+        **attack_kwargs,
+    }
     key = cache.key(name, settings)
     record = cache.get(key)
     if record is not None:
@@ -92,6 +101,7 @@ def cached_attack(
         batch_size=batch_size,
         steps=steps,
         on_done=lambda n: progress.advance(task, n),
+        generator=torch.Generator().manual_seed(seed),
         **attack_kwargs,
     )
     seconds = time.perf_counter() - started

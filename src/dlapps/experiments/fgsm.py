@@ -67,22 +67,16 @@ def run(config: FGSMConfig, ctx: RunContext) -> dict[str, Any]:
         model, victim = load_victim(config.victim, ctx, progress)
         rows = []
         for eps in config.epsilons:
-            settings = {
-                "victim": victim,
-                "data": {"source": test.source, "n": len(test), "seed": config.seed},
-                "steps": config.steps,
-                **config.attack_kwargs(eps),
-            }
             record = cached_attack(
                 cache,
                 f"{config.method}-eps{eps:g}",
-                settings,
                 model,
+                victim,
                 test,
+                seed=config.seed,
                 steps=config.steps,
                 batch_size=config.batch_size,
                 progress=progress,
-                generator=torch.Generator().manual_seed(config.seed),
                 **config.attack_kwargs(eps),
             )
             rows.append({"eps_255": eps, "eps": eps * PIXEL, **record})

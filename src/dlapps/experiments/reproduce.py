@@ -39,8 +39,9 @@ class StudyOutcome:
     name: str
     title: str
     status: str  # "ran" or "cached"
-    seconds: float
+    seconds: float  # this invocation's (about 0 when cached)
     out: Path
+    wall_seconds: float  # the study's own run, from its results.json
     comparisons: list[Comparison] = field(default_factory=list)
 
 
@@ -84,8 +85,13 @@ def reproduce(
                 )  # fmt: skip
                 STUDIES[name].run(configs[name], ctx)
                 status = "ran"
-            comparisons = STUDIES[name].compare(configs[name], read_json(out / "results.json"))
-            outcomes.append(StudyOutcome(name, title, status, time.perf_counter() - started, out, comparisons))
+            results = read_json(out / "results.json")
+            comparisons = STUDIES[name].compare(configs[name], results)
+            outcomes.append(
+                StudyOutcome(
+                    name, title, status, time.perf_counter() - started, out, results["wall_seconds"], comparisons
+                )
+            )
             progress.console.print(f"{name}: {status} in {outcomes[-1].seconds:.0f} s")
             progress.advance(overall)
     write_combined_report(base.out, profile, outcomes)
@@ -107,8 +113,7 @@ def write_combined_report(out: Path, profile: str, outcomes: list[StudyOutcome])
     rows = []
     parts = []
     for outcome in outcomes:
-        results = read_json(outcome.out / "results.json")
-        rows.append([outcome.title, f"`{outcome.name}`", outcome.status, f"{results['wall_seconds']:.0f}"])
+        rows.append([outcome.title, f"`{outcome.name}`", outcome.status, f"{outcome.wall_seconds:.0f}"])
         report = (outcome.out / "report.md").read_text(encoding="utf-8")
         parts += [f"## {outcome.title}", ""]
         if outcome.comparisons:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from dlapps.attacks import METHODS, TargetSpec
 from dlapps.config import require
 from dlapps.data import load_arrays
@@ -86,22 +84,16 @@ def run(config: TargetedConfig, ctx: RunContext) -> dict[str, Any]:
                     "target": target,
                     "early_stop": True,
                 }
-                settings = {
-                    "victim": victim,
-                    "data": {"source": test.source, "n": len(test), "seed": config.seed},
-                    "steps": config.steps,
-                    **kwargs,
-                }
                 record = cached_attack(
                     cache,
                     f"{mode.replace(' ', '-')}-eps{eps:g}",
-                    settings,
                     model,
+                    victim,
                     test,
+                    seed=config.seed,
                     steps=config.steps,
                     batch_size=config.batch_size,
                     progress=progress,
-                    generator=torch.Generator().manual_seed(config.seed),
                     **kwargs,
                 )
                 rows.append({"eps_255": eps, "mode": mode, **record})

@@ -27,6 +27,7 @@ class Comparison:
     source: str = ""
     holds: bool | None = None
     evidence: str = ""
+    by: str = ""  # for a claim: whose finding it is, "write-up" or "literature"
     digits: int = 3
 
     @classmethod
@@ -34,7 +35,7 @@ class Comparison:
         """A qualitative finding of the write-up (``by="write-up"``) or of the literature (``by="literature"``)."""
         if by not in ("write-up", "literature"):
             raise ValueError(f"by must be 'write-up' or 'literature', got {by!r}")
-        return cls(quantity=f"{text} ({by})", holds=holds, evidence=evidence, source=source)
+        return cls(quantity=text, holds=holds, evidence=evidence, by=by, source=source)
 
     @property
     def is_claim(self) -> bool:
@@ -43,9 +44,16 @@ class Comparison:
     def cells(self) -> list[str]:
         if self.is_claim:
             verdict = "holds" if self.holds else "**does not hold**"
-            claimed = "claimed" if self.quantity.endswith("(write-up)") else "—"
-            cited = "claimed" if self.quantity.endswith("(literature)") else "—"
-            return [self.quantity, f"{verdict}: {self.evidence}", claimed, "—", cited, "—", self.source]
+            claimed, cited = ("claimed", "—") if self.by == "write-up" else ("—", "claimed")
+            return [
+                f"{self.quantity} ({self.by})",
+                f"{verdict}: {self.evidence}",
+                claimed,
+                "—",
+                cited,
+                "—",
+                self.source,
+            ]
         return [
             self.quantity,
             self._number(self.ours),

@@ -139,11 +139,12 @@ def fit(
     alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
     ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
     """
-    device = next(model.parameters()).device
-    channels_last = device.type == "cuda"
-    if channels_last:
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if on_cuda:
         model.to(memory_format=torch.channels_last)
-    runner = torch.compile(model, dynamic=False) if (device.type == "cuda" if compile is None else compile) else model
+    if compile is None:
+        compile = on_cuda
+    runner = torch.compile(model, dynamic=False) if compile else model
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
     identity = fingerprint({"train": to_dict(config), "seed": seed, "run": run_info or {}})
@@ -164,9 +165,8 @@ def fit(
     try:
         for epoch in range(len(history), config.epochs):
             stats = _train_epoch(
-                runner, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss,
-                channels_last,
-            )  # fmt: skip
+                runner, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
+            )
             history.append(stats)
             if checkpoint is not None and current_world().is_main:
                 info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history]}
@@ -179,15 +179,18 @@ def fit(
     return history
 
 
-def _channels_last(loader: Iterable) -> Iterable:
+def _batches(loader: Iterable, device: torch.device) -> Iterable:
+    """The loader's batches; channels-last image batches on CUDA, to match the weights' layout there."""
+    if device.type != "cuda":
+        yield from loader
+        return
     for inputs, labels in loader:
         yield (inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs), labels
 
 
 def _train_epoch(
-    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss,
-    channels_last,
-) -> EpochStats:  # fmt: skip
+    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
+) -> EpochStats:
     device = next(model.parameters()).device
     start = time.perf_counter()
     torch.manual_seed(int(torch.randint(2**62, (1,), generator=epoch_generator(seed, epoch + 1_000_000))))
@@ -197,7 +200,7 @@ def _train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     lr = optimizer.param_groups[0]["lr"]
-    for inputs, labels in _channels_last(train_loader) if channels_last else train_loader:
+    for inputs, labels in _batches(train_loader, device):
         with _autocast(device, config.amp):
             loss, logits = step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -212,7 +215,7 @@ def _train_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - start
-    test_loss, test_acc = evaluate(model, _channels_last(test_loader) if channels_last else test_loader, config.amp)
+    test_loss, test_acc = evaluate(model, _batches(test_loader, device), amp=config.amp)
     totals = all_reduce_sum(
         torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
     )
