@@ -23,7 +23,7 @@ from _common import write_result
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from dlapps.data import ResidentLoader, get_spec, load_arrays
+from dlapps.data import ResidentLoader, get_dataset, load_arrays
 from dlapps.models import create_model
 from dlapps.train import TrainConfig, evaluate, fit, resolve_device
 
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: CUDA only")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    spec = get_spec("cifar10")
+    spec = get_dataset("cifar10")
     train = load_arrays("cifar10", "train").subset(args.train_size)
     test_loader = ResidentLoader(load_arrays("cifar10", "test").subset(2000), batch_size=1000, device=device)
     batch = args.batch_size or (512 if device.type == "cuda" else 128)

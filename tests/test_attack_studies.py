@@ -6,7 +6,7 @@ import pytest
 
 from dlapps.errors import ConfigError
 from dlapps.experiments import get_study
-from dlapps.experiments.targeted import TargetedConfig
+from dlapps.experiments.attacks import TargetedConfig
 from helpers import assert_one_line_error, dlapps
 
 
@@ -30,13 +30,15 @@ def test_fgsm_sweep(tmp_path, data_root):
     results, report = run_study(
         "fgsm", out, data_root, "test_subset=60", "epsilons=0.5,2,8", "steps=3", "examples=3", "batch_size=40"
     )
-    sweep = results["sweep"]
+    sweep = results["rows"]
+    assert {row["mode"] for row in sweep} == {"untargeted"}
     assert [row["eps_255"] for row in sweep] == [0.5, 2, 8]
     rates = [row["success_rate"] for row in sweep]
     assert rates == sorted(rates) and rates[-1] == 1.0 and rates[0] < 1.0
     assert all(row["attacked"] >= 50 and 0 <= row["mean_iterations"] <= 3 for row in sweep)  # ResNet-20: ~92%
     assert sweep[-1]["robust_accuracy"] == 0.0 and sweep[-1]["mean_confidence_drop"] > 0.5
     assert len(results["examples"]["label"]) == 3 and all(results["examples"]["success"])
+    assert results["victim"]["title"] == "ResNet-20 (published CIFAR-10 weights)"
     assert_figures(out, report, "sweep.png", "examples.png")
     assert "| a larger ε gives a more successful attack (write-up) | holds: " in report
     assert f"| robust accuracy of an undefended model at ε = 8/255 | {sweep[-1]['robust_accuracy']:.3f} |" in report
@@ -49,9 +51,9 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
         "targeted",
         out,
         data_root,
-        "victim.name=small_cnn",
-        "victim.epochs=1",
-        "victim.train_subset=1000",
+        "model=small_cnn",
+        "model.train.epochs=1",
+        "model.train_subset=1000",
         "test_subset=40",
         "epsilons=8",
         "steps=6",
@@ -62,11 +64,11 @@ def test_targeted_against_untargeted_on_a_small_cnn(tmp_path, data_root):
     assert rows["class cat"]["skipped"] > 0 and all(rows[m]["skipped"] == 0 for m in ("untargeted", "random"))
     assert rows["untargeted"]["success_rate"] >= rows["random"]["success_rate"] > 0
     assert (
-        results["victim"]["name"] == "small CNN trained here"
+        results["victim"]["title"] == "small CNN trained here on CIFAR-10"
         and len(list((out.parent / "models").glob("*.safetensors"))) == 1
     )
     assert all(len(row["cumulative_success"]) == 7 for row in rows.values())
-    assert_figures(out, report, "comparison.png", "cumulative_success.png")
+    assert_figures(out, report, "comparison.png", "cumulative_success.png", "examples.png")
     iterations = f"untargeted {rows['untargeted']['mean_iterations']:.3f}; targeted: random "
     assert (
         "| untargeted attacks need fewer iterations than targeted ones (write-up) |" in report and iterations in report
@@ -105,7 +107,7 @@ def test_adversarial_training(tmp_path, data_root):
     ("study", "setting", "fragment"),
     [
         ("fgsm", "epsilons=-1", "every ε must be >= 0"),
-        ("fgsm", "method=cw", "method='cw' is not one of"),
+        ("fgsm", "method=cw", "method: unknown attack 'cw'; known: fgsm, bim"),
         ("fgsm", "example_eps=-2", "every ε must be >= 0"),
         ("targeted", "epsilons=8,2", "epsilons must increase"),
         ("adv-train", "weightings=1", "weighting '1' must be w_clean/w_adv"),

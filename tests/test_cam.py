@@ -4,9 +4,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torchvision.transforms import v2
 
-from dlapps.data import image_folder
+from dlapps.data import load_arrays
 from dlapps.errors import ConfigError
 from dlapps.explain import compute_cam, deletion_insertion, masked_confidence, normalize_maps
 from dlapps.explain.faithfulness import Confidence
@@ -136,10 +135,8 @@ def test_faithfulness_rewards_the_map_that_points_at_the_evidence():
 def test_gradcam_on_real_imagenette_beats_a_shuffled_map(data_root):
     """On real images the Grad-CAM mask keeps the class evidence; the same values shuffled do not."""
     model = load_pretrained("mobilenet_v2_imagenet", data_root)
-    dataset = image_folder(
-        "imagenette", "val", data_root, transform=v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
-    )
-    x = torch.stack([dataset[i][0] for i in range(0, 1000, 125)])
+    images = load_arrays("imagenette", "val", data_root).images
+    x = images[torch.arange(0, 1000, 125)].float() / 255
     targets = model(x).argmax(1).detach()
     maps = compute_cam("gradcam", model, x, "features.18", targets=targets)
     assert maps.shape == (8, 224, 224)

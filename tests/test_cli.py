@@ -95,7 +95,7 @@ def test_failed_run_keeps_earlier_results(finished_run, data_root, tmp_path):
         (["--set", "dpeths=2"], ["unknown config key 'dpeths'", "known keys:"]),
         (["--set", "depths=0"], ["every depth must be positive"]),
         (["--set", "train.lr=fast"], ["train.lr='fast' is not a valid float"]),
-        (["--set", "dataset=svhn"], ["unknown dataset 'svhn'"]),
+        (["--set", "dataset=nosuchdata"], ["unknown dataset 'nosuchdata'"]),
         (["--profile", "huge"], ["unknown profile 'huge'", "quick, full"]),
         (["--device", "tpu"], ["unknown device 'tpu'"]),
     ],
@@ -134,7 +134,8 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path, data_root):
     run = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoints/*.safetensors")) and run.poll() is None and time.monotonic() < deadline:
+    models = tmp_path / "models"  # beside the output folder
+    while not list(models.glob("*.safetensors")) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=120)
@@ -142,4 +143,4 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path, data_root):
     assert (
         stderr.strip().splitlines()[-1] == "dlapps: interrupted; finished runs are kept and a rerun resumes from them"
     )
-    assert list(out.glob("checkpoints/*.safetensors")) and not (out / "results.json").exists()
+    assert list(models.glob("*.safetensors")) and not (out / "results.json").exists()

@@ -8,7 +8,7 @@ from helpers import assert_one_line_error, dlapps
 
 TINY_CNN = ["--set", "blocks=1", "--set", "train_subset=256", "--set", "test_subset=128", "--set", "train.epochs=1"]
 TINY_CAM = [
-    "--set", "cifar_profile=quick", "--set", "cifar_set=blocks=1,train_subset=256,test_subset=128,train.epochs=1",
+    "--set", "residual_cnn=quick", "--set", "residual_cnn_set=blocks=1,train_subset=256,test_subset=128,train.epochs=1",
     "--set", "methods=cam,gradcam,layercam", "--set", "faithfulness_images=12", "--set", "deletion_images=4",
     "--set", "deletion_steps=2", "--set", "grid_images=4",
 ]  # fmt: skip
@@ -50,25 +50,29 @@ def test_cam_reuses_the_trained_cifar_model_and_writes_grids(cnn_run, data_root)
     assert len(list(models.glob("*.safetensors"))) == 2  # nothing was trained again
     results = json.loads((out / "results.json").read_text())
     rows = {(r["model"].split(" ")[0], r["method"]): r for r in results["faithfulness"]}
+    assert {model for model, _ in rows} == {"ResNet-8", "MobileNetV2"}
     assert len(rows) == 6
     for row in rows.values():
         assert 0 <= row["average_drop"] <= 1 and 0 <= row["increase_in_confidence"] <= 1
         assert 0 <= row["deletion_auc"] <= 1 and 0 <= row["insertion_auc"] <= 1
         assert row["images"] == 12 and row["deletion_images"] == 4
-    assert results["models"]["imagenette"]["accuracy"] > 0.5  # the shared MobileNetV2 knows these classes
+    assert results["models"]["model"]["accuracy"] > 0.5  # the shared MobileNetV2 knows these classes
+    assert (
+        results["models"]["model"]["layer"] == "features.18" and results["models"]["residual-cnn"]["layer"] == "layer3"
+    )
     report = (out / "report.md").read_text()
-    for name in ("cifar_cam_grid.png", "imagenette_cam_grid.png", "cifar_methods.png", "imagenette_methods.png"):
+    for name in ("residual-cnn_cam_grid.png", "model_cam_grid.png", "residual-cnn_methods.png", "model_methods.png"):
         assert (out / name).stat().st_size > 20_000 and f"({name})" in report
-    gradcam = rows["mobilenet_v2_imagenet", "gradcam"]
+    gradcam = rows["MobileNetV2", "gradcam"]
     assert f"| gradcam average drop (lower is better) | {gradcam['average_drop']:.4f} | — | — | 0.2686 |" in report
 
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--set", "methods=gradcam,fancycam"], "methods must be among"),
-        (["--set", "imagenet_model=vgg"], "unknown imagenet_model 'vgg'"),
-        (["--set", "cifar_set=blokcs=3"], "unknown config key 'blokcs'"),
+        (["--set", "methods=gradcam,fancycam"], "methods: unknown CAM method 'fancycam'"),
+        (["--set", "model=vgg"], "unknown model 'vgg'"),
+        (["--set", "residual_cnn_set=blokcs=3"], "unknown config key 'blokcs'"),
     ],
 )
 def test_cam_config_errors(args, fragment, tmp_path):
@@ -78,6 +82,7 @@ def test_cam_config_errors(args, fragment, tmp_path):
 def test_cam_with_unfit_imagenet_weights_is_one_line(cnn_run, data_root, tmp_path):
     root, models = cnn_run
     bad = data_root / "weights" / "resnet20_cifar10_akamaster-12fca82f.th"
-    result = dlapps("run", "cam", "--profile", "quick", *TINY_CAM, "--set", f"imagenet_weights={bad}",
+    result = dlapps("run", "cam", "--profile", "quick", *TINY_CAM, "--set", f"model.weights={bad}",
                     "--out", str(tmp_path), "--models-dir", str(models), data_root=data_root)  # fmt: skip
     assert_one_line_error(result, "does not fit MobileNetV2: missing features.0.0.weight")
+    assert not (tmp_path / "results.json").exists() and not list(models.glob("*.tmp*"))

@@ -2,9 +2,10 @@
 
 import pytest
 
-from dlapps.experiments import STUDIES
-from dlapps.experiments.base import no_comparisons
-from dlapps.report.comparison import HEADERS, Comparison, comparison_section, comparison_table
+from dlapps.experiments import STUDIES, Study
+from dlapps.experiments.base import COMPARISON_TITLE, comparison_blocks
+from dlapps.report.comparison import HEADERS, Comparison, comparison_table
+from dlapps.report.markdown import Heading
 
 
 def test_number_rows_give_signed_differences_to_each_side():
@@ -29,8 +30,23 @@ def test_table_and_section():
     lines = text.splitlines()
     assert lines[0] == "| study | " + " | ".join(HEADERS) + " |" and len(lines) == 4
     assert lines[2].startswith("| `s1` | a | 1.000 | 0.500 | +0.500 |")
-    assert comparison_section([]) == [] and comparison_section(rows)[0].startswith("## Against the write-up")
+    mlp = STUDIES["residual-mlp"]
+    blocks = comparison_blocks(mlp, mlp.config("quick"), {}, rows)
+    assert blocks[0] == Heading(COMPARISON_TITLE) and blocks[2] == comparison_table(rows)
+
+
+def test_a_setup_without_reference_says_why():
+    mlp = STUDIES["residual-mlp"]
+    assert comparison_blocks(mlp, mlp.config("quick"), {}, []) == []  # MNIST, width 16: the reference setup
+    other = mlp.config("quick", ["dataset=cifar10"])
+    blocks = comparison_blocks(mlp, other, {}, [])
+    assert blocks[1] == (
+        "No published figure applies to this run: the write-up's MLP results are on MNIST at 28×28 pixels; "
+        "this run is on CIFAR-10"
+    )
+    assert mlp.compare(other, {"summary": []}) == []
 
 
 def test_every_study_compares_itself_with_the_write_up_or_the_literature():
-    assert all(study.compare is not no_comparisons for study in STUDIES.values())
+    assert all(type(study).compare is not Study.compare for study in STUDIES.values())
+    assert all(type(study).no_reference is not Study.no_reference for study in STUDIES.values())

@@ -80,7 +80,7 @@ def test_study_profiles_and_validation():
         study.config("quick", ["depths=0,8"])
     with pytest.raises(ConfigError, match="depth 9 is not a multiple of layers_per_block 2"):
         study.config("quick", ["depths=9"])
-    with pytest.raises(ConfigError, match="unknown dataset 'svhn'"):
-        study.config("quick", ["dataset=svhn"])
+    with pytest.raises(ConfigError, match="dataset: unknown dataset 'nosuchdata'; registered: mnist"):
+        study.config("quick", ["dataset=nosuchdata"])
     with pytest.raises(ConfigError, match="unknown study"):
         get_study("residual-mpl")

@@ -5,14 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlapps.data import ResidentLoader, get_spec
+from dlapps.data import ResidentLoader, get_dataset
 from dlapps.explain import layer_gradient_norms
 from dlapps.models import create_model
 
 
 @pytest.fixture(scope="module")
 def batches(mnist_test):
-    spec = get_spec("mnist")
+    spec = get_dataset("mnist")
     loader = ResidentLoader(mnist_test.subset(256), batch_size=64, mean=spec.mean, std=spec.std)
     return list(loader)
 

@@ -90,8 +90,8 @@ def test_user_archives_and_bad_names(tmp_path):
         load_ood_set(_archive(tmp_path / "empty.npz", np.zeros((0, 32, 32, 3), dtype=np.uint8)))
     with pytest.raises(DataError, match="does not exist"):
         load_ood_set(str(tmp_path / "missing.npz"))
-    with pytest.raises(DataError, match="unknown OOD set 'svhn'; known: cifar100, mnist"):
-        load_ood_set("svhn")
+    with pytest.raises(DataError, match="unknown OOD set 'nosuchset'; known: cifar100, mnist"):
+        load_ood_set("nosuchset")
     empty = ImageArrays(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), (), "nothing")
     with pytest.raises(DataError, match="nothing: the set is empty"):
         conform(empty, (3, 32, 32))

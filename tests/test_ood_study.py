@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from dlapps.data import get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments import RunContext, get_study
-from dlapps.experiments import ood as study
+from dlapps.experiments import RunContext, get_study, zoo
 from helpers import assert_one_line_error, dlapps
 
 TINY = [
@@ -28,9 +28,9 @@ TINY = [
     "--set",
     "detector.knn_k=10",
     "--set",
-    "train_subset=1000",
+    "baseline.train_subset=1000",
     "--set",
-    "small_cnn_train.epochs=1",
+    "baseline.train.epochs=1",
 ]
 
 
@@ -44,7 +44,9 @@ def finished(tmp_path_factory, data_root):
 
 def test_run_writes_every_metric_figure_and_the_report(finished):
     out, results = finished
-    assert set(results["models"]) == {"small_cnn", "resnet20"}
+    assert list(results["models"]) == ["baseline", "model"]
+    assert results["models"]["model"]["label"] == "ResNet-20 (published CIFAR-10 weights)"
+    assert results["models"]["baseline"]["label"] == "small CNN trained here on CIFAR-10"
     assert len(results["metrics"]) == 2 * 4 * 2  # models x detectors x OOD sets
     assert all(0 <= r[m] <= 1 for r in results["metrics"] for m in ("auroc", "aupr_in", "aupr_out", "fpr95"))
     assert results["data"]["ood"]["cifar100"] == {
@@ -52,23 +54,23 @@ def test_run_writes_every_metric_figure_and_the_report(finished):
         "size": 100,
         "distance": "near",
     }
-    assert results["models"]["resnet20"]["accuracy"] > 0.85 and results["models"]["small_cnn"]["accuracy"] > 0.15
+    assert results["models"]["model"]["accuracy"] > 0.85 and results["models"]["baseline"]["accuracy"] > 0.15
     msp = next(
-        r for r in results["metrics"] if (r["model"], r["detector"], r["ood_set"]) == ("resnet20", "msp", "cifar100")
+        r for r in results["metrics"] if (r["model"], r["detector"], r["ood_set"]) == ("model", "msp", "cifar100")
     )
     assert msp["auroc"] > 0.75
-    assert {c["goal"].split(" ")[0] for c in results["checks"]} == {"MSP", "small"}
-    beats = {r["detector"]: r["beats_msp_far"] for r in results["summary"] if r["model"] == "resnet20"}
+    beats = {r["detector"]: r["beats_msp_far"] for r in results["summary"] if r["model"] == "model"}
     assert beats["msp"] is None and beats["mahalanobis"] is True  # Gaussian noise is easy for feature detectors
     report = (out / "report.md").read_text()
-    for name in ("overview_msp.png", "histograms_small_cnn.png", "curves_resnet20.png"):
+    for name in ("overview_msp.png", "histograms_baseline.png", "curves_model.png"):
         assert (out / name).stat().st_size > 20_000 and f"({name})" in report
     assert "| detector | cifar100 | gaussian | beats MSP (near / far) |" in report
-    assert "### ResNet-20 (ID accuracy" in report and "| ResNet-20 MSP AUROC, near-OOD mean |" in report
-    resnet = results["models"]["resnet20"]["accuracy"]
+    assert "### ResNet-20 (published CIFAR-10 weights) (ID accuracy" in report
+    assert "| ResNet-20 MSP AUROC, near-OOD mean |" in report and "issue" not in report
+    resnet = results["models"]["model"]["accuracy"]
     assert f"| ResNet-20 CIFAR-10 test accuracy | {resnet:.3f} | 0.810 | {resnet - 0.81:+.3f} |" in report
     assert (out / "results.csv").read_text().count("\n") == 17 and "id_accuracy" in (out / "results.csv").read_text()
-    assert "| small CNN |" in (out / "table.md").read_text()
+    assert "| small CNN trained here on CIFAR-10 |" in (out / "table.md").read_text()
     assert not list(out.glob(".staging*"))
 
 
@@ -94,16 +96,18 @@ def test_models_trained_here_follow_the_config(monkeypatch, tmp_path):
 
     def fake_obtain(recipe, ctx, **_):
         recipes.append(recipe)
-        return recipe.build().eval(), {"history": []}
+        raise StopIteration
 
-    monkeypatch.setattr(study, "obtain_classifier", fake_obtain)
-    config = get_study("ood").config("quick", ["resnet20=train", "resnet20_train.epochs=7", "augment=true"])
+    monkeypatch.setattr(zoo, "obtain_classifier", fake_obtain)
+    config = get_study("ood").config("quick", ["model=resnet20", "model.train.epochs=7", "baseline.augment=true"])
     ctx = RunContext(out=tmp_path, device=torch.device("cpu"))
-    for name in ("small_cnn", "resnet20"):
-        model, info = study._obtain_model(name, config, ctx, None, None, None)
-        assert info["source"].startswith("trained here: ") and info["source"].endswith(".safetensors")
+    dataset = get_dataset("cifar10")
+    for spec in config.specs().values():
+        with pytest.raises(StopIteration):
+            zoo.obtain_model(spec, dataset, None, ctx, test_subset=config.id_subset)
     small, resnet = recipes
     assert (small.model, small.train.epochs, small.train_subset, small.augment) == ("small_cnn", 3, 10_000, True)
     assert (resnet.model, resnet.train.epochs, resnet.train.optimizer, resnet.augment) == ("resnet20", 7, "sgd", True)
-    with pytest.raises(ConfigError, match="resnet20_weights is a pretrained weights file"):
-        get_study("ood").config("quick", ["resnet20=train", "resnet20_weights=w.th"])
+    assert small.test_subset == resnet.test_subset == 2000
+    with pytest.raises(ConfigError, match="model resnet20_cifar10.th is a checkpoint file|does not exist"):
+        get_study("ood").config("quick", ["model=resnet20_cifar10.th", "model.weights=w.th"])

@@ -37,7 +37,7 @@ def test_runs_then_reuses(reproduced):
     second = reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": TINY_MLP})
     assert [(o.name, o.status) for o in second] == [("residual-mlp", "cached")]
     assert time.perf_counter() - started < 5 and (out / "residual-mlp" / "results.json").read_bytes() == before
-    changed = reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": [*TINY_MLP, "width=8"]})
+    changed = reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": [*TINY_MLP, "train.lr=0.002"]})
     assert changed[0].status == "ran"
 
 
@@ -121,7 +121,7 @@ def test_killed_reproduce_resumes_to_the_same_numbers(tmp_path, data_root):
     settings = [*TINY_MLP, "train.epochs=4", "train_subset=3000"]
     _reproduce_in_subprocess(tmp_path / "whole", data_root, settings).wait(timeout=600)
     killed = _reproduce_in_subprocess(tmp_path / "killed", data_root, settings)
-    checkpoints = tmp_path / "killed" / "residual-mlp" / "checkpoints"
+    checkpoints = tmp_path / "killed" / "models"
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("*.safetensors")) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

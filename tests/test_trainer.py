@@ -2,12 +2,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dlapps.data import ResidentLoader, get_spec
+from dlapps.data import ResidentLoader, get_dataset
 from dlapps.errors import CheckpointError
 from dlapps.models import create_model, read_weights
 from dlapps.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
 
-MNIST = get_spec("mnist")
+MNIST = get_dataset("mnist")
 
 
 def _loaders(train, test, seed=0, batch_size=64):

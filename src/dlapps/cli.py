@@ -39,7 +39,7 @@ Compile = Annotated[
 
 @app.command()
 def datasets(data_root: DataRoot = None) -> None:
-    """List the datasets dlapps knows and where each split is found under the data root."""
+    """List the registered datasets, where each split is found, and the archives and image folders in the data root."""
     from dlapps.data import find_datasets, resolve_data_root
 
     root = resolve_data_root(data_root)
@@ -49,6 +49,11 @@ def datasets(data_root: DataRoot = None) -> None:
     for row in find_datasets(root):
         table.add_row(row.name, row.split, "yes" if row.found else "no", row.where)
     console.print(table)
+    console.print(
+        "Any dataset can also be named as a torchvision dataset (torchvision:SVHN, read from the data root), "
+        "a path to an .npz archive (x_train.npz beside x_test.npz) or a path to an image folder "
+        "(<path>/<class>/<image>, or <path>/<split>/<class>/<image>)."
+    )
 
 
 @app.command()
@@ -56,7 +61,7 @@ def studies() -> None:
     """List the studies and their profiles."""
     from dlapps.experiments import STUDIES
 
-    for study in STUDIES.values():
+    for study in sorted(STUDIES.values(), key=lambda s: s.exercise or (99, "", "")):
         console.print(f"[bold]{study.name}[/bold]  (profiles: {', '.join(study.profiles)})\n  {study.summary}")
 
 
@@ -95,7 +100,7 @@ def run(
     compile_: Compile = None,
 ) -> None:
     """Run a study; write results.json/.csv, figures and report.md into the output folder."""
-    from dlapps.experiments import RunContext, get_study
+    from dlapps.experiments import RunContext, get_study, run_study
     from dlapps.train import resolve_device
 
     chosen = get_study(study)
@@ -115,26 +120,36 @@ def run(
         command="dlapps " + shlex.join(sys.argv[1:]),
         compile=compile_,
     )
-    results = chosen.run(resolved, ctx)
+    results = run_study(chosen, resolved, ctx)
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
 
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="Registered model name, e.g. resnet20, small_cnn, mlp.")],
-    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. cifar10, mnist.")] = "cifar10",
+    model: Annotated[
+        str, typer.Option(help="Architecture: a registered name (resnet20, small_cnn...) or torchvision:<arch>.")
+    ],
+    dataset: Annotated[
+        str,
+        typer.Option(help="Dataset: a registered name, torchvision:<Name>, or a path to an archive or image folder."),
+    ] = "cifar10",
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Recipe setting: train.epochs=30, train_subset=5000, augment=false..."),
+        typer.Option(
+            "--set", help="Recipe setting: train.epochs=30, train_subset=5000, image_size=64, augment=false..."
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the checkpoint and metrics.json.")] = Path("runs/models"),
+    out: Annotated[Path, typer.Option(help="Folder for the checkpoint and its metrics.")] = Path("runs/models"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     data_root: DataRoot = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
 ) -> None:
-    """Train one classifier (resuming if interrupted); under torchrun, data-parallel over the processes."""
+    """Train one classifier (resuming if interrupted); under torchrun, data-parallel over the processes.
+
+    The checkpoint describes its own model, so a study takes it as --set model=<checkpoint>.
+    """
     from dlapps.config import apply_overrides, to_dict
     from dlapps.experiments import RunContext
     from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
@@ -146,12 +161,14 @@ def train(
     world, chosen = init_from_env(resolve_device(device))
     ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download, compile=compile_)
     with ctx.progress() as bars:
-        _, info = obtain_classifier(recipe, ctx, progress=bars if progress and world.is_main else None)
+        classifier = obtain_classifier(recipe, ctx, progress=bars if progress and world.is_main else None)
     if world.is_main:
+        info = classifier.info
         last = info["history"][-1]
         write_json(out / f"{recipe.key()}.json", {"recipe": to_dict(recipe), "processes": world.size, **info})
         console.print(
-            f"{recipe.key()}: test acc {last['test_acc']:.4f} after {last['epoch']} epochs ({world.size} process(es))"
+            f"{recipe.key()}: test acc {last['test_acc']:.4f} after {last['epoch']} epochs ({world.size} process(es)); "
+            f"checkpoint {info['checkpoint']}"
         )
 
 
@@ -167,11 +184,23 @@ def reproduce(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a study's setting: STUDY.key=value (repeatable).")
+    ] = None,
 ) -> None:
     """Run every study in order (reusing finished ones) and write report.md and a self-contained report.html."""
+    from dlapps.errors import ConfigError
     from dlapps.experiments import RunContext
     from dlapps.experiments.reproduce import reproduce as run_all
+    from dlapps.experiments.reproduce import writeup_studies
     from dlapps.train import resolve_device
+
+    overrides: dict[str, list[str]] = {}
+    for item in set_ or []:
+        name, _, setting = item.partition(".")
+        if name not in {s.name for s in writeup_studies()} or not setting:
+            raise ConfigError(f"--set {item!r} must be STUDY.key=value, e.g. residual-mlp.train.epochs=2")
+        overrides.setdefault(name, []).append(setting)
 
     out = out or Path("runs") / f"reproduce-{profile}"
     ctx = RunContext(
@@ -182,7 +211,7 @@ def reproduce(
         show_progress=progress,
         compile=compile_,
     )
-    outcomes = run_all(ctx, profile, tuple(only or ()))
+    outcomes = run_all(ctx, profile, tuple(only or ()), overrides)
     table = Table(title=f"dlapps reproduce --profile {profile}")
     for column in ("study", "status", "seconds", "findings that hold", "report"):
         table.add_column(column)

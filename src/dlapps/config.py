@@ -3,6 +3,9 @@
 A config is a frozen dataclass whose ``validate`` method raises :class:`ConfigError` naming the bad key.
 Overrides come as ``key=value`` strings (``--set`` on the CLI) and are parsed by the field's type, so
 ``--set depths=2,8`` and ``--set lr=1e-3`` both work and ``--set dpeths=2`` is an error that names the key.
+A field annotated ``Annotated[str, checker]`` (a :class:`~dlapps.registry.Registry`, or anything with a
+``check(value)`` method) accepts only values the checker accepts. A nested config that names a
+``shorthand`` field can be set as a whole: ``--set model=small_cnn`` sets ``model.name``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, TypeVar
 
-from dlapps.errors import ConfigError
+from dlapps.errors import ConfigError, DlappsError
 
 C = TypeVar("C")
 
@@ -23,7 +27,15 @@ _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 
+def _checkers(annotation: Any) -> tuple[Any, list[Any]]:
+    """The type inside ``Annotated[type, ...]`` and its metadata that can check a value."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return annotation.__origin__, [m for m in annotation.__metadata__ if hasattr(m, "check")]
+    return annotation, []
+
+
 def _parse(text: str, annotation: Any, key: str) -> Any:
+    annotation, _ = _checkers(annotation)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -50,14 +62,18 @@ def _parse(text: str, annotation: Any, key: str) -> Any:
         raise ConfigError(f"{key}={text!r} is not a boolean (use true/false)")
     if annotation in (int, float, str):
         try:
-            return annotation(text)
+            value = annotation(text)
         except ValueError:
             raise ConfigError(f"{key}={text!r} is not a valid {annotation.__name__}") from None
+        if annotation is float and not math.isfinite(value):
+            raise ConfigError(f"{key}={text!r} is not a finite number")
+        return value
     raise TypeError(f"unsupported config type for {key}: {annotation}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def config_keys(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -80,7 +96,10 @@ def _set(config: C, path: list[str], raw: Any, full_key: str) -> C:
     current = getattr(config, name)
     if dataclasses.is_dataclass(current):
         if len(path) == 1:
-            raise KeyError(full_key)
+            shorthand = getattr(current, "shorthand", None)
+            if shorthand is None:
+                raise KeyError(full_key)
+            path = [name, shorthand]
         return dataclasses.replace(config, **{name: _set(current, path[1:], raw, full_key)})
     if len(path) > 1:
         raise KeyError(full_key)
@@ -113,20 +132,30 @@ def apply_overrides(config: C, overrides: dict[str, Any] | list[str]) -> C:
     return config
 
 
-def validate(config: Any) -> None:
-    """Check every field's type, then the config's own rules (its ``validate`` method)."""
+def validate(config: Any, prefix: str = "") -> None:
+    """Check every field's type, then the config's own rules (its ``validate`` method); errors in a nested
+    config name its key (``model.name: ...``)."""
     for name, annotation in _field_types(type(config)).items():
         value = getattr(config, name)
         if dataclasses.is_dataclass(value):
-            validate(value)
+            validate(value, f"{prefix}{name}.")
         else:
-            _check_type(value, annotation, name)
+            _check_type(value, annotation, f"{prefix}{name}")
     check = getattr(config, "validate", None)
     if check is not None:
-        check()
+        try:
+            check()
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix.rstrip('.')}: {exc}" if prefix else str(exc)) from None
 
 
 def _check_type(value: Any, annotation: Any, key: str) -> None:
+    annotation, checkers = _checkers(annotation)
+    for checker in checkers:
+        try:
+            checker.check(value)
+        except DlappsError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):

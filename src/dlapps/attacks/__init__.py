@@ -5,8 +5,8 @@ normalisation) and returns an :class:`AttackResult`: the adversarial batch, per-
 to success, true-class probability and prediction before and after. The model's modes are restored.
 """
 
-from dlapps.attacks.api import METHODS, attack, attack_arrays, default_alpha
-from dlapps.attacks.base import AttackResult, TargetSpec, model_mode, resolve_targets
+from dlapps.attacks.api import ATTACKS, Method, attack, attack_arrays, default_alpha
+from dlapps.attacks.base import AttackResult, TargetSpec, resolve_targets
 from dlapps.attacks.iterative import perturb
 from dlapps.attacks.metrics import (
     clean_accuracy,
@@ -20,9 +20,10 @@ from dlapps.attacks.metrics import (
 from dlapps.attacks.training import AdversarialStepLoss
 
 __all__ = [
-    "METHODS",
+    "ATTACKS",
     "AdversarialStepLoss",
     "AttackResult",
+    "Method",
     "TargetSpec",
     "attack",
     "attack_arrays",
@@ -31,7 +32,6 @@ __all__ = [
     "default_alpha",
     "mean_confidence_drop",
     "mean_iterations",
-    "model_mode",
     "perturb",
     "resolve_targets",
     "robust_accuracy",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +18,13 @@ from dlapps.attacks.base import (
     check_labels,
     check_logits,
     check_not_probabilities,
-    model_mode,
     resolve_targets,
 )
 from dlapps.attacks.iterative import attack_in_slots, meets_goal
 from dlapps.data import ImageArrays
 from dlapps.errors import AttackError
-
-MethodName = Literal["fgsm", "bim", "pgd", "mifgsm"]
+from dlapps.models.hooks import model_device, model_mode
+from dlapps.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -38,23 +37,22 @@ class Method:
     single_step: bool = False  # one step of size ε
 
 
-METHODS: dict[str, Method] = {
-    "fgsm": Method("one step of size ε along the gradient's sign (Goodfellow et al. 2015)", single_step=True),
-    "bim": Method("iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"),
-    "pgd": Method("iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)", random_start=True),
-    "mifgsm": Method("iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)", momentum=True),
-}
-
-
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise AttackError(f"unknown attack {name!r}; attacks: {', '.join(METHODS)}")
-    return METHODS[name]
+ATTACKS: Registry[Method] = Registry("attack", AttackError)
+ATTACKS.register(
+    "fgsm", Method("one step of size ε along the gradient's sign (Goodfellow et al. 2015)", single_step=True)
+)
+ATTACKS.register("bim", Method("iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"))
+ATTACKS.register(
+    "pgd", Method("iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)", random_start=True)
+)
+ATTACKS.register(
+    "mifgsm", Method("iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)", momentum=True)
+)
 
 
 def default_alpha(method: str, eps: float, steps: int) -> float:
     """ε for one-step FGSM; else 2.5 ε / steps (Madry et al.), enough to cross the ball and come back."""
-    return eps if get_method(method).single_step else 2.5 * eps / steps
+    return eps if ATTACKS[method].single_step else 2.5 * eps / steps
 
 
 def attack(
@@ -62,7 +60,7 @@ def attack(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    method: MethodName = "bim",
+    method: str = "bim",
     eps: float,
     alpha: float | None = None,
     steps: int | None = None,
@@ -85,7 +83,7 @@ def attack(
     Random starts and random targets come from ``generator`` (else the global RNG); ``on_done`` is called
     with the number of samples finished, as they finish.
     """
-    spec = get_method(method)
+    spec = ATTACKS[method]
     if steps is None:
         steps = 1 if spec.single_step else 10
     if spec.single_step and steps != 1:
@@ -156,6 +154,6 @@ def attack_arrays(
 
     The result is on the CPU.
     """
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     x = data.images.to(device).float() / 255
     return attack(model, x, data.labels.to(device), **kwargs).to("cpu")

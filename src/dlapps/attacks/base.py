@@ -1,4 +1,4 @@
-"""What every attack shares: its result, input checks, target choice and the model-mode guard.
+"""What every attack shares: its result, input checks and target choice.
 
 Attacks work in pixel space: inputs are images in [0, 1] and the model owns its normalisation
 (:class:`dlapps.models.Normalize`), so the ε-ball and the [0, 1] box are the same for every model.
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
 from dlapps.errors import AttackError
 
@@ -168,15 +166,3 @@ def uniform_noise(like: torch.Tensor, bound: float, generator: torch.Generator |
         return torch.empty_like(like).uniform_(-bound, bound)
     noise = torch.rand(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
     return (2 * noise - 1).mul_(bound).to(like.device)
-
-
-@contextmanager
-def model_mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Run ``model`` in train or eval mode, then give every submodule back the mode it had."""
-    before = [(module, module.training) for module in model.modules()]
-    model.train(training)
-    try:
-        yield
-    finally:
-        for module, was_training in before:
-            module.training = was_training

@@ -1,18 +1,29 @@
-"""Data layer: datasets by name from a data root, and device-resident batching for small datasets."""
+"""Data layer: datasets by name or path, OOD sets, and device-resident batching for small datasets."""
 
 from dlapps.data.arrays import ImageArrays
-from dlapps.data.datasets import DATASETS, DatasetSpec, find_datasets, get_spec, image_folder, load_arrays
+from dlapps.data.datasets import (
+    DATASET,
+    DATASETS,
+    Dataset,
+    find_datasets,
+    get_dataset,
+    load_arrays,
+    normalization,
+    register_dataset,
+)
 from dlapps.data.resident import ResidentLoader
 from dlapps.data.roots import resolve_data_root
 
 __all__ = [
+    "DATASET",
     "DATASETS",
-    "DatasetSpec",
+    "Dataset",
     "ImageArrays",
     "ResidentLoader",
     "find_datasets",
-    "get_spec",
-    "image_folder",
+    "get_dataset",
     "load_arrays",
+    "normalization",
+    "register_dataset",
     "resolve_data_root",
 ]

@@ -6,6 +6,9 @@ Random draws come from a CPU ``torch.Generator`` so results do not depend on the
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from dlapps.errors import DataError
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -34,3 +37,24 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     """Mirror each image left-right with probability 1/2."""
     flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, H, W) to uint8 (N, C, *size), bilinear with antialiasing; a no-op at the same size."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    resized = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) grey <-> RGB: grey is repeated, RGB becomes ITU-R 601 luma."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if (have, channels) == (1, 3):
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if (have, channels) == (3, 1):
+        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+        return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    raise DataError(f"cannot convert {have}-channel images to {channels} channels (only grey <-> RGB)")

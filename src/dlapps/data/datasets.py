@@ -1,259 +1,337 @@
-"""Datasets by name, read from a data root.
+"""Datasets by name: registered ones, any torchvision classification dataset, an archive or an image folder.
 
-For every dataset and split, sources are tried in order:
+A dataset is named as
 
-1. an array archive ``<root>/<name>_<split>.npz`` (``images`` uint8 NHWC, ``labels`` int64, ``classes``);
-2. torchvision's own layout under ``<root>`` (downloaded there by torchvision when ``download=True``);
-3. for image-folder datasets, an ``ImageFolder`` tree ``<root>/<name>/<split>/<class>/*``.
+- a registered name (``mnist``, ``cifar10``, ``cifar100``, ``fakedata``, ``imagenette``, or one a user's
+  module added with :func:`register_dataset`);
+- a torchvision dataset class, ``torchvision:SVHN`` or just ``svhn``, read from the data root with its own
+  split names (``--download`` lets torchvision fetch it);
+- a path to a ``.npz`` archive (``x_train.npz`` with ``x_test.npz`` beside it, or one archive as a test split);
+- a path to an image folder, ``<path>/<class>/<image>`` (one split) or ``<path>/<split>/<class>/<image>``.
 
-Whatever is loaded is validated (shape, dtype, label range, class count), so a wrong file fails here with
-one line naming it, not later inside a training loop.
+Registered datasets read, for each split, an array archive ``<root>/<name>_<split>.npz``, then torchvision's
+own layout under the root, or an image folder ``<root>/<name>/<split>``. Whatever is loaded is validated
+(dtype, shape, label range, class count), so a wrong file fails with one line naming it, not later inside
+a training loop. Mean, std and class names come from the dataset's definition where it has one, else from
+the data (see :func:`normalization`).
 """
 
 from __future__ import annotations
 
-import lzma
-import zipfile
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
 from torchvision.transforms import v2
 
 from dlapps.data.arrays import ImageArrays
-from dlapps.data.roots import resolve_data_root
+from dlapps.data.roots import resolve_data_root, stats_cache
+from dlapps.data.sources import (
+    Request,
+    archive_splits,
+    folder_splits,
+    limited,
+    read_archive,
+    read_folder,
+    read_torchvision,
+    torchvision_class,
+    torchvision_splits,
+)
 from dlapps.errors import DataError
+from dlapps.registry import Registry
 
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)
+Reader = Callable[[str, Request], ImageArrays]
+EVAL_SPLITS = ("test", "val", "valid", "validation")
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """What a dataset must look like, and where torchvision keeps it."""
+class Dataset:
+    """A source of labelled image splits and what is known about it before reading it."""
 
-    name: str
-    num_classes: int
-    splits: tuple[str, ...]
-    image_shape: tuple[int, int, int] | None  # (C, H, W); None where images vary in size
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    torchvision_folder: str | None = None  # folder torchvision reads under the root
-    torchvision_loader: Callable[[Path, str, bool], ImageArrays] | None = None
-    image_folder: bool = False
-    synthetic: Callable[[str], ImageArrays] | None = None
+    name: str  # as the user names it: a registered name, torchvision:<Class>, or a path
+    title: str  # for reports and figures
+    splits: tuple[str, ...]  # the splits it has (empty: not known until read)
+    read: Reader
+    num_classes: int | None = None  # None: from the data
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: not fixed, or not known until read
+    mean: tuple[float, ...] | None = None  # None: measured on the data
+    std: tuple[float, ...] | None = None
+    label_spaces: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # e.g. imagenet -> output of each class
+    registered: bool = False  # a dataset of the registry, the one published numbers refer to by its name
+    candidates: Callable[[str, Path], list[Path]] | None = None  # where a split may be under a root, in order
 
-    def archive_path(self, root: Path, split: str) -> Path:
-        return root / f"{self.name}_{split}.npz"
+    @property
+    def eval_split(self) -> str:
+        """The split held out for evaluation: ``test``, else ``val``..., else the only split there is."""
+        found = next((s for s in EVAL_SPLITS if s in self.splits), None)
+        if found is not None:
+            return found
+        if len(self.splits) == 1:
+            return self.splits[0]
+        if not self.splits:
+            return "test"  # not known before reading: the common name
+        raise DataError(f"dataset {self.name!r} has no test or validation split; its splits: {', '.join(self.splits)}")
+
+    def load(
+        self,
+        split: str,
+        root: str | Path | None = None,
+        download: bool = False,
+        *,
+        size: int | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> ImageArrays:
+        """A split (or a seeded subset of ``limit`` images) as uint8 arrays, at ``size`` pixels if given."""
+        if self.splits and split not in self.splits:
+            raise DataError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+        request = Request(resolve_data_root(root), download, size, limit, seed)
+        return self.validate(self.read(split, request), size)
+
+    def validate(self, arrays: ImageArrays, size: int | None = None) -> ImageArrays:
+        """Check what was read against what the dataset promises; raise a one-line :class:`DataError` if not."""
+        where = arrays.source
+        if len(arrays) == 0:
+            raise DataError(f"{where}: the split is empty")
+        if arrays.images.dtype != torch.uint8 or arrays.images.ndim != 4:
+            raise DataError(
+                f"{where}: images must be uint8 (N, C, H, W), got {arrays.images.dtype} {arrays.images.ndim}-D"
+            )
+        if self.image_shape is not None and size is None and arrays.image_shape != self.image_shape:
+            raise DataError(
+                f"{where}: images are {arrays.image_shape} (C, H, W), but {self.name} images are {self.image_shape}"
+            )
+        if arrays.labels.shape != (len(arrays.images),):
+            raise DataError(f"{where}: {len(arrays.images)} images but labels of shape {tuple(arrays.labels.shape)}")
+        classes = self.num_classes or len(arrays.classes)
+        low, high = int(arrays.labels.min()), int(arrays.labels.max())
+        if low < 0 or high >= classes:
+            raise DataError(f"{where}: labels span {low}..{high}, outside 0..{classes - 1} for {self.name}")
+        if len(arrays.classes) != classes:
+            raise DataError(f"{where}: {len(arrays.classes)} class names, but {self.name} has {classes} classes")
+        return arrays
 
 
-def _from_torchvision(cls: type, images_attr: str = "data") -> Callable[[Path, str, bool], ImageArrays]:
-    def load(root: Path, split: str, download: bool) -> ImageArrays:
-        dataset = cls(str(root), train=(split == "train"), download=download)
-        images = torch.as_tensor(np.asarray(getattr(dataset, images_attr)))
-        if images.ndim == 3:  # MNIST keeps (N, H, W)
-            images = images.unsqueeze(-1)
-        return ImageArrays(
-            images=images.permute(0, 3, 1, 2).contiguous(),
-            labels=torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64),
-            classes=tuple(dataset.classes),
-            source=f"torchvision {cls.__name__} at {root}",
+def normalization(dataset: Dataset, data: ImageArrays) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The dataset's published mean and std, else those measured on ``data``, once per source (cached)."""
+    if dataset.mean is not None and dataset.std is not None:
+        return dataset.mean, dataset.std
+    return stats_cache(data.source, len(data), data.channel_stats)
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+
+
+def register_dataset(
+    name: str,
+    *,
+    title: str,
+    splits: tuple[str, ...],
+    num_classes: int | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    label_spaces: Mapping[str, tuple[int, ...]] | None = None,
+) -> Callable[[Reader], Reader]:
+    """Register the reader ``read(split, request) -> ImageArrays`` it decorates as the dataset ``name``.
+
+    ``request`` carries the data root, ``download``, and the size and subset asked for (readers that load a
+    whole split may leave those to :func:`dlapps.data.sources.limited`).
+    """
+
+    def decorator(read: Reader) -> Reader:
+        DATASETS.register(
+            name,
+            Dataset(
+                name, title, splits, read, num_classes, image_shape, mean, std, label_spaces or {},
+                registered=True, candidates=getattr(read, "candidates", None),
+            ),
+        )  # fmt: skip
+        return read
+
+    return decorator
+
+
+class ArchiveOrTorchvision:
+    """Reads ``<root>/<name>_<split>.npz``, else torchvision's layout ``<root>/<folder>`` (downloading if allowed)."""
+
+    def __init__(self, name: str, cls: type, folder: str) -> None:
+        self.name, self.cls, self.folder = name, cls, folder
+
+    def candidates(self, split: str, root: Path) -> list[Path]:
+        return [root / f"{self.name}_{split}.npz", root / self.folder]
+
+    def __call__(self, split: str, request: Request) -> ImageArrays:
+        archive = request.root / f"{self.name}_{split}.npz"
+        if archive.is_file():
+            return limited(read_archive(archive), request)
+        tv_folder = request.root / self.folder
+        if tv_folder.is_dir() or request.download:
+            return read_torchvision(self.cls, split, request)
+        if not request.root.exists():
+            raise DataError(
+                f"data root {request.root} does not exist; point --data-root or $DLAPPS_DATA at your data folder, "
+                "or add --download"
+            )
+        raise DataError(
+            f"{self.name}/{split} not found under data root {request.root} (looked for {archive}, {tv_folder}); "
+            "point --data-root or $DLAPPS_DATA at a folder that holds them, or add --download to fetch it with "
+            "torchvision"
         )
 
-    return load
+
+class FolderUnderRoot:
+    """Reads the image folder ``<root>/<name>/<split>/<class>/<image>``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def candidates(self, split: str, root: Path) -> list[Path]:
+        return [root / self.name / split]
+
+    def __call__(self, split: str, request: Request) -> ImageArrays:
+        folder = request.root / self.name / split
+        if not folder.is_dir():
+            raise DataError(
+                f"{self.name}/{split} not found under data root {request.root} (looked for "
+                f"{request.root / self.name / split}); point --data-root or $DLAPPS_DATA at a folder that holds "
+                "it, or place the files there"
+            )
+        return read_folder(folder, request)
 
 
-def fakedata_arrays(split: str, size: int = 10_000, seed: int = 0) -> ImageArrays:
-    """torchvision's FakeData at 3x32x32, made reproducible by a fixed ``random_offset`` per split."""
+_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Imagenette's folders (ImageNet WordNet ids), sorted, are these ImageNet-1k class indices.
+IMAGENETTE_TO_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
+
+register_dataset(
+    "mnist", title="MNIST", splits=("train", "test"), num_classes=10, image_shape=(1, 28, 28), mean=(0.1307,),
+    std=(0.3081,),
+)(ArchiveOrTorchvision("mnist", torchvision.datasets.MNIST, "MNIST"))  # fmt: skip
+register_dataset(
+    "cifar10", title="CIFAR-10", splits=("train", "test"), num_classes=10, image_shape=(3, 32, 32),
+    mean=_CIFAR_MEAN, std=_CIFAR_STD,
+)(ArchiveOrTorchvision("cifar10", torchvision.datasets.CIFAR10, "cifar-10-batches-py"))  # fmt: skip
+register_dataset(
+    "cifar100", title="CIFAR-100", splits=("train", "test"), num_classes=100, image_shape=(3, 32, 32),
+    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+)(ArchiveOrTorchvision("cifar100", torchvision.datasets.CIFAR100, "cifar-100-python"))  # fmt: skip
+register_dataset(
+    "imagenette", title="Imagenette", splits=("train", "val"), num_classes=10, mean=_IMAGENET_MEAN,
+    std=_IMAGENET_STD, label_spaces={"imagenet": IMAGENETTE_TO_IMAGENET},
+)(FolderUnderRoot("imagenette"))  # fmt: skip
+
+
+def fakedata_arrays(
+    split: str, size: int = 10_000, seed: int = 0, shape: tuple[int, int, int] = (3, 32, 32)
+) -> ImageArrays:
+    """torchvision's FakeData, made reproducible by a fixed ``random_offset`` per split."""
     offset = seed + (0 if split == "test" else 1_000_000)
     dataset = torchvision.datasets.FakeData(
-        size=size, image_size=(3, 32, 32), num_classes=10, transform=v2.PILToTensor(), random_offset=offset
+        size=size, image_size=shape, num_classes=10, transform=v2.PILToTensor(), random_offset=offset
     )
     images, labels = zip(*(dataset[i] for i in range(size)), strict=True)
     return ImageArrays(
         images=torch.stack(images),
         labels=torch.as_tensor(labels, dtype=torch.int64),
         classes=tuple(f"fake_{i}" for i in range(10)),
-        source=f"torchvision FakeData(size={size}, random_offset={offset})",
+        source=f"torchvision FakeData(size={size}, image_size={shape}, random_offset={offset})",
     )
 
 
-# Imagenette's folders (ImageNet WordNet ids), sorted, are these ImageNet-1k class indices.
-IMAGENETTE_TO_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
-
-_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            "mnist",
-            10,
-            ("train", "test"),
-            (1, 28, 28),
-            (0.1307,),
-            (0.3081,),
-            torchvision_folder="MNIST",
-            torchvision_loader=_from_torchvision(torchvision.datasets.MNIST),
-        ),
-        DatasetSpec(
-            "cifar10",
-            10,
-            ("train", "test"),
-            (3, 32, 32),
-            _CIFAR_MEAN,
-            _CIFAR_STD,
-            torchvision_folder="cifar-10-batches-py",
-            torchvision_loader=_from_torchvision(torchvision.datasets.CIFAR10),
-        ),
-        DatasetSpec(
-            "cifar100",
-            100,
-            ("train", "test"),
-            (3, 32, 32),
-            (0.5071, 0.4865, 0.4409),
-            (0.2673, 0.2564, 0.2762),
-            torchvision_folder="cifar-100-python",
-            torchvision_loader=_from_torchvision(torchvision.datasets.CIFAR100),
-        ),
-        DatasetSpec(
-            "fakedata",
-            10,
-            ("train", "test"),
-            (3, 32, 32),
-            (0.5, 0.5, 0.5),
-            (0.5, 0.5, 0.5),
-            synthetic=fakedata_arrays,
-        ),
-        DatasetSpec(
-            "imagenette",
-            10,
-            ("train", "val"),
-            None,
-            _IMAGENET_MEAN,
-            _IMAGENET_STD,
-            image_folder=True,
-        ),
-    )
-}
+@register_dataset(
+    "fakedata", title="FakeData", splits=("train", "test"), num_classes=10, image_shape=(3, 32, 32),
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+)  # fmt: skip
+def fakedata(split: str, request: Request) -> ImageArrays:
+    return limited(fakedata_arrays(split), request)
 
 
-def get_spec(name: str) -> DatasetSpec:
-    try:
+def _torchvision_dataset(cls: type, name: str) -> Dataset:
+    return Dataset(
+        name, f"{cls.__name__} (torchvision)", torchvision_splits(cls),
+        lambda split, request: read_torchvision(cls, split, request),
+    )  # fmt: skip
+
+
+def _archive_dataset(name: str, path: Path, splits: dict[str, Path]) -> Dataset:
+    def read(split: str, request: Request) -> ImageArrays:
+        return limited(read_archive(splits[split]), request)
+
+    stem = re.sub(r"_(train|test|val|valid|validation)$", "", path.name.removesuffix(".npz"))
+    return Dataset(name, stem, tuple(splits), read)
+
+
+def _folder_dataset(name: str, path: Path) -> Dataset:
+    splits = folder_splits(path)
+    title = path.parent.name if len(splits) == 1 and path.name in ("train", "test", "val", "valid") else path.name
+
+    def read(split: str, request: Request) -> ImageArrays:
+        return read_folder(splits[split], request)
+
+    classes = sorted(p.name for p in next(iter(splits.values())).iterdir() if p.is_dir())
+    return Dataset(name, title, tuple(splits), read, label_spaces=imagenet_label_space(classes))
+
+
+def imagenet_label_space(classes: list[str]) -> dict[str, tuple[int, ...]]:
+    """``{"imagenet": outputs}`` when every class is an ImageNet-1k WordNet id (``n01440764``), else nothing."""
+    from dlapps.models.imagenet import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    if classes and all(c in wnids for c in classes):
+        return {"imagenet": tuple(wnids.index(c) for c in classes)}
+    return {}
+
+
+def looks_like_path(name: str) -> bool:
+    return "/" in name or name.endswith(".npz") or name.startswith((".", "~"))
+
+
+def get_dataset(name: str) -> Dataset:
+    """The dataset ``name`` names (see the module docstring); an unknown name lists what is known."""
+    if name in DATASETS:
         return DATASETS[name]
-    except KeyError:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
-
-
-def _check_split(spec: DatasetSpec, split: str) -> None:
-    if split not in spec.splits:
-        raise DataError(f"dataset {spec.name!r} has no split {split!r}; splits: {', '.join(spec.splits)}")
-
-
-def read_archive(path: Path) -> ImageArrays:
-    """Read a ``.npz`` array archive (never unpickling anything) into NCHW tensors."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = {"images", "labels", "classes"} - set(archive.files)
-            if missing:
-                raise DataError(f"{path} lacks the arrays {', '.join(sorted(missing))}")
-            images, labels, classes = archive["images"], archive["labels"], archive["classes"]
-    except _UNREADABLE as exc:
-        raise DataError(f"{path} is unreadable ({type(exc).__name__}: {exc}); replace or re-create it") from None
-    if images.ndim != 4:
-        raise DataError(f"{path}: images must be (N, H, W, C), got shape {images.shape}")
-    if images.dtype != np.uint8:
-        raise DataError(f"{path}: images must be uint8, got {images.dtype}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: labels must be integers, got {labels.dtype}")
-    return ImageArrays(
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        labels=torch.from_numpy(labels.astype(np.int64)),
-        classes=tuple(str(c) for c in classes),
-        source=str(path),
+    cls = torchvision_class(name.removeprefix("torchvision:"))
+    if cls is not None and not looks_like_path(name):
+        return _torchvision_dataset(cls, name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _folder_dataset(name, path)
+    splits = archive_splits(path)
+    if splits:
+        return _archive_dataset(name, path, splits)
+    if path.exists():
+        raise DataError(
+            f"dataset path {name} is neither a .npz archive (or x_train.npz / x_test.npz pair) nor an image folder"
+        )
+    if looks_like_path(name):
+        raise DataError(
+            f"dataset path {name} does not exist (nor {path.name.removesuffix('.npz')}_train.npz / _test.npz)"
+        )
+    raise DataError(
+        f"unknown dataset {name!r}; registered: {', '.join(DATASETS)}; or a torchvision dataset "
+        "(torchvision:SVHN), a .npz archive or an image folder given by its path"
     )
 
 
-def validate_arrays(arrays: ImageArrays, spec: DatasetSpec) -> ImageArrays:
-    """Check what was loaded against what ``spec`` promises; raise a one-line :class:`DataError` if not."""
-    where = arrays.source
-    if len(arrays) == 0:
-        raise DataError(f"{where}: the split is empty")
-    if arrays.images.dtype != torch.uint8 or arrays.images.ndim != 4:
-        raise DataError(f"{where}: images must be uint8 (N, C, H, W), got {arrays.images.dtype} {arrays.images.ndim}-D")
-    if spec.image_shape is not None and arrays.image_shape != spec.image_shape:
-        raise DataError(
-            f"{where}: images are {arrays.image_shape} (C, H, W), but {spec.name} images are {spec.image_shape}"
-        )
-    if arrays.labels.shape != (len(arrays.images),):
-        raise DataError(f"{where}: {len(arrays.images)} images but labels of shape {tuple(arrays.labels.shape)}")
-    low, high = int(arrays.labels.min()), int(arrays.labels.max())
-    if low < 0 or high >= spec.num_classes:
-        raise DataError(f"{where}: labels span {low}..{high}, outside 0..{spec.num_classes - 1} for {spec.name}")
-    if len(arrays.classes) != spec.num_classes:
-        raise DataError(f"{where}: {len(arrays.classes)} class names, but {spec.name} has {spec.num_classes} classes")
-    return arrays
+class DatasetNames:
+    """Config checker for dataset fields: any name :func:`get_dataset` accepts."""
+
+    @staticmethod
+    def check(name: str) -> None:
+        get_dataset(name)
 
 
-def _not_found(spec: DatasetSpec, split: str, root: Path, looked: list[Path]) -> DataError:
-    places = ", ".join(str(p) for p in looked)
-    how = "add --download to fetch it with torchvision" if spec.torchvision_loader else "place the files there"
-    return DataError(
-        f"{spec.name}/{split} not found under data root {root} (looked for {places}); "
-        f"point --data-root or $DLAPPS_DATA at a folder that holds them, or {how}"
-    )
+DATASET = DatasetNames()
 
 
-def load_arrays(name: str, split: str, root: str | Path | None = None, download: bool = False) -> ImageArrays:
-    """Load a whole split as uint8 tensors on the CPU, validated against the dataset's spec."""
-    spec = get_spec(name)
-    _check_split(spec, split)
-    if spec.synthetic is not None:
-        return validate_arrays(spec.synthetic(split), spec)
-    if spec.image_folder:
-        raise DataError(f"{name} is an image-folder dataset; use dlapps.data.image_folder() for it")
-    root = resolve_data_root(root)
-    archive = spec.archive_path(root, split)
-    if archive.is_file():
-        return validate_arrays(read_archive(archive), spec)
-    looked = [archive]
-    if spec.torchvision_loader is not None:
-        tv_folder = root / spec.torchvision_folder
-        looked.append(tv_folder)
-        if tv_folder.is_dir() or download:
-            try:
-                arrays = spec.torchvision_loader(root, split, download)
-            except RuntimeError as exc:  # torchvision's "Dataset not found or corrupted"
-                raise DataError(f"torchvision could not read {name}/{split} from {tv_folder}: {exc}") from None
-            return validate_arrays(arrays, spec)
-    if not root.exists():
-        raise DataError(
-            f"data root {root} does not exist; point --data-root or $DLAPPS_DATA at your data folder"
-            + (", or add --download" if spec.torchvision_loader else "")
-        )
-    raise _not_found(spec, split, root, looked)
-
-
-def image_folder(
-    name: str, split: str, root: str | Path | None = None, transform=None
-) -> torchvision.datasets.ImageFolder:
-    """An image-folder dataset (``<root>/<name>/<split>/<class>/*``) for the DataLoader path."""
-    spec = get_spec(name)
-    _check_split(spec, split)
-    if not spec.image_folder:
-        raise DataError(f"{name} is an array dataset; use dlapps.data.load_arrays() for it")
-    root = resolve_data_root(root)
-    folder = root / name / split
-    if not folder.is_dir():
-        raise _not_found(spec, split, root, [folder])
-    dataset = torchvision.datasets.ImageFolder(str(folder), transform=transform)
-    if len(dataset.classes) != spec.num_classes:
-        raise DataError(f"{folder}: {len(dataset.classes)} class folders, but {name} has {spec.num_classes} classes")
-    return dataset
+def load_arrays(name: str, split: str, root: str | Path | None = None, download: bool = False, **kwargs) -> ImageArrays:
+    """``get_dataset(name).load(split, root, download, **kwargs)``."""
+    return get_dataset(name).load(split, root, download, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -265,22 +343,28 @@ class Availability:
 
 
 def find_datasets(root: str | Path | None = None) -> list[Availability]:
-    """What ``load_arrays``/``image_folder`` would find under ``root``, without loading image data."""
+    """Where each registered dataset's splits are under ``root``, and the archives and image folders there."""
     root = resolve_data_root(root)
     rows = []
-    for spec in DATASETS.values():
-        for split in spec.splits:
-            if spec.synthetic is not None:
-                rows.append(Availability(spec.name, split, True, "generated (torchvision FakeData)"))
+    for name, dataset in DATASETS.items():
+        for split in dataset.splits:
+            if dataset.candidates is None:
+                rows.append(Availability(name, split, True, "generated"))
                 continue
-            if spec.image_folder:
-                candidates = [root / spec.name / split]
-            else:
-                candidates = [spec.archive_path(root, split)]
-                if spec.torchvision_folder:
-                    candidates.append(root / spec.torchvision_folder)
-            hit = next((p for p in candidates if p.exists()), None)
-            rows.append(
-                Availability(spec.name, split, hit is not None, str(hit or f"missing (looked for {candidates[0]})"))
-            )
+            places = dataset.candidates(split, root)
+            hit = next((p for p in places if p.exists()), None)
+            rows.append(Availability(name, split, hit is not None, str(hit or f"missing (looked for {places[0]})")))
+    if root.is_dir():
+        registered = {f"{n}_{s}.npz" for n, d in DATASETS.items() for s in d.splits} | set(DATASETS)
+        listed: set[Path] = set()
+        for path in sorted(root.iterdir()):
+            if path.name in registered or path.name.startswith(".") or path in listed:
+                continue
+            try:
+                found = archive_splits(path) if path.suffix == ".npz" else folder_splits(path) if path.is_dir() else {}
+            except DataError:
+                continue
+            listed.update(found.values())
+            for split, where in found.items():
+                rows.append(Availability(str(path), split, True, str(where)))
     return rows

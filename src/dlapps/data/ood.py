@@ -1,15 +1,17 @@
-"""Out-of-distribution sets for CIFAR-10 classifiers, as ordinary :class:`ImageArrays`.
+"""Out-of-distribution sets, as ordinary :class:`ImageArrays`.
 
 Every set is uint8 (N, C, H, W) like any split of the data layer, so detectors and the ``ood`` study treat a
-user's own archive exactly like the built-in sets. Sets by name (see :data:`OOD_SETS`):
+user's own data exactly like the built-in sets. Registered sets (:data:`OOD_SETS`, ``@register_ood_set``):
 
-- ``cifar100``: CIFAR-100 test without the classes that overlap CIFAR-10 (near-OOD; :data:`CIFAR10_OVERLAP`);
-- ``mnist``: MNIST test resized to 32x32 and repeated to RGB (far-OOD);
-- ``fakedata``: torchvision FakeData at 3x32x32 with a fixed seed;
-- ``gaussian`` / ``uniform``: i.i.d. pixel noise;
-- anything ending in ``.npz``: a user's own array archive (``images`` uint8 NHWC, ``labels``, ``classes``).
+- ``cifar100``: CIFAR-100 test without the classes that overlap CIFAR-10 (near-OOD for CIFAR-10;
+  :data:`CIFAR10_OVERLAP`);
+- ``mnist``: MNIST test, resized and converted to the in-distribution images' shape (far-OOD);
+- ``fakedata``: torchvision FakeData of the in-distribution shape, with a fixed seed;
+- ``gaussian`` / ``uniform``: i.i.d. pixel noise of that shape.
 
-Images are never silently resized: :func:`conform` says what does not fit unless resizing is asked for.
+Any other name is a dataset (see :func:`dlapps.data.get_dataset`): a path to an ``.npz`` archive or an
+image folder, a torchvision dataset; its evaluation split is the OOD set. Images are never silently
+resized: :func:`conform` says what does not fit unless resizing is asked for.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from dlapps.data.arrays import ImageArrays
-from dlapps.data.datasets import fakedata_arrays, load_arrays, read_archive
+from dlapps.data.augment import convert_channels, resize_images
+from dlapps.data.datasets import Dataset, fakedata_arrays, get_dataset, load_arrays, looks_like_path
 from dlapps.errors import DataError
+from dlapps.registry import Registry
 
 CIFAR10_OVERLAP: tuple[str, ...] = ("bus", "pickup_truck", "streetcar", "tractor", "wolf")
 """CIFAR-100 classes left out of the near-OOD set by default, because a CIFAR-10 label fits them too.
@@ -69,27 +72,6 @@ def cifar100_ood(
     return without_classes(load_arrays("cifar100", "test", root, download), exclude)
 
 
-def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (N, C, H, W) to uint8 (N, C, *size), bilinear with antialiasing; a no-op at the same size."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    resized = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)
-
-
-def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) grey <-> RGB: grey is repeated, RGB becomes ITU-R 601 luma."""
-    have = images.shape[1]
-    if have == channels:
-        return images
-    if (have, channels) == (1, 3):
-        return images.expand(-1, 3, -1, -1).contiguous()
-    if (have, channels) == (3, 1):
-        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
-        return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    raise DataError(f"cannot convert {have}-channel images to {channels} channels (only grey <-> RGB)")
-
-
 def conform(arrays: ImageArrays, shape: tuple[int, int, int], *, resize: bool = False) -> ImageArrays:
     """``arrays`` as ``shape`` (C, H, W): unchanged if it fits, converted if ``resize``, else a DataError."""
     if len(arrays) == 0:
@@ -103,11 +85,6 @@ def conform(arrays: ImageArrays, shape: tuple[int, int, int], *, resize: bool = 
         )
     images = resize_images(convert_channels(arrays.images, shape[0]), shape[1:])
     return replace(arrays, images=images, source=f"{arrays.source}, resized to {tuple(shape)}")
-
-
-def mnist_rgb32(root: str | Path | None = None, download: bool = False) -> ImageArrays:
-    """MNIST test as 3x32x32 images: resized bilinearly and repeated over RGB (a far-OOD set for CIFAR)."""
-    return conform(load_arrays("mnist", "test", root, download), (3, 32, 32), resize=True)
 
 
 def noise(kind: NoiseKind, n: int, seed: int = 0, shape: tuple[int, int, int] = (3, 32, 32)) -> ImageArrays:
@@ -132,72 +109,108 @@ def noise(kind: NoiseKind, n: int, seed: int = 0, shape: tuple[int, int, int] = 
 
 @dataclass(frozen=True)
 class OodRequest:
-    """How to build a set: where the data is, how many images (None: all, or DEFAULT_SIZE generated)."""
+    """How to build a set: where the data is, how many images (None: all, or DEFAULT_SIZE generated), and
+    the in-distribution image shape that generated sets take."""
 
     root: str | Path | None = None
     download: bool = False
     size: int | None = None
     seed: int = 0
     cifar100_exclude: tuple[str, ...] = CIFAR10_OVERLAP
+    shape: tuple[int, int, int] = (3, 32, 32)
+
+    @property
+    def generated(self) -> int:
+        return DEFAULT_SIZE if self.size is None else self.size
 
 
 @dataclass(frozen=True)
-class OodSetSpec:
+class OodSet:
     name: str
     distance: Literal["near", "far"]
     description: str
     build: Callable[[OodRequest], ImageArrays]
 
 
-def _generated(request: OodRequest) -> int:
-    return DEFAULT_SIZE if request.size is None else request.size
+OOD_SETS: Registry[OodSet] = Registry("OOD set", DataError)
 
 
-OOD_SETS: dict[str, OodSetSpec] = {
-    spec.name: spec
-    for spec in (
-        OodSetSpec(
-            "cifar100",
-            "near",
-            "CIFAR-100 test without the classes overlapping CIFAR-10",
-            lambda r: cifar100_ood(r.root, r.download, r.cifar100_exclude).subset(r.size, r.seed),
-        ),
-        OodSetSpec(
-            "mnist",
-            "far",
-            "MNIST test, resized to 32x32 RGB",
-            lambda r: mnist_rgb32(r.root, r.download).subset(r.size, r.seed),
-        ),
-        OodSetSpec(
-            "fakedata",
-            "far",
-            "torchvision FakeData, 3x32x32, fixed seed",
-            lambda r: fakedata_arrays("test", _generated(r), r.seed),
-        ),
-        OodSetSpec(
-            "gaussian", "far", "Gaussian pixel noise N(0.5, 0.25²)", lambda r: noise("gaussian", _generated(r), r.seed)
-        ),
-        OodSetSpec("uniform", "far", "uniform pixel noise", lambda r: noise("uniform", _generated(r), r.seed)),
-    )
-}
+def register_ood_set(name: str, distance: Literal["near", "far"], description: str):
+    """Register the builder ``build(request) -> ImageArrays`` it decorates as the OOD set ``name``."""
+
+    def decorator(build: Callable[[OodRequest], ImageArrays]) -> Callable[[OodRequest], ImageArrays]:
+        OOD_SETS.register(name, OodSet(name, distance, description, build))
+        return build
+
+    return decorator
 
 
-def is_archive(name: str) -> bool:
-    return name.endswith(".npz")
+@register_ood_set("cifar100", "near", "CIFAR-100 test without the classes overlapping CIFAR-10")
+def _cifar100(request: OodRequest) -> ImageArrays:
+    return cifar100_ood(request.root, request.download, request.cifar100_exclude).subset(request.size, request.seed)
+
+
+@register_ood_set("mnist", "far", "MNIST test, resized to the in-distribution images' size and channels")
+def _mnist(request: OodRequest) -> ImageArrays:
+    mnist = load_arrays("mnist", "test", request.root, request.download)
+    return conform(mnist, request.shape, resize=True).subset(request.size, request.seed)
+
+
+@register_ood_set("fakedata", "far", "torchvision FakeData of the in-distribution images' shape, fixed seed")
+def _fakedata(request: OodRequest) -> ImageArrays:
+    return fakedata_arrays("test", request.generated, request.seed, request.shape)
+
+
+@register_ood_set("gaussian", "far", "Gaussian pixel noise N(0.5, 0.25²)")
+def _gaussian(request: OodRequest) -> ImageArrays:
+    return noise("gaussian", request.generated, request.seed, request.shape)
+
+
+@register_ood_set("uniform", "far", "uniform pixel noise")
+def _uniform(request: OodRequest) -> ImageArrays:
+    return noise("uniform", request.generated, request.seed, request.shape)
+
+
+def ood_dataset(name: str) -> Dataset:
+    """The dataset an OOD set name that is not a registered set names; an unknown one lists the sets."""
+    try:
+        return get_dataset(name)
+    except DataError as exc:
+        if looks_like_path(name):
+            raise
+        raise DataError(f"unknown OOD set {name!r}; known: {', '.join(OOD_SETS)}, or any dataset ({exc})") from None
+
+
+class OodSetNames:
+    """Config checker: a registered OOD set, or any dataset name or path (its evaluation split is used)."""
+
+    @staticmethod
+    def check(name: str) -> None:
+        if name not in OOD_SETS:
+            ood_dataset(name)
+
+
+OOD_SET = OodSetNames()
+
+
+def set_label(name: str) -> str:
+    """A short label: the set's name, or the file or folder name of a path."""
+    return name if name in OOD_SETS else Path(name.rstrip("/")).name.removesuffix(".npz") or name
+
+
+def set_distance(name: str) -> str:
+    return OOD_SETS[name].distance if name in OOD_SETS else "user"
 
 
 def load_ood_set(name: str, request: OodRequest | None = None) -> ImageArrays:
-    """An OOD set by name (see :data:`OOD_SETS`) or a user's ``.npz`` archive, subset to ``request.size``."""
+    """An OOD set by name, or the evaluation split of any dataset (a path to an archive or a folder, a
+    torchvision dataset...), subset to ``request.size`` images."""
     request = request or OodRequest()
-    if is_archive(name):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise DataError(f"OOD archive {path} does not exist")
-        data = read_archive(path).subset(request.size, request.seed)
-    elif name in OOD_SETS:
+    if name in OOD_SETS:
         data = OOD_SETS[name].build(request)
     else:
-        raise DataError(f"unknown OOD set {name!r}; known: {', '.join(OOD_SETS)}, or a path to a .npz archive")
+        dataset = ood_dataset(name)
+        data = dataset.load(dataset.eval_split, request.root, request.download, limit=request.size, seed=request.seed)
     if len(data) == 0:
         raise DataError(f"OOD set {name!r} ({data.source}) is empty")
     return data

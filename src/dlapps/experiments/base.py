@@ -1,24 +1,59 @@
-"""What every study shares: its registry entry, run context, profiles and the run cache."""
+"""The study skeleton: a study is its config, its run and its report body; :func:`run_study` does the rest.
+
+:func:`run_study` checks the output folder, runs the study, wraps what it returns in the standard envelope
+(``results.json``: config, environment, wall time, the command that reruns it) and writes ``results.json``,
+``results.csv``, ``table.md``, the figures and ``report.md`` (title, body, the comparison with the write-up
+and the literature, environment) into a staging folder that replaces nothing until all of it is written.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dlapps import __version__
 from dlapps.config import apply_overrides, fingerprint, to_dict
-from dlapps.errors import ConfigError
-from dlapps.report.comparison import Comparison
-from dlapps.report.io import read_json, write_json
+from dlapps.errors import ConfigError, DlappsError
+from dlapps.registry import Registry
+from dlapps.report.comparison import Comparison, comparison_table
+from dlapps.report.io import read_json, save_figure, staged_output, write_csv, write_json, write_text
+from dlapps.report.markdown import Block, Heading, render
+
+COMPARISON_TITLE = "Against the write-up and the literature"
+
+
+@dataclass
+class RunCache:
+    """Finished runs of a study, one JSON file each, keyed by a fingerprint of everything that made them.
+
+    A rerun skips what is done; a changed setting changes the key, so stale results are never reused.
+    """
+
+    folder: Path
+    hits: int = field(default=0)
+
+    def key(self, name: str, settings: dict[str, Any]) -> str:
+        return f"{name}-{fingerprint(settings)[:10]}"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        self.hits += 1
+        return read_json(path)
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        write_json(self.folder / f"{key}.json", record)
 
 
 @dataclass(frozen=True)
@@ -34,6 +69,10 @@ class RunContext:
     command: str = ""
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
     compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
+    cache: RunCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache", RunCache(self.out / "runs"))
 
     @property
     def model_dir(self) -> Path:
@@ -59,29 +98,66 @@ def make_progress(enabled: bool = True) -> Progress:
     )
 
 
-def no_comparisons(config: Any, results: dict[str, Any]) -> list[Comparison]:
-    return []
+@dataclass
+class StudyOutput:
+    """What a study's run hands to the skeleton."""
+
+    results: dict[str, Any]  # the study's own fields of results.json (JSON-ready)
+    rows: list[dict[str, Any]]  # results.csv
+    figures: dict[str, Figure] = field(default_factory=dict)  # PNG file name -> figure
 
 
-@dataclass(frozen=True)
 class Study:
-    name: str
-    summary: str
-    default_config: Callable[[], Any]
-    profiles: dict[str, dict[str, Any]]
-    run: Callable[[Any, RunContext], dict[str, Any]]
-    # (config, results.json content) -> rows beside the write-up and literature; pure, so that a combined
-    # report can rebuild them from finished results.
-    compare: Callable[[Any, dict[str, Any]], list[Comparison]] = no_comparisons
-    default_profile: str = "quick"
+    """One study: subclasses set the class attributes and implement ``run``, ``title``, ``table`` and ``body``.
+
+    ``title``, ``table``, ``body`` and ``compare`` read only the config and the ``results.json`` content, so
+    a report (alone, or in ``reproduce``'s combined one) can be rebuilt from finished results.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_type: ClassVar[type]
+    profiles: ClassVar[dict[str, dict[str, Any]]]
+    default_profile: ClassVar[str] = "quick"
+    exercise: ClassVar[tuple[int, str, str] | None] = None  # (lab, number, title) of the write-up, for reproduce
 
     def config(self, profile: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Any:
         """The default config, then the profile's overrides, then the user's; validated."""
         profile = profile or self.default_profile
         if profile not in self.profiles:
             raise ConfigError(f"unknown profile {profile!r} for {self.name}; profiles: {', '.join(self.profiles)}")
-        config = apply_overrides(self.default_config(), self.profiles[profile])
+        config = apply_overrides(self.config_type(), self.profiles[profile])
         return apply_overrides(config, overrides or [])
+
+    def run(self, config: Any, ctx: RunContext) -> StudyOutput:
+        raise NotImplementedError
+
+    def title(self, config: Any, results: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def table(self, config: Any, results: dict[str, Any]) -> str:
+        """The main table, written as ``table.md`` (the body usually shows it too)."""
+        raise NotImplementedError
+
+    def body(self, config: Any, results: dict[str, Any]) -> list[Block]:
+        raise NotImplementedError
+
+    def compare(self, config: Any, results: dict[str, Any]) -> list[Comparison]:
+        """Rows beside the write-up and the literature, only where this run's setup is theirs."""
+        return []
+
+    def no_reference(self, config: Any) -> str | None:
+        """Why no published figure applies to this setup (None: the reference setup, or no reference exists)."""
+        return None
+
+
+STUDIES: Registry[Study] = Registry("study")
+
+
+def register_study(cls: type[Study]) -> type[Study]:
+    """Class decorator: register one instance of the study under its ``name``."""
+    STUDIES.register(cls.name, cls())
+    return cls
 
 
 def environment() -> dict[str, Any]:
@@ -96,53 +172,65 @@ def environment() -> dict[str, Any]:
     }
 
 
-def study_results(study: str, config: Any, ctx: RunContext, started: float, **fields: Any) -> dict[str, Any]:
-    """A study's ``results.json`` content: what ran (its config), where, ``fields``, how long, how to rerun."""
-    return {
-        "study": study,
+def check_output_folder(out: Path) -> None:
+    """Fail before any work, with one line, when results could not be written to ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DlappsError(f"cannot write results to {out} ({exc.strerror or exc}); choose another --out") from None
+
+
+def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
+    """Run ``study`` and write its standard files into ``ctx.out``; return the ``results.json`` content."""
+    check_output_folder(ctx.out)
+    started = time.perf_counter()
+    output = study.run(config, ctx)
+    results = {
+        "study": study.name,
         "config": to_dict(config),
         "environment": {**environment(), "device": str(ctx.device)},
-        **fields,
+        **output.results,
+        "cached_runs": ctx.cache.hits,
         "wall_seconds": time.perf_counter() - started,
         "command": ctx.command,
     }
+    with staged_output(ctx.out) as stage:
+        write_json(stage / "results.json", results)
+        write_csv(stage / "results.csv", output.rows)
+        write_text(stage / "table.md", study.table(config, results))
+        for name, figure in output.figures.items():
+            save_figure(figure, stage / name)
+        write_text(stage / "report.md", report(study, config, results))
+    return results
 
 
-def environment_section(results: dict[str, Any], reused: str = "") -> list[str]:
-    """A study report's closing lines: versions, device, wall time and the command that reruns it."""
+def comparison_blocks(study: Study, config: Any, results: dict[str, Any], rows: list[Comparison]) -> list[Block]:
+    if rows:
+        note = "Numbers: ours minus theirs in the Δ columns. Claims: whether this run shows them, with the evidence."
+        return [Heading(COMPARISON_TITLE), note, comparison_table(rows)]
+    reason = study.no_reference(config)
+    return [Heading(COMPARISON_TITLE), f"No published figure applies to this run: {reason}"] if reason else []
+
+
+def environment_line(results: dict[str, Any]) -> str:
     env = results["environment"]
-    return [
-        "## Environment",
-        "",
+    cached = f"; {results['cached_runs']} finished run(s) reused" if results.get("cached_runs") else ""
+    line = (
         f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s"
-        + (f" ({reused})" if reused else "")
-        + ".",
-        "",
-        f"Rerun: `{results['command']}`" if results["command"] else "",
-        "",
+        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s{cached}."
+    )
+    return line + (f"\n\nRerun: `{results['command']}`" if results.get("command") else "")
+
+
+def report(study: Study, config: Any, results: dict[str, Any], *, base: int = 1, images: str = "") -> str:
+    """The study's report: its title at ``base`` heading depth, body, comparisons and environment."""
+    blocks = [
+        *study.body(config, results),
+        *comparison_blocks(study, config, results, study.compare(config, results)),
+        Heading("Environment"),
+        environment_line(results),
     ]
-
-
-@dataclass
-class RunCache:
-    """Finished runs of a study, one JSON file each, keyed by a fingerprint of everything that made them.
-
-    A rerun skips what is done; a changed setting changes the key, so stale results are never reused.
-    """
-
-    folder: Path
-    hits: int = field(default=0)
-
-    def key(self, name: str, settings: dict[str, Any]) -> str:
-        return f"{name}-{fingerprint(settings)[:10]}"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        path = self.folder / f"{key}.json"
-        if not path.is_file():
-            return None
-        self.hits += 1
-        return read_json(path)
-
-    def put(self, key: str, record: dict[str, Any]) -> None:
-        write_json(self.folder / f"{key}.json", record)
+    return f"{'#' * base} {study.title(config, results)}\n\n" + render(blocks, base=base, images=images)

@@ -6,6 +6,9 @@ computed from the activations ``A`` (N, K, h, w) of the chosen layer as ``relu(s
 normalised to [0, 1] per image. Models run in eval mode and come back in the mode they were in; hooks are
 removed after every call.
 
+Methods are registered in :data:`CAM_METHODS` (``@register_cam(name)`` on a function
+``method(model, x, layer, targets=None, **options)``).
+
 - CAM (Zhou et al. 2016): ``w_k`` = the class's weights in the linear layer after global average pooling.
 - Grad-CAM (Selvaraju et al. 2017): ``w_k`` = spatial mean of ``dy_c / dA_k``.
 - Grad-CAM++ (Chattopadhay et al. 2018): ``w_k`` = sum over pixels of ``alpha * relu(dy_c/dA_k)`` with the
@@ -24,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlapps.errors import ConfigError
-from dlapps.explain.layers import capture_output, eval_mode, get_layer
+from dlapps.models.hooks import capture, eval_mode, find_head, get_layer
+from dlapps.registry import Registry
 
 _EPS = 1e-7
 
@@ -50,7 +54,7 @@ def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _forward(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None):
     """Logits, activations of ``layer`` and the target classes (predicted where not given)."""
-    with capture_output(model, layer) as outputs:
+    with capture(model, layer) as outputs:
         logits = model(x)
     if not outputs:
         raise ConfigError(f"layer {layer!r} was not used in the forward pass")
@@ -72,46 +76,28 @@ def _target_gradients(model, x, layer, targets):
     return activations.detach(), grads.detach()
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None) -> torch.Tensor:
-    with eval_mode(model):
-        activations, grads = _target_gradients(model, x, layer, targets)
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    return _finish((weights * activations).sum(1), x.shape[-2:])
+CamMethod = Callable[..., torch.Tensor]
+CAM_METHODS: Registry[CamMethod] = Registry("CAM method")
+register_cam = CAM_METHODS.register
 
 
-def grad_cam_plus_plus(
-    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None
-) -> torch.Tensor:
-    with eval_mode(model):
-        activations, grads = _target_gradients(model, x, layer, targets)
-    g2 = grads.pow(2)
-    sums = activations.sum(dim=(2, 3), keepdim=True)
-    alpha = g2 / (2 * g2 + sums * g2 * grads + 1e-6)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    weights = (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
-    return _finish((weights * activations).sum(1), x.shape[-2:])
-
-
-def layer_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None) -> torch.Tensor:
-    with eval_mode(model):
-        activations, grads = _target_gradients(model, x, layer, targets)
-    return _finish((grads.clamp(min=0) * activations).sum(1), x.shape[-2:])
-
-
-def linear_head(model: nn.Module, layer: str, classifier: str) -> nn.Linear:
-    """The linear layer that must follow global average pooling of ``layer`` for plain CAM."""
+def linear_head(model: nn.Module, classifier: str | None) -> tuple[str, nn.Linear]:
+    """The linear layer that must follow global average pooling for plain CAM (default: the last one)."""
+    if classifier is None:
+        return find_head(model)
     head = get_layer(model, classifier)
     if not isinstance(head, nn.Linear):
         raise ConfigError(f"{classifier!r} is a {type(head).__name__}, not a linear layer; use Grad-CAM for this model")
-    return head
+    return classifier, head
 
 
+@register_cam("cam")
 @torch.no_grad()
 def cam(
-    model: nn.Module, x: torch.Tensor, layer: str, classifier: str, targets: torch.Tensor | None = None
+    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, classifier: str | None = None
 ) -> torch.Tensor:
     """Plain CAM; checks on the batch that ``logits == linear(GAP(layer))``, else says to use Grad-CAM."""
-    head = linear_head(model, layer, classifier)
+    classifier, head = linear_head(model, classifier)
     with eval_mode(model):
         logits, activations, targets = _forward(model, x, layer, targets)
     pooled = activations.mean(dim=(2, 3))
@@ -126,9 +112,39 @@ def cam(
     return _finish((weights * activations).sum(1), x.shape[-2:])
 
 
+@register_cam("gradcam")
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, **_) -> torch.Tensor:
+    with eval_mode(model):
+        activations, grads = _target_gradients(model, x, layer, targets)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return _finish((weights * activations).sum(1), x.shape[-2:])
+
+
+@register_cam("gradcam++")
+def grad_cam_plus_plus(
+    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, **_
+) -> torch.Tensor:
+    with eval_mode(model):
+        activations, grads = _target_gradients(model, x, layer, targets)
+    g2 = grads.pow(2)
+    sums = activations.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sums * g2 * grads + 1e-6)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    weights = (alpha * grads.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
+    return _finish((weights * activations).sum(1), x.shape[-2:])
+
+
+@register_cam("layercam")
+def layer_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, **_) -> torch.Tensor:
+    with eval_mode(model):
+        activations, grads = _target_gradients(model, x, layer, targets)
+    return _finish((grads.clamp(min=0) * activations).sum(1), x.shape[-2:])
+
+
+@register_cam("scorecam")
 @torch.no_grad()
 def score_cam(
-    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, batch_size: int = 64
+    model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, batch_size: int = 64, **_
 ) -> torch.Tensor:
     with eval_mode(model):
         _, activations, targets = _forward(model, x, layer, targets)
@@ -150,16 +166,6 @@ def score_cam(
     return _finish((weights * activations).sum(1), x.shape[-2:])
 
 
-CamMethod = Callable[..., torch.Tensor]
-METHODS: dict[str, CamMethod] = {
-    "cam": cam,
-    "gradcam": grad_cam,
-    "gradcam++": grad_cam_plus_plus,
-    "scorecam": score_cam,
-    "layercam": layer_cam,
-}
-
-
 def compute_cam(
     method: str,
     model: nn.Module,
@@ -169,11 +175,6 @@ def compute_cam(
     classifier: str | None = None,
     targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dispatch by method name; ``classifier`` (the linear head's name) is needed by plain CAM only."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown CAM method {method!r}; methods: {', '.join(METHODS)}")
-    if method == "cam":
-        if classifier is None:
-            raise ConfigError("plain CAM needs the name of the linear classifier after global average pooling")
-        return cam(model, x, layer, classifier, targets)
-    return METHODS[method](model, x, layer, targets)
+    """Maps of the registered method ``method``; ``classifier`` names plain CAM's linear head (default: the last
+    ``nn.Linear``), which the other methods do not need."""
+    return CAM_METHODS[method](model, x, layer, targets, classifier=classifier)

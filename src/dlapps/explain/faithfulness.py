@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from dlapps.explain.layers import eval_mode
+from dlapps.models.hooks import eval_mode
 from dlapps.models.layers import Normalize
 
 

@@ -1,60 +1,40 @@
-"""ImageNet classifiers from torchvision, taking images in [0, 1] like every dlapps model.
-
-Each is torchvision's own architecture with a :class:`Normalize` in front, so torchvision-layout weights
-load strictly and layer names are torchvision's (``features.18`` for MobileNetV2, ``layer4`` for ResNet-18).
-"""
+"""ImageNet classifiers from torchvision (``mobilenet_v2``, ``resnet18``) and ImageNet's class names and ids."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from importlib.resources import files
 
-import torch
+from torch import nn
 from torchvision import models as tvm
 
-from dlapps.models.layers import Normalize
-from dlapps.models.registry import register_model
-
-
-class MobileNetV2(tvm.MobileNetV2):
-    def __init__(self, num_classes: int = 1000, mean=None, std=None) -> None:
-        super().__init__(num_classes=num_classes)
-        self.normalize = Normalize(mean, std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.normalize(x))
-
-
-class ResNet18(tvm.ResNet):
-    def __init__(self, num_classes: int = 1000, mean=None, std=None) -> None:
-        super().__init__(tvm.resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        self.normalize = Normalize(mean, std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.normalize(x))
+from dlapps.models.registry import register_model, torchvision_model
 
 
 @register_model("mobilenet_v2")
 def mobilenet_v2(
-    *,
-    num_classes: int,
-    in_shape: tuple[int, int, int],
-    mean: Sequence[float] | None = None,
+    *, num_classes: int, in_shape: tuple[int, int, int], mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-) -> MobileNetV2:
-    return MobileNetV2(num_classes, mean, std)
+) -> nn.Module:  # fmt: skip
+    return torchvision_model("mobilenet_v2", num_classes=num_classes, mean=mean, std=std)
 
 
 @register_model("resnet18")
 def resnet18(
-    *,
-    num_classes: int,
-    in_shape: tuple[int, int, int],
-    mean: Sequence[float] | None = None,
+    *, num_classes: int, in_shape: tuple[int, int, int], mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-) -> ResNet18:
-    return ResNet18(num_classes, mean, std)
+) -> nn.Module:  # fmt: skip
+    return torchvision_model("resnet18", num_classes=num_classes, mean=mean, std=std)
 
 
-def imagenet_categories() -> list[str]:
+@functools.cache
+def imagenet_categories() -> tuple[str, ...]:
     """The 1,000 ImageNet class names in torchvision's order (shipped with torchvision, no download)."""
-    return list(tvm.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+    return tuple(tvm.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k WordNet ids (``n01440764``...), sorted: the index of a wnid is its class index."""
+    return tuple((files("dlapps.models") / "imagenet_wnids.txt").read_text(encoding="ascii").split())

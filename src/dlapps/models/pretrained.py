@@ -1,7 +1,8 @@
 """Published checkpoints by name: found under the data root, or fetched once when the user allows it.
 
-A name fixes the architecture, the file, and the input normalisation the weights were trained with, so a
-loaded model takes images in [0, 1] like every other dlapps model.
+A name fixes the architecture, the file, the input normalisation the weights were trained with and the
+classes the outputs stand for, so a loaded model takes images in [0, 1] like every other dlapps model.
+Add one with ``PRETRAINED.register(name, PretrainedSpec(...))``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dlapps.data.roots import resolve_data_root
 from dlapps.errors import CheckpointError
 from dlapps.models.registry import create_model
 from dlapps.models.weights import load_weights
+from dlapps.registry import Registry
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -23,6 +25,8 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class PretrainedSpec:
     model: str
+    title: str  # for reports
+    trained_on: str  # the dataset (a registered name) or label space ("imagenet") its outputs are the classes of
     num_classes: int
     in_shape: tuple[int, int, int]
     filename: str  # looked for in <data root>/weights/
@@ -34,9 +38,14 @@ class PretrainedSpec:
     classifier: str  # ... and this linear layer
 
 
-PRETRAINED: dict[str, PretrainedSpec] = {
-    "resnet20_cifar10": PretrainedSpec(
+PRETRAINED: Registry[PretrainedSpec] = Registry("pretrained model", CheckpointError)
+
+PRETRAINED.register(
+    "resnet20_cifar10",
+    PretrainedSpec(
         model="resnet20",
+        title="ResNet-20",
+        trained_on="cifar10",
         num_classes=10,
         in_shape=(3, 32, 32),
         filename="resnet20_cifar10_akamaster-12fca82f.th",
@@ -47,8 +56,13 @@ PRETRAINED: dict[str, PretrainedSpec] = {
         cam_layer="layer3",
         classifier="linear",
     ),
-    "mobilenet_v2_imagenet": PretrainedSpec(
+)
+PRETRAINED.register(
+    "mobilenet_v2_imagenet",
+    PretrainedSpec(
         model="mobilenet_v2",
+        title="MobileNetV2",
+        trained_on="imagenet",
         num_classes=1000,
         in_shape=(3, 224, 224),
         filename="mobilenet_v2_imagenet.safetensors",
@@ -59,8 +73,13 @@ PRETRAINED: dict[str, PretrainedSpec] = {
         cam_layer="features.18",
         classifier="classifier.1",
     ),
-    "resnet18_imagenet": PretrainedSpec(
+)
+PRETRAINED.register(
+    "resnet18_imagenet",
+    PretrainedSpec(
         model="resnet18",
+        title="ResNet-18",
+        trained_on="imagenet",
         num_classes=1000,
         in_shape=(3, 224, 224),
         filename="resnet18-f37072fd.pth",
@@ -71,13 +90,11 @@ PRETRAINED: dict[str, PretrainedSpec] = {
         cam_layer="layer4",
         classifier="fc",
     ),
-}
+)
 
 
 def pretrained_path(name: str, data_root: str | Path | None = None, download: bool = False) -> Path:
     """Where the weights of ``name`` are: ``<data root>/weights/<file>``, downloaded there if allowed."""
-    if name not in PRETRAINED:
-        raise CheckpointError(f"unknown pretrained model {name!r}; known: {', '.join(PRETRAINED)}")
     spec = PRETRAINED[name]
     path = resolve_data_root(data_root) / "weights" / spec.filename
     if path.is_file():
@@ -93,8 +110,8 @@ def pretrained_path(name: str, data_root: str | Path | None = None, download: bo
 def load_pretrained(
     name: str, data_root: str | Path | None = None, download: bool = False, weights: str | Path | None = None
 ) -> nn.Module:
-    """The model of ``name`` with its published weights (or ``weights``, a file of the same layout)."""
-    path = Path(weights) if weights is not None else pretrained_path(name, data_root, download)
+    """The model of ``name`` with its published weights (or ``weights``, a file of the same layout), in eval mode."""
     spec = PRETRAINED[name]
+    path = Path(weights) if weights is not None else pretrained_path(name, data_root, download)
     model = create_model(spec.model, num_classes=spec.num_classes, in_shape=spec.in_shape, mean=spec.mean, std=spec.std)
     return load_weights(model, path).eval()

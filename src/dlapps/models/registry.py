@@ -1,42 +1,69 @@
 """Models by name, with one constructor convention.
 
 Every registered factory is called as ``factory(num_classes=..., in_shape=(C, H, W), **hparams)``, so a
-config or the CLI can build any model from its name and a dict of hyper-parameters.
+config or the CLI can build any model from its name and a dict of hyper-parameters. Besides the registered
+names, ``torchvision:<arch>`` builds any torchvision classification architecture (``torchvision:resnet50``).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+import torchvision
 from torch import nn
 
 from dlapps.errors import ConfigError
+from dlapps.models.layers import Normalize
+from dlapps.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFactory] = {}
-
-
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = factory
-        return factory
-
-    return decorator
+MODELS: Registry[ModelFactory] = Registry("model")
+register_model = MODELS.register
+TORCHVISION = "torchvision:"
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return list(MODELS)
+
+
+def torchvision_architectures() -> list[str]:
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def _normalize_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return (module.normalize(args[0]), *args[1:])
+
+
+def torchvision_model(
+    arch: str, *, num_classes: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> nn.Module:
+    """A torchvision classification architecture, untrained, taking images in [0, 1] like every dlapps model.
+
+    The normalisation runs as a forward pre-hook of a ``normalize`` submodule, so the model stays torchvision's
+    own: same class, same layer names, same state-dict keys (torchvision weight files load strictly).
+    """
+    if arch not in torchvision_architectures():
+        raise ConfigError(
+            f"unknown torchvision architecture {arch!r}; e.g. {', '.join(torchvision_architectures()[:8])}, ..."
+        )
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    model.normalize = Normalize(mean, std)
+    model.register_forward_pre_hook(_normalize_input)
+    return model
 
 
 def create_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int], **hparams: Any) -> nn.Module:
-    """Build a registered model; unknown names and hyper-parameters are :class:`ConfigError`."""
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    factory = _MODELS[name]
+    """Build a registered model (or ``torchvision:<arch>``); unknown names and hyper-parameters are a
+    :class:`ConfigError`."""
+    if name.startswith(TORCHVISION):
+        unknown = set(hparams) - {"mean", "std"}
+        if unknown:
+            raise ConfigError(f"{name} takes no {', '.join(sorted(unknown))}")
+        return torchvision_model(name.removeprefix(TORCHVISION), num_classes=num_classes, **hparams)
+    factory = MODELS[name]
     accepted = set(inspect.signature(factory).parameters) - {"num_classes", "in_shape"}
     unknown = set(hparams) - accepted
     if unknown:

@@ -73,10 +73,14 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
     model.load_state_dict(state)
 
 
+def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict without the ``module.`` prefix that (Distributed)DataParallel training leaves on every key."""
+    if state and all(key.startswith("module.") for key in state):
+        return {key.removeprefix("module."): value for key, value in state.items()}
+    return state
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a weights file into ``model`` (a ``module.`` prefix from DataParallel training is removed)."""
-    state = read_weights(path)
-    if state and all(key.startswith("module.") for key in state):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-    load_state_dict_checked(model, state, source=str(path))
+    load_state_dict_checked(model, strip_module_prefix(read_weights(path)), source=str(path))
     return model

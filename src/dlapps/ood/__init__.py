@@ -8,8 +8,11 @@ Every detector has one API: ``detector.fit(model, id_train_data)`` binds it to a
 (and, for Mahalanobis, KNN, ViM and ReAct, estimates statistics of the ID training data), then
 ``detector.score(x)`` gives an (N,) tensor for images ``x`` in [0, 1] on the model's device.
 :func:`fit_detectors` and :func:`score_detectors` do the same for many detectors over whole datasets.
-Build detectors by name with :func:`create_detector`.
+Detectors are classes registered with ``@register_detector(name)``, one module each; build them by name with
+:func:`create_detector`.
 """
+
+# ruff: noqa: I001 - detectors are imported in the order the registry (and reports) list them
 
 from __future__ import annotations
 
@@ -17,34 +20,24 @@ import inspect
 from typing import Any
 
 from dlapps.errors import ConfigError
-from dlapps.ood.base import Detector, NotFittedError, OutputDetector
-from dlapps.ood.energy import Energy
-from dlapps.ood.knn import KNN
-from dlapps.ood.mahalanobis import Mahalanobis
-from dlapps.ood.maxlogit import MaxLogit
-from dlapps.ood.metrics import METRICS, aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_metrics
+from dlapps.ood.base import DETECTORS, Detector, NotFittedError, OutputDetector, register_detector
 from dlapps.ood.msp import MSP
+from dlapps.ood.maxlogit import MaxLogit
+from dlapps.ood.energy import Energy
 from dlapps.ood.odin import ODIN
-from dlapps.ood.react import ReAct
-from dlapps.ood.scoring import Scored, fit_detectors, score_detectors
+from dlapps.ood.mahalanobis import Mahalanobis
+from dlapps.ood.knn import KNN
 from dlapps.ood.vim import ViM
+from dlapps.ood.react import ReAct
+from dlapps.ood.metrics import METRICS, aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_metrics
+from dlapps.ood.scoring import Scored, fit_detectors, score_detectors
+from dlapps.registry import import_submodules
 
-DETECTORS: dict[str, type[Detector]] = {
-    "msp": MSP,
-    "maxlogit": MaxLogit,
-    "energy": Energy,
-    "odin": ODIN,
-    "mahalanobis": Mahalanobis,
-    "knn": KNN,
-    "vim": ViM,
-    "react": ReAct,
-}
+import_submodules(__name__, __path__)  # a detector added as one more module registers itself
 
 
 def create_detector(name: str, **hparams: Any) -> Detector:
     """A detector by registry name; unknown names or hyper-parameters are a :class:`ConfigError`."""
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r}; known detectors: {', '.join(DETECTORS)}")
     cls = DETECTORS[name]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(hparams) - accepted
@@ -77,5 +70,6 @@ __all__ = [
     "fpr_at_95_tpr",
     "fpr_at_tpr",
     "ood_metrics",
+    "register_detector",
     "score_detectors",
 ]

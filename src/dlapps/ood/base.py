@@ -8,15 +8,9 @@ import torch
 from torch import nn
 
 from dlapps.errors import DlappsError
-from dlapps.ood.features import (
-    Batches,
-    Outputs,
-    collect_outputs,
-    find_head,
-    head_outputs,
-    model_device,
-    require_eval,
-)
+from dlapps.models.hooks import find_head, model_device, require_eval
+from dlapps.ood.features import Batches, Outputs, collect_outputs, head_outputs
+from dlapps.registry import Registry
 
 
 class NotFittedError(DlappsError, RuntimeError):
@@ -89,3 +83,12 @@ class OutputDetector(Detector):
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
         raise NotImplementedError
+
+
+DETECTORS: Registry[type[Detector]] = Registry("detector")
+
+
+def register_detector(name: str):
+    """Class decorator: register a :class:`Detector` subclass under ``name`` (its hyper-parameters are its
+    constructor's keyword arguments)."""
+    return DETECTORS.register(name)

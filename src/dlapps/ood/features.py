@@ -8,14 +8,14 @@ ReAct work on. Hooks are removed whatever happens, so a failed forward never lea
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dlapps.data.arrays import ImageArrays
-from dlapps.errors import ConfigError, DataError
+from dlapps.errors import DataError
+from dlapps.models.hooks import capture, model_device, require_eval
 
 # What detectors accept as data: a whole split, or batches of (images in [0, 1], labels) like a DataLoader's.
 Batches = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -28,64 +28,11 @@ class Outputs:
     labels: torch.Tensor | None = None  # (N,) where known
 
 
-class Captured:
-    """Holds what a hook saw in the last forward pass."""
-
-    value: torch.Tensor | None = None
-
-
-def _layers(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: module for name, module in model.named_modules() if name}
-
-
-@contextmanager
-def capture(model: nn.Module, layer: str, *, inputs: bool = False) -> Iterator[Captured]:
-    """Record the output (or, with ``inputs``, the first input) of the layer named ``layer``."""
-    layers = _layers(model)
-    if layer not in layers:
-        raise ConfigError(f"{type(model).__name__} has no layer {layer!r}; layers: {', '.join(layers)}")
-    captured = Captured()
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        captured.value = args[0] if inputs else output
-
-    handle = layers[layer].register_forward_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
-    """The classifier head: the ``nn.Linear`` named ``name``, or the model's last ``nn.Linear``."""
-    layers = _layers(model)
-    if name is None:
-        linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ConfigError(f"{type(model).__name__} has no nn.Linear layer to use as the classifier head")
-        name = linears[-1]
-    if name not in layers:
-        raise ConfigError(f"{type(model).__name__} has no layer {name!r}; layers: {', '.join(layers)}")
-    if not isinstance(layers[name], nn.Linear):
-        raise ConfigError(f"the head {name!r} must be an nn.Linear, not {type(layers[name]).__name__}")
-    return name, layers[name]
-
-
-def require_eval(model: nn.Module) -> None:
-    """Detectors need a model in eval mode: in train mode BatchNorm would learn from, and mix, the batch."""
-    if model.training:
-        raise ValueError("call model.eval() before fitting a detector: in train mode scores depend on the batch")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def head_outputs(model: nn.Module, inputs: torch.Tensor, head: str) -> Outputs:
     """One forward pass: logits and the flattened input of ``head``."""
     with capture(model, head, inputs=True) as features:
         logits = model(inputs)
-    return Outputs(logits=logits, features=features.value.flatten(1))
+    return Outputs(logits=logits, features=features[-1].flatten(1))
 
 
 def iter_batches(data: Batches, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -17,16 +17,22 @@ import torch
 from torch import nn
 
 from dlapps.errors import DataError
-from dlapps.ood.base import OutputDetector, precise
+from dlapps.ood.base import OutputDetector, precise, register_detector
 from dlapps.ood.features import Outputs
 
 
-def class_means_and_precision(features: torch.Tensor, labels: torch.Tensor, classes: int):
-    """Per-class means (classes, D) and the pseudo-inverse of the tied covariance (D, D)."""
-    counts = torch.bincount(labels, minlength=classes)
-    if (counts == 0).any():
-        missing = torch.nonzero(counts == 0).flatten().tolist()
+def class_means_and_precision(features: torch.Tensor, labels: torch.Tensor, classes: int | torch.Tensor):
+    """Per-class means (classes, D) and the pseudo-inverse of the tied covariance (D, D).
+
+    ``classes`` is the number of classes (labels 0..classes-1) or the tensor of the labels that are classes.
+    """
+    wanted = torch.arange(classes, device=labels.device) if isinstance(classes, int) else classes.to(labels.device)
+    missing = wanted[~torch.isin(wanted, labels)].tolist()
+    if missing:
         raise DataError(f"Mahalanobis needs ID training images of every class; none of class(es) {missing}")
+    labels = torch.searchsorted(wanted, labels)  # class -> its row of the means
+    counts = torch.bincount(labels, minlength=len(wanted))
+    classes = len(wanted)
     features = precise(features)
     means = torch.zeros(classes, features.shape[1], dtype=features.dtype, device=features.device)
     means.index_add_(0, labels, features)
@@ -43,16 +49,23 @@ def mahalanobis_score(features: torch.Tensor, means: torch.Tensor, precision: to
     return -distances.amin(dim=1)
 
 
+@register_detector("mahalanobis")
 class Mahalanobis(OutputDetector):
+    """``classes``: the outputs that are in-distribution classes, for a model with more outputs than the ID
+    data has classes (an ImageNet model on Imagenette); default: every output."""
+
     name = "Mahalanobis"
     needs_data = True
+
+    def __init__(self, classes: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.classes = classes
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
         if outputs.labels is None:
             raise DataError("Mahalanobis needs the labels of the ID training data")
-        self.means, self.precision = class_means_and_precision(
-            outputs.features, outputs.labels, outputs.logits.shape[1]
-        )
+        classes = outputs.logits.shape[1] if self.classes is None else torch.tensor(sorted(self.classes))
+        self.means, self.precision = class_means_and_precision(outputs.features, outputs.labels, classes)
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
         return mahalanobis_score(outputs.features, self.means, self.precision)

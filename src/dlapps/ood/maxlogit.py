@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from dlapps.ood.base import OutputDetector
+from dlapps.ood.base import OutputDetector, register_detector
 from dlapps.ood.features import Outputs
 
 
+@register_detector("maxlogit")
 class MaxLogit(OutputDetector):
     name = "MaxLogit"
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlapps.ood.base import Detector
-from dlapps.ood.features import model_device
+from dlapps.models.hooks import model_device
+from dlapps.ood.base import Detector, register_detector
 from dlapps.ood.msp import max_softmax
 
 
@@ -33,6 +33,7 @@ def odin_perturb(model: nn.Module, x: torch.Tensor, temperature: float, epsilon:
     return x.detach() - epsilon * grad.sign()
 
 
+@register_detector("odin")
 class ODIN(Detector):
     name = "ODIN"
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from dlapps.ood.metrics import auroc, pr_in_points, roc_points  # noqa: E402
+from dlapps.ood.metrics import auroc, pr_in_points, roc_points
+from dlapps.report.figures import subplots
 
 ID_COLOR, OOD_COLOR = "tab:blue", "tab:orange"
 CLIP = (0.5, 99.5)  # histogram range: these percentiles of the pooled scores, so outliers don't squash the rest
@@ -26,7 +25,7 @@ def _numpy(scores: torch.Tensor) -> np.ndarray:
     return scores.detach().cpu().double().numpy()
 
 
-def _histogram(axis: plt.Axes, id_scores: torch.Tensor, ood_scores: torch.Tensor, ood_label: str) -> None:
+def _histogram(axis: Axes, id_scores: torch.Tensor, ood_scores: torch.Tensor, ood_label: str) -> None:
     a, b = _numpy(id_scores), _numpy(ood_scores)
     low, high = np.percentile(np.concatenate([a, b]), CLIP)
     if high <= low:
@@ -53,12 +52,10 @@ def histogram_grid(
     *,
     title: str,
     id_label: str = "ID",
-) -> plt.Figure:
+) -> Figure:
     """Rows: detectors (keys of ``id_scores``); columns: OOD sets (``ood_scores[set][detector]``)."""
     detectors, sets = list(id_scores), list(ood_scores)
-    figure, axes = plt.subplots(
-        len(detectors), len(sets), figsize=(2.6 * len(sets), 1.7 * len(detectors)), squeeze=False
-    )
+    figure, axes = subplots(len(detectors), len(sets), figsize=(2.6 * len(sets), 1.7 * len(detectors)), squeeze=False)
     for row, detector in enumerate(detectors):
         for col, name in enumerate(sets):
             axis = axes[row, col]
@@ -82,7 +79,7 @@ def histogram_grid(
     return figure
 
 
-def _curves(axis: plt.Axes, kind: str, pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _curves(axis: Axes, kind: str, pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     """ROC (``kind="roc"``, AUROC in the label) or PR-In curves, one line per ``label -> (id, ood)``."""
     for label, (id_s, ood_s) in pairs.items():
         if kind == "roc":
@@ -104,10 +101,10 @@ def _curves(axis: plt.Axes, kind: str, pairs: Mapping[str, tuple[torch.Tensor, t
     axis.tick_params(labelsize=7)
 
 
-def roc_pr_grid(pairs: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]], *, title: str) -> plt.Figure:
+def roc_pr_grid(pairs: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]], *, title: str) -> Figure:
     """Columns: OOD sets; rows: ROC and PR-In curves, one line per detector (``pairs[set][detector]``)."""
     sets = list(pairs)
-    figure, axes = plt.subplots(2, len(sets), figsize=(3.3 * len(sets), 6.6), squeeze=False)
+    figure, axes = subplots(2, len(sets), figsize=(3.3 * len(sets), 6.6), squeeze=False)
     for col, name in enumerate(sets):
         _curves(axes[0, col], "roc", pairs[name])
         _curves(axes[1, col], "pr", pairs[name])
@@ -120,10 +117,10 @@ def roc_pr_grid(pairs: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tenso
 
 def overview(
     models: Mapping[str, tuple[torch.Tensor, Mapping[str, torch.Tensor]]], *, detector: str, near: str
-) -> plt.Figure:
+) -> Figure:
     """The seed's 3 x 2 table for one detector: per model (column), the histogram ID vs ``near``, then
     ROC and PR-In curves against every OOD set. ``models[label] = (id_scores, {set: ood_scores})``."""
-    figure, axes = plt.subplots(3, len(models), figsize=(4.6 * len(models), 10), squeeze=False)
+    figure, axes = subplots(3, len(models), figsize=(4.6 * len(models), 10), squeeze=False)
     for col, (label, (id_s, ood)) in enumerate(models.items()):
         _histogram(axes[0, col], id_s, ood[near], near)
         axes[0, col].legend(fontsize=7, loc="upper center")

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dlapps.models.hooks import find_head, model_device
 from dlapps.ood.base import Detector, OutputDetector
-from dlapps.ood.features import Batches, collect_outputs, find_head, head_outputs, iter_batches, model_device
+from dlapps.ood.features import Batches, collect_outputs, head_outputs, iter_batches
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from dlapps.report.markdown import table
 
 HEADERS = ("quantity or claim", "this run", "course write-up", "Δ vs write-up", "literature", "Δ vs literature",
            "source and notes")  # fmt: skip
-SECTION_TITLE = "## Against the write-up and the literature"
 
 
 @dataclass(frozen=True)
@@ -78,19 +77,6 @@ def comparison_table(rows: Sequence[Comparison], first: tuple[str, list[str]] | 
     headers = [*([first[0]] if first else []), *HEADERS]
     body = [[*([first[1][i]] if first else []), *row.cells()] for i, row in enumerate(rows)]
     return table(headers, body)
-
-
-def comparison_section(rows: Sequence[Comparison]) -> list[str]:
-    """The ``## Against the write-up and the literature`` section of a study report (empty when no rows)."""
-    if not rows:
-        return []
-    return [
-        SECTION_TITLE,
-        "",
-        "Numbers: ours minus theirs in the Δ columns. Claims: whether this run shows them, with the evidence.",
-        "",
-        comparison_table(rows),
-    ]
 
 
 def to_records(rows: Sequence[Comparison]) -> list[dict[str, object]]:

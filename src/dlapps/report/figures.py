@@ -8,12 +8,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs) -> tuple[Figure, Axes | np.ndarray]:
+    """A figure and its axes, like ``pyplot.subplots`` but without pyplot: nothing global is touched, so
+    drawing a report neither needs nor changes a matplotlib backend."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **kwargs)
 
 
 def mean_std_lines(
@@ -24,12 +29,12 @@ def mean_std_lines(
     title: str,
     log2_x: bool = False,
     references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-) -> plt.Figure:
+) -> Figure:
     """One line per series ``label -> (x, mean, std)`` with a ±std band.
 
     ``references`` maps a series label to published ``(x, y)`` values, drawn dotted in the series' colour.
     """
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    figure, axis = subplots(figsize=(6.4, 4.2))
     colors = {}
     for label, (x, mean, std) in series.items():
         mean_a, std_a = np.asarray(mean), np.asarray(std)
@@ -52,7 +57,7 @@ def mean_std_lines(
     return figure
 
 
-def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, title: str) -> plt.Figure:
+def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, title: str) -> Figure:
     """Weights and biases in two panels: mean gradient L2 norm per layer (log scale), one line per model.
 
     Biases get no panel when at most one layer has them (a conv net with batch norm: only the head).
@@ -62,7 +67,7 @@ def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, tit
         for kind in ("weight", "bias")
         if max(np.isfinite(np.asarray(p[kind], dtype=float)).sum() for p in profiles.values()) > 1
     ]
-    figure, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds) + 0.5, 4), sharey=True, squeeze=False)
+    figure, axes = subplots(1, len(kinds), figsize=(5.5 * len(kinds) + 0.5, 4), sharey=True, squeeze=False)
     axes = axes[0]
     if "bias" not in kinds:
         title += "\n(weights; only the head has a bias)"
@@ -84,12 +89,12 @@ def gradient_norms(profiles: Mapping[str, Mapping[str, Sequence[float]]], *, tit
 
 def curves_grid(
     panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], *, ylabel: str, xlabel: str = "epoch"
-) -> plt.Figure:
+) -> Figure:
     """A grid of panels ``title -> {label -> [curve per seed]}``; each line is the mean over seeds."""
     n = len(panels)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=True)
+    figure, axes = subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=True)
     for axis, (title, lines) in zip(axes.flat, panels.items(), strict=False):
         for label, runs in lines.items():
             curves = np.asarray(runs, dtype=float)
@@ -112,17 +117,19 @@ def curves_grid(
 
 
 def _show(axis, image: np.ndarray, heat: np.ndarray | None = None) -> None:
-    axis.imshow(image, interpolation="bilinear")
+    """An (H, W, C) image in [0, 1], grey when it has one channel, with ``heat`` (H, W) laid over it."""
+    axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
+                interpolation="bilinear")  # fmt: skip
     if heat is not None:
         axis.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
     axis.set_xticks([])
     axis.set_yticks([])
 
 
-def cam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], *, method: str) -> plt.Figure:
-    """Columns of image / heatmap / overlay, one column per image; ``images`` (N, H, W, 3), ``maps`` (N, H, W)."""
+def cam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], *, method: str) -> Figure:
+    """Columns of image / heatmap / overlay, one column per image; ``images`` (N, H, W, C), ``maps`` (N, H, W)."""
     n = len(images)
-    figure, axes = plt.subplots(3, n, figsize=(1.9 * n, 6.4), squeeze=False)
+    figure, axes = subplots(3, n, figsize=(1.9 * n, 6.4), squeeze=False)
     for i in range(n):
         _show(axes[0, i], images[i])
         axes[0, i].set_title(titles[i], fontsize=8)
@@ -146,12 +153,12 @@ def line_panels(
     ylims: Mapping[str, tuple[float, float]] | None = None,
     log2_x: bool = False,
     columns: int = 4,
-) -> plt.Figure:
+) -> Figure:
     """A row (or grid) of panels ``title -> {label -> (x, y)}``; a legend only where there are several lines."""
     n = len(panels)
     cols = min(n, columns)
     rows = math.ceil(n / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 3.2 * rows), squeeze=False)
+    figure, axes = subplots(rows, cols, figsize=(3.7 * cols, 3.2 * rows), squeeze=False)
     for axis, (panel, lines) in zip(axes.flat, panels.items(), strict=False):
         for label, (x, y) in lines.items():
             axis.plot(x, np.asarray(y, dtype=float), marker="o", markersize=4, label=label)
@@ -175,10 +182,10 @@ def line_panels(
     return figure
 
 
-def cam_comparison(images: np.ndarray, maps: Mapping[str, np.ndarray], titles: Sequence[str]) -> plt.Figure:
+def cam_comparison(images: np.ndarray, maps: Mapping[str, np.ndarray], titles: Sequence[str]) -> Figure:
     """One row per image: the image, then its overlay for each method."""
     n, methods = len(images), list(maps)
-    figure, axes = plt.subplots(n, 1 + len(methods), figsize=(1.9 * (1 + len(methods)), 2.0 * n), squeeze=False)
+    figure, axes = subplots(n, 1 + len(methods), figsize=(1.9 * (1 + len(methods)), 2.0 * n), squeeze=False)
     for i in range(n):
         _show(axes[i, 0], images[i])
         axes[i, 0].set_ylabel(titles[i], fontsize=7)
@@ -199,14 +206,14 @@ def grouped_bars(
     ylims: Mapping[str, tuple[float, float]] | None = None,
     value_format: str = "{:.2f}",
     width: float = 4.2,
-) -> plt.Figure:
+) -> Figure:
     """Panels ``title -> {group -> {series -> value}}``: one cluster of bars per group, values written on top.
 
     A missing or None value leaves a gap (e.g. mean iterations where no attack succeeded). ``width``: inches
     per panel.
     """
     n = len(panels)
-    figure, axes = plt.subplots(1, n, figsize=(width * n, 3.6), squeeze=False)
+    figure, axes = subplots(1, n, figsize=(width * n, 3.6), squeeze=False)
     for axis, (panel, groups) in zip(axes.flat, panels.items(), strict=True):
         series = list(dict.fromkeys(s for values in groups.values() for s in values))
         bar_width = 0.8 / len(series)
@@ -237,10 +244,10 @@ def image_grid(
     captions: Mapping[str, Sequence[str]],
     *,
     title: str | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Rows ``label -> [image (H, W, C) in [0, 1]]`` with a caption over every image; equal-length rows."""
     n_rows, n_cols = len(rows), max(len(images) for images in rows.values())
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 2.15 * n_rows), squeeze=False)
+    figure, axes = subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 2.15 * n_rows), squeeze=False)
     for axes_row, (label, images) in zip(axes, rows.items(), strict=True):
         for col, axis in enumerate(axes_row):
             axis.set_xticks([])

@@ -15,10 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -50,11 +47,10 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def save_figure(figure: plt.Figure, path: Path, dpi: int = 130) -> Path:
+def save_figure(figure: Figure, path: Path, dpi: int = 130) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
     figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     os.replace(tmp, path)
     return path
 

@@ -1,10 +1,11 @@
-"""Small Markdown helpers for reports."""
+"""Markdown for reports: tables, number formats, and report blocks rendered at any heading depth."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -29,3 +30,33 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section heading; ``level`` 1 is a section of the report, 2 a subsection."""
+
+    text: str
+    level: int = 1
+
+
+@dataclass(frozen=True)
+class Image:
+    file: str
+    caption: str
+
+
+Block = str | Heading | Image
+
+
+def render(blocks: Sequence[Block], *, base: int = 1, images: str = "") -> str:
+    """Markdown of report blocks: headings ``base`` levels below the top, images linked under ``images/``."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * (base + block.level)} {block.text}")
+        elif isinstance(block, Image):
+            parts.append(f"![{block.caption}]({images + '/' if images else ''}{block.file})")
+        elif block:
+            parts.append(block.rstrip("\n"))
+    return "\n\n".join(parts) + "\n"

@@ -126,6 +126,7 @@ def fit(
     progress: Progress | None = None,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     run_info: dict[str, Any] | None = None,
+    card: dict[str, Any] | None = None,
     step_loss: StepLoss = cross_entropy_step,
     compile: bool | None = None,
 ) -> list[EpochStats]:
@@ -134,7 +135,9 @@ def fit(
     With ``checkpoint``, state is saved there after every epoch, and an existing checkpoint of the same
     run (same config, seed and ``run_info``) is resumed; one of a different run is an error, never reused.
     ``step_loss(model, inputs, labels) -> (loss, logits)`` replaces the objective (e.g. adversarial training;
-    describe it in ``run_info``); train accuracy is measured on the logits it returns. Under ``torchrun``,
+    describe it in ``run_info``); train accuracy is measured on the logits it returns. ``card`` (how to build
+    the model: architecture, classes, normalisation) is stored in the checkpoint, which makes it loadable on
+    its own (:func:`dlapps.models.from_checkpoint`). Under ``torchrun``,
     pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
     alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
     ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
@@ -170,6 +173,8 @@ def fit(
             history.append(stats)
             if checkpoint is not None and current_world().is_main:
                 info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history]}
+                if card is not None:
+                    info["card"] = card
                 save_checkpoint(checkpoint, unwrap(model), optimizer=optimizer, scheduler=scheduler, info=info)
             if on_epoch_end is not None:
                 on_epoch_end(stats)

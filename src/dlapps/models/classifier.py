@@ -1,0 +1,170 @@
+"""A loaded classifier and what an analysis must know about it: the classes of its outputs, its input, where
+it came from. Built from a published checkpoint, a checkpoint written by dlapps, or an architecture and a
+weights file (a user's own), always in eval mode and taking images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlapps.errors import CheckpointError, DataError
+from dlapps.models.hooks import find_head
+from dlapps.models.imagenet import imagenet_categories
+from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
+from dlapps.models.registry import TORCHVISION, create_model
+from dlapps.models.weights import load_state_dict_checked, read_safetensors, read_weights, strip_module_prefix
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CARD_KEY = "dlapps"  # the safetensors header entry of a dlapps checkpoint
+
+
+@dataclass(frozen=True)
+class Classifier:
+    module: nn.Module  # in eval mode, takes images in [0, 1]
+    title: str  # names the model in reports
+    classes: tuple[str, ...] | None = None  # what the outputs stand for, where known
+    trained_on: str | None = None  # the dataset or label space ("imagenet") of its outputs, where known
+    in_shape: tuple[int, int, int] | None = None  # the input size it was made for, where fixed
+    cam_layer: str | None = None  # the layer its class activation maps are usually computed on
+    info: dict[str, Any] = field(default_factory=dict)  # JSON-ready: where it came from
+
+    @property
+    def num_outputs(self) -> int:
+        return find_head(self.module)[1].out_features
+
+    def to(self, device: torch.device | str) -> Classifier:
+        self.module.to(device)
+        return self
+
+
+def trained_on_title(name: str) -> str:
+    """``imagenet`` -> ``ImageNet``, a registered dataset's name -> its title."""
+    from dlapps.data import DATASETS
+
+    return "ImageNet" if name == "imagenet" else DATASETS[name].title if name in DATASETS else name
+
+
+def from_pretrained(
+    name: str, root: str | Path | None = None, download: bool = False, weights: str | Path | None = None
+) -> Classifier:
+    """A published checkpoint by name (see :data:`PRETRAINED`), or ``weights`` of the same layout."""
+    spec = PRETRAINED[name]
+    path = Path(weights) if weights is not None else pretrained_path(name, root, download)
+    classes = imagenet_categories() if spec.trained_on == "imagenet" else None
+    return Classifier(
+        load_pretrained(name, root, download, path),
+        f"{spec.title} ({'published' if weights is None else 'given'} {trained_on_title(spec.trained_on)} weights)",
+        classes,
+        spec.trained_on,
+        spec.in_shape,
+        spec.cam_layer,
+        {"kind": "pretrained", "name": name, "weights": str(path), "published": spec.accuracy},
+    )
+
+
+def checkpoint_card(path: str | Path) -> dict[str, Any] | None:
+    """How the model of a dlapps checkpoint is built (its *card*), or None for another kind of file."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    _, header = read_safetensors(path)
+    try:
+        return json.loads(header[CARD_KEY])["info"].get("card") if CARD_KEY in header else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path}: its dlapps header is not valid JSON; the file is damaged") from None
+
+
+def build_from_card(card: dict[str, Any]) -> nn.Module:
+    """The untrained model a checkpoint card describes."""
+    return create_model(
+        card["model"], num_classes=card["num_classes"], in_shape=tuple(card["in_shape"]), mean=tuple(card["mean"]),
+        std=tuple(card["std"]), **card["hparams"],
+    )  # fmt: skip
+
+
+def from_checkpoint(path: str | Path) -> Classifier:
+    """A model trained by dlapps (``dlapps train``, or any study), rebuilt from the card in its checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    card = checkpoint_card(path)
+    if card is None:
+        raise CheckpointError(
+            f"{path} is not a checkpoint written by dlapps, so its architecture is unknown; give it as "
+            "model=<architecture> with model.weights=<file> (and model.mean / model.std if it normalises)"
+        )
+    module = build_from_card(card)
+    tensors, _ = read_safetensors(path)
+    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    load_state_dict_checked(module, state, source=str(path))
+    return Classifier(
+        module.eval(),
+        f"{card['title']} trained on {card['dataset_title']} ({path.name})",
+        tuple(card["classes"]),
+        card["dataset"],
+        tuple(card["in_shape"]),
+        None,
+        {"kind": "checkpoint", "path": str(path), "card": card},
+    )
+
+
+def from_weights(
+    arch: str,
+    weights: str | Path,
+    *,
+    num_classes: int,
+    in_shape: tuple[int, int, int],
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> Classifier:
+    """An architecture (registered, or ``torchvision:<arch>``) with a user's weights file.
+
+    The number of outputs is the file's where it differs from ``num_classes`` (a 1,000-class ImageNet model
+    analysed on a 10-class subset keeps its 1,000 outputs). ``mean``/``std`` default to ImageNet's for a
+    torchvision architecture, as torchvision's weights expect.
+    """
+    state = strip_module_prefix(read_weights(weights))
+    if mean is None and std is None and arch.startswith(TORCHVISION):
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    module = create_model(arch, num_classes=num_classes, in_shape=in_shape, mean=mean, std=std)
+    head, linear = find_head(module)
+    rows = state.get(f"{head}.weight")
+    if rows is not None and rows.ndim == 2 and rows.shape[0] != linear.out_features:
+        module = create_model(arch, num_classes=rows.shape[0], in_shape=in_shape, mean=mean, std=std)
+    load_state_dict_checked(module, state, source=str(weights))
+    outputs = find_head(module)[1].out_features
+    imagenet = arch.startswith(TORCHVISION) and outputs == 1000
+    return Classifier(
+        module.eval(),
+        f"{arch.removeprefix(TORCHVISION)} ({Path(weights).name})",
+        imagenet_categories() if imagenet else None,
+        "imagenet" if imagenet else None,
+        None,
+        None,
+        {"kind": "weights", "architecture": arch, "weights": str(weights), "mean": mean, "std": std},
+    )
+
+
+def check_input(classifier: Classifier, shape: tuple[int, int, int], what: str) -> None:
+    """One forward pass of a blank image of ``shape``: a model that cannot take it is a one-line error."""
+    if classifier.in_shape is not None and classifier.in_shape[0] != shape[0]:
+        raise DataError(
+            f"{what} has {shape[0]}-channel images but {classifier.title} takes {classifier.in_shape[0]} channels"
+        )
+    device = next(classifier.module.parameters()).device
+    try:
+        with torch.no_grad():
+            classifier.module(torch.zeros(1, *shape, device=device))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        made = f" (made for {classifier.in_shape})" if classifier.in_shape else ""
+        raise DataError(
+            f"{classifier.title}{made} cannot take the {shape} (C, H, W) images of {what} ({first}); "
+            "set image_size to the size it takes"
+        ) from None

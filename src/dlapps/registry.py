@@ -1,0 +1,78 @@
+"""One registration convention for every kind of plug-in: datasets, models, detectors, attacks, CAM methods,
+OOD sets and studies.
+
+Each kind has one :class:`Registry`; an entry is added where it is defined, with ``@REGISTRY.register(name)``
+on a class or function, or ``REGISTRY.register(name, value)``. Config fields name an entry with
+``Annotated[str, REGISTRY]``: the config layer then checks the name against the live registry, so an entry
+registered by a user's own module is as valid as a built-in one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar, overload
+
+from dlapps.errors import ConfigError, DlappsError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind, in registration order; an unknown name is a one-line error listing the known."""
+
+    def __init__(self, kind: str, error: type[DlappsError] = ConfigError) -> None:
+        self.kind = kind
+        self.error = error  # what an unknown name raises
+        self._entries: dict[str, T] = {}
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+    @overload
+    def register(self, name: str, entry: T) -> T: ...
+
+    def register(self, name: str, entry=None):
+        """Add ``entry`` under ``name``; without ``entry``, a decorator that adds what it decorates."""
+
+        def add(value: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = value
+            return value
+
+        return add if entry is None else add(entry)
+
+    def __getitem__(self, name: str) -> T:
+        self.check(name)
+        return self._entries[name]
+
+    def check(self, name: str) -> None:
+        """Raise the registry's error naming the known entries unless ``name`` is one of them."""
+        if name not in self._entries:
+            raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(self._entries)}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._entries.items())
+
+    def values(self) -> list[T]:
+        return list(self._entries.values())
+
+
+def import_submodules(package: str, path: list[str]) -> None:
+    """Import every module of a package, so that a plug-in added as one file registers itself."""
+    for module in pkgutil.iter_modules(path):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
