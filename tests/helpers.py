@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 
-def dlapps(*args: str, data_root: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DLAPPS_DATA"}
+def dlapps(*args: str, data_root: Path | None = None, **variables: str) -> subprocess.CompletedProcess:
+    """``dlapps *args`` in a subprocess; ``variables`` are added to its environment."""
+    env = {k: v for k, v in os.environ.items() if k != "DLAPPS_DATA"} | variables
     if data_root is not None:
         env["DLAPPS_DATA"] = str(data_root)
     return subprocess.run([sys.executable, "-m", "dlapps", *args], capture_output=True, text=True, env=env, timeout=600)

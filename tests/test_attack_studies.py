@@ -106,9 +106,9 @@ def test_adversarial_training(tmp_path, data_root):
 @pytest.mark.parametrize(
     ("study", "setting", "fragment"),
     [
-        ("fgsm", "epsilons=-1", "every ε must be >= 0"),
+        ("fgsm", "epsilons=-1", "epsilons: must be >= 0, got -1.0"),
         ("fgsm", "method=cw", "method: unknown attack 'cw'; known: fgsm, bim"),
-        ("fgsm", "example_eps=-2", "every ε must be >= 0"),
+        ("fgsm", "example_eps=-2", "example_eps: must be >= 0"),
         ("targeted", "epsilons=8,2", "epsilons must increase"),
         ("adv-train", "weightings=1", "weighting '1' must be w_clean/w_adv"),
         ("adv-train", "weightings=0.5/0", "must be w_clean/w_adv with w_clean >= 0 and w_adv > 0"),
@@ -134,4 +134,4 @@ def test_unknown_target_class():
 
 def test_bad_setting_is_one_line_on_the_command_line(tmp_path, data_root):
     result = dlapps("run", "fgsm", "--set", "epsilons=-1", "--out", str(tmp_path), data_root=data_root)
-    assert_one_line_error(result, "every ε must be >= 0")
+    assert_one_line_error(result, "epsilons: must be >= 0")

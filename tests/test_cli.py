@@ -93,7 +93,7 @@ def test_failed_run_keeps_earlier_results(finished_run, data_root, tmp_path):
     ("args", "fragments"),
     [
         (["--set", "dpeths=2"], ["unknown config key 'dpeths'", "known keys:"]),
-        (["--set", "depths=0"], ["every depth must be positive"]),
+        (["--set", "depths=0"], ["depths: must be positive, got 0"]),
         (["--set", "train.lr=fast"], ["train.lr='fast' is not a valid float"]),
         (["--set", "dataset=nosuchdata"], ["unknown dataset 'nosuchdata'"]),
         (["--profile", "huge"], ["unknown profile 'huge'", "quick, full"]),

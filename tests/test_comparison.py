@@ -41,8 +41,7 @@ def test_a_setup_without_reference_says_why():
     other = mlp.config("quick", ["dataset=cifar10"])
     blocks = comparison_blocks(mlp, other, {}, [])
     assert blocks[1] == (
-        "No published figure applies to this run: the write-up's MLP results are on MNIST at 28×28 pixels; "
-        "this run is on CIFAR-10"
+        "No published figure applies to this run: the write-up's MLP results are on MNIST; this run is on CIFAR-10"
     )
     assert mlp.compare(other, {"summary": []}) == []
 

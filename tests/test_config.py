@@ -45,7 +45,7 @@ def test_overrides_are_parsed_by_field_type():
         ("mode=c", "mode='c' is not one of a, b"),
         ("flag=maybe", "not a boolean"),
         ("count=0", "count must be positive"),
-        ("train.epochs=0", "epochs must be positive"),
+        ("train.epochs=0", "train.epochs: must be positive"),
         ("train.optimizer=rmsprop", "is not one of sgd, adam, adamw"),
         ("count", "not of the form key=value"),
     ],
@@ -76,7 +76,7 @@ def test_study_profiles_and_validation():
     assert quick.train.epochs < full.train.epochs
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
         study.config("fast")
-    with pytest.raises(ConfigError, match="every depth must be positive"):
+    with pytest.raises(ConfigError, match="depths: must be positive, got 0"):
         study.config("quick", ["depths=0,8"])
     with pytest.raises(ConfigError, match="depth 9 is not a multiple of layers_per_block 2"):
         study.config("quick", ["depths=9"])

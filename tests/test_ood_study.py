@@ -8,7 +8,7 @@ import torch
 
 from dlapps.data import get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments import RunContext, get_study, zoo
+from dlapps.experiments import RunContext, base, get_study, zoo
 from helpers import assert_one_line_error, dlapps
 
 TINY = [
@@ -94,11 +94,11 @@ def test_input_errors_are_one_line(tmp_path, data_root):
 def test_models_trained_here_follow_the_config(monkeypatch, tmp_path):
     recipes = []
 
-    def fake_obtain(recipe, ctx, **_):
+    def fake_obtain(recipe, *_, **__):
         recipes.append(recipe)
         raise StopIteration
 
-    monkeypatch.setattr(zoo, "obtain_classifier", fake_obtain)
+    monkeypatch.setattr(base, "obtain_classifier", fake_obtain)
     config = get_study("ood").config("quick", ["model=resnet20", "model.train.epochs=7", "baseline.augment=true"])
     ctx = RunContext(out=tmp_path, device=torch.device("cpu"))
     dataset = get_dataset("cifar10")

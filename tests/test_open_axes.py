@@ -2,6 +2,8 @@
 published figures out of reports whose setup is not theirs."""
 
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,13 @@ from dlapps.data import DATASETS, Dataset, find_datasets, get_dataset, load_arra
 from dlapps.data.sources import limited
 from dlapps.errors import CheckpointError, ConfigError, DataError
 from dlapps.experiments import STUDIES, RunContext
-from dlapps.experiments.zoo import ClassifierRecipe, ModelSpec, align, obtain_classifier, obtain_model
+from dlapps.experiments.zoo import ModelSpec, obtain_model
 from dlapps.models import create_model, from_checkpoint, from_weights
+from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import feature_layer
 from dlapps.ood import DETECTORS, create_detector, register_detector
 from dlapps.ood.msp import MSP
-from dlapps.train import TrainConfig
+from dlapps.train import ClassifierRecipe, TrainConfig, obtain_classifier
 
 WNIDS = ("n01440764", "n02102040")  # tench, English springer: ImageNet classes 0 and 217
 
@@ -191,11 +194,12 @@ def test_a_plug_in_detector_is_accepted_by_the_study_config():
 def tiny_checkpoint(tmp_path_factory, data_root):
     """A small CNN trained here (one epoch, 500 CIFAR-10 images): a dlapps checkpoint that describes itself."""
     out = tmp_path_factory.mktemp("models")
-    ctx = RunContext(out=out, device=torch.device("cpu"), data_root=data_root, models_dir=out, show_progress=False)
     recipe = ClassifierRecipe(
         "small_cnn", (("hidden", 32),), "cifar10", train=TrainConfig(epochs=1), train_subset=500, test_subset=100
     )
-    return obtain_classifier(recipe, ctx)
+    classifier, reused = obtain_classifier(recipe, out, torch.device("cpu"), data_root=data_root)
+    assert not reused and obtain_classifier(recipe, out, torch.device("cpu"), data_root=data_root)[1]
+    return classifier
 
 
 def test_a_dlapps_checkpoint_is_a_model_by_its_path(tiny_checkpoint):
@@ -211,6 +215,25 @@ def test_a_dlapps_checkpoint_is_a_model_by_its_path(tiny_checkpoint):
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(CheckpointError, match="not a checkpoint written by dlapps.*model=<architecture>"):
         from_checkpoint(foreign)
+
+
+def test_images_the_model_cannot_take(tiny_checkpoint, data_root):
+    cifar = get_dataset("cifar10")
+    large = cifar.load("test", data_root, limit=4, size=64)
+    with pytest.raises(
+        DataError, match=r"small CNN .* \(made for \(3, 32, 32\)\) cannot take the \(3, 64, 64\) .* set image_size"
+    ):
+        align_labels(tiny_checkpoint, cifar, large)
+
+
+def test_a_registered_architecture_with_a_users_weights(data_root):
+    """The published ResNet-20 file, named as a file of the registered architecture: it scores as published."""
+    weights = data_root / "weights" / "resnet20_cifar10_akamaster-12fca82f.th"
+    imagenet = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    resnet = from_weights("resnet20", weights, num_classes=10, in_shape=(3, 32, 32), **imagenet)
+    test = load_arrays("cifar10", "test", data_root, limit=500)
+    accuracy = (resnet.module(test.images.float() / 255).argmax(1) == test.labels).float().mean().item()
+    assert accuracy > 0.88 and resnet.title == "ResNet-20 (resnet20_cifar10_akamaster-12fca82f.th)"
 
 
 def test_an_architecture_with_a_users_weights(tmp_path):
@@ -253,20 +276,20 @@ def test_labels_follow_the_models_outputs(data_root, tmp_path):
     imagenette = get_dataset("imagenette")
     data = imagenette.load("val", data_root, limit=4, size=224)
     mobilenet = obtain_model(ModelSpec("mobilenet_v2_imagenet"), imagenette, data, ctx)
-    aligned = align(mobilenet, imagenette, data)
+    aligned = align_labels(mobilenet, imagenette, data)
     assert set(aligned.labels.tolist()) <= {0, 217, 482, 491, 497, 566, 569, 571, 574, 701}
     assert aligned.classes[0] == "tench" and len(aligned.classes) == 1000
-    mapped = align(mobilenet, imagenette, data, class_map=tuple(range(10, 20)))
+    mapped = align_labels(mobilenet, imagenette, data, class_map=tuple(range(10, 20)))
     assert torch.equal(mapped.labels, data.labels + 10)
     with pytest.raises(DataError, match="class_map must give one output .* for each of the 10 classes"):
-        align(mobilenet, imagenette, data, class_map=(1, 2))
+        align_labels(mobilenet, imagenette, data, class_map=(1, 2))
     cifar100 = get_dataset("cifar100")
     resnet = obtain_model(ModelSpec("resnet20_cifar10"), cifar100, None, ctx)
     with pytest.raises(DataError, match="has 10 outputs but CIFAR-100 has 100 classes .* set model.class_map"):
-        align(resnet, cifar100, cifar100.load("test", data_root, limit=4))
+        align_labels(resnet, cifar100, cifar100.load("test", data_root, limit=4))
     mnist = get_dataset("mnist")
     with pytest.raises(DataError, match="MNIST has 1-channel images but ResNet-20 .* takes 3 channels"):
-        align(resnet, mnist, mnist.load("test", data_root, limit=4))
+        align_labels(resnet, mnist, mnist.load("test", data_root, limit=4))
     assert feature_layer(resnet.module, torch.rand(1, 3, 32, 32)) == "layer3"
     assert feature_layer(mobilenet.module, torch.rand(1, 3, 64, 64)) == "features"  # ends with features.18
 
@@ -293,3 +316,13 @@ def test_no_reference_row_for_another_setup(name):
     reason = study.no_reference(other)
     assert reason and "this run" in reason
     assert study.compare(other, {}) == []  # decided from the setup, before any result is read
+
+
+def test_importing_dlapps_leaves_the_matplotlib_backend_alone():
+    """Figures are drawn without pyplot, so a notebook user's backend is theirs (and nothing global is touched)."""
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import dlapps.experiments, dlapps.ood.plots, dlapps.report.figures; "
+        "import matplotlib.pyplot as plt; print(matplotlib.get_backend(), len(plt.get_fignums()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["svg", "0"], result.stderr

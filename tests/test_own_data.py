@@ -43,7 +43,7 @@ def test_residual_mlp_on_a_grey_archive(tmp_path, data_root):
     assert results["data"]["title"] == "greycifar" and results["data"]["train_size"] == 2000
     assert all(r["test_acc"] > 0.15 for r in results["runs"])  # above chance on 10 classes
     assert report.startswith("# Residual connections in deep MLPs on greycifar")
-    assert "MNIST" not in report.replace("on MNIST at 28×28 pixels", "") and NO_REFERENCE in report
+    assert "MNIST" not in report.replace("results are on MNIST;", "") and NO_REFERENCE in report
     assert "(0.93" not in report and "course write-up |" not in report  # no write-up column or numbers
     card = json.loads((tmp_path / "mlp" / "results.json").read_text())["runs"][0]
     assert card["parameters"] == 1024 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 10 + 10  # 32x32 grey inputs
@@ -104,11 +104,10 @@ def test_cam_and_fgsm_on_a_users_torchvision_checkpoint_and_image_folder(tmp_pat
     )  # fmt: skip
     explained = results["models"]["model"]
     assert (
-        list(results["models"]) == ["model"]
-        and explained["model"] == "mobilenet_v2 (mobilenet_v2_imagenet.safetensors)"
+        list(results["models"]) == ["model"] and explained["model"] == "MobileNetV2 (mobilenet_v2_imagenet.safetensors)"
     )
     assert explained["layer"] == "features" and explained["accuracy"] > 0.5  # it knows these classes
-    assert report.startswith("# Class activation maps: mobilenet_v2 (mobilenet_v2_imagenet.safetensors)")
+    assert report.startswith("# Class activation maps: MobileNetV2 (mobilenet_v2_imagenet.safetensors)")
     assert NO_REFERENCE in report and "0.2686" not in report and (tmp_path / "cam" / "model_cam_grid.png").is_file()
     results, report = _run(
         "fgsm", tmp_path / "fgsm", data_root, *model, "test_subset=6", "epsilons=1,4", "steps=2", "examples=2",
@@ -117,7 +116,7 @@ def test_cam_and_fgsm_on_a_users_torchvision_checkpoint_and_image_folder(tmp_pat
     rows = results["rows"]
     assert [r["eps_255"] for r in rows] == [1, 4] and rows[1]["success_rate"] >= rows[0]["success_rate"]
     assert results["data"]["title"] == "imagenette"  # the folder "val" is named after its parent
-    assert "on imagenette: mobilenet_v2 (mobilenet_v2_imagenet.safetensors)" in report.splitlines()[0]
+    assert "on imagenette: MobileNetV2 (mobilenet_v2_imagenet.safetensors)" in report.splitlines()[0]
     assert NO_REFERENCE in report and "Madry" not in report
 
 
@@ -140,3 +139,36 @@ def test_bad_data_and_models_are_one_line(pairs, fragments, tmp_path, data_root)
                     data_root=data_root)  # fmt: skip
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+PLUGIN = """
+import torch
+from dlapps.data import ImageArrays, register_dataset
+from dlapps.data.sources import limited
+
+
+@register_dataset("stripes", title="Stripes", splits=("train", "test"), num_classes=2, image_shape=(1, 8, 8))
+def stripes(split, request):
+    generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    images = torch.randint(0, 100, (400, 1, 8, 8), generator=generator, dtype=torch.uint8)
+    images[labels == 1, :, :, :4] += 150  # class "left": the left half is bright
+    images[labels == 0, :, :, 4:] += 150
+    return limited(ImageArrays(images, labels, ("right", "left"), f"stripes ({split})"), request)
+"""
+
+
+def test_a_users_plug_in_module_on_the_command_line(tmp_path, data_root):
+    """A dataset registered in the user's own module, named in $DLAPPS_PLUGINS, is a dataset like any other."""
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    plugin = {"DLAPPS_PLUGINS": "my_plugin", "PYTHONPATH": str(tmp_path)}
+    listing = dlapps("datasets", data_root=data_root, **plugin)
+    assert listing.returncode == 0 and "stripes" in listing.stdout, listing.stderr
+    result = dlapps("run", "residual-mlp", "--profile", "quick", "--no-progress", "--out", str(tmp_path / "out"),
+                    *_settings("dataset=stripes", "depths=2", "gradient_depth=2", "seeds=1", "train.epochs=3",
+                               "train.batch_size=32", "train.lr=0.01", "gradient_batches=1"), data_root=data_root, **plugin)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["data"]["title"] == "Stripes" and min(r["test_acc"] for r in results["runs"]) > 0.9
+    broken = dlapps("studies", DLAPPS_PLUGINS="no_such_plugin")
+    assert_one_line_error(broken, "plug-in module 'no_such_plugin'", "failed to import")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dlapps.errors import DlappsError
+from dlapps.registry import load_plugins
 
 app = typer.Typer(
     help="Reproduce, explain and extend deep-learning-applications experiments on image classifiers.",
@@ -152,16 +153,15 @@ def train(
     """
     from dlapps.config import apply_overrides, to_dict
     from dlapps.experiments import RunContext
-    from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier
     from dlapps.report.io import write_json
-    from dlapps.train import resolve_device
+    from dlapps.train import ClassifierRecipe, resolve_device
     from dlapps.train.distributed import init_from_env
 
     recipe = apply_overrides(ClassifierRecipe(model=model, dataset=dataset), set_ or [])
     world, chosen = init_from_env(resolve_device(device))
     ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download, compile=compile_)
     with ctx.progress() as bars:
-        classifier = obtain_classifier(recipe, ctx, progress=bars if progress and world.is_main else None)
+        classifier = ctx.classifier(recipe, progress=bars if progress and world.is_main else None)
     if world.is_main:
         info = classifier.info
         last = info["history"][-1]
@@ -229,6 +229,7 @@ def main() -> None:
         sys.argv.remove("--debug")
         debug = True
     try:
+        load_plugins()
         app()
     except DlappsError as exc:
         if debug:

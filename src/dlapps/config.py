@@ -16,7 +16,7 @@ import json
 import math
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from dlapps.errors import ConfigError, DlappsError
 
@@ -180,6 +180,27 @@ def _check_type(value: Any, annotation: Any, key: str) -> None:
         not isinstance(value, annotation) or (annotation is int and isinstance(value, bool))
     ):
         raise ConfigError(f"{key} must be {annotation.__name__}, got {value!r}")
+
+
+class Positive:
+    """Checker for ``Annotated[int | float, POSITIVE]`` fields (and each item of a tuple of them)."""
+
+    @staticmethod
+    def check(value: float) -> None:
+        if not value > 0:
+            raise ConfigError(f"must be positive, got {value}")
+
+
+class NonNegative:
+    @staticmethod
+    def check(value: float) -> None:
+        if not value >= 0:
+            raise ConfigError(f"must be >= 0, got {value}")
+
+
+PositiveInt = Annotated[int, Positive()]
+PositiveFloat = Annotated[float, Positive()]
+NonNegativeFloat = Annotated[float, NonNegative()]
 
 
 def require(condition: bool, message: str) -> None:

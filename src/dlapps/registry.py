@@ -4,14 +4,17 @@ OOD sets and studies.
 Each kind has one :class:`Registry`; an entry is added where it is defined, with ``@REGISTRY.register(name)``
 on a class or function, or ``REGISTRY.register(name, value)``. Config fields name an entry with
 ``Annotated[str, REGISTRY]``: the config layer then checks the name against the live registry, so an entry
-registered by a user's own module is as valid as a built-in one.
+registered by a user's own module is as valid as a built-in one. The command line imports a user's modules
+first (:func:`load_plugins`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar, overload
 
 from dlapps.errors import ConfigError, DlappsError
@@ -76,3 +79,23 @@ def import_submodules(package: str, path: list[str]) -> None:
     for module in pkgutil.iter_modules(path):
         if not module.name.startswith("_"):
             importlib.import_module(f"{package}.{module.name}")
+
+
+PLUGINS_VAR = "DLAPPS_PLUGINS"
+
+
+def load_plugins() -> list[str]:
+    """Import the user's plug-in modules, so their registrations exist before a command runs: the modules named in
+    ``$DLAPPS_PLUGINS`` (comma-separated) and the ``dlapps.plugins`` entry points of installed packages."""
+    names = [name.strip() for name in os.environ.get(PLUGINS_VAR, "").split(",") if name.strip()]
+    loaded = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - whatever a user's module raises, say which module it was
+            raise DlappsError(f"plug-in module {name!r} (from ${PLUGINS_VAR}) failed to import: {exc}") from None
+        loaded.append(name)
+    for entry in entry_points(group="dlapps.plugins"):
+        entry.load()
+        loaded.append(entry.value)
+    return loaded

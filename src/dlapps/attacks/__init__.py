@@ -14,6 +14,7 @@ from dlapps.attacks.metrics import (
     mean_confidence_drop,
     mean_iterations,
     robust_accuracy,
+    showcase,
     success_rate,
     summarize,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "perturb",
     "resolve_targets",
     "robust_accuracy",
+    "showcase",
     "success_rate",
     "summarize",
 ]

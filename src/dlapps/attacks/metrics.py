@@ -72,3 +72,16 @@ def summarize(result: AttackResult) -> dict[str, Any]:
         "successes": int((result.success & attacked).sum()),
         **{name: None if math.isnan(value) else value for name, value in metrics.items()},
     }
+
+
+def showcase(result: AttackResult, count: int) -> torch.Tensor:
+    """``count`` indices of attacked samples to show: successes of distinct classes first, then other successes,
+    then failures."""
+    attacked = result.attacked.nonzero().flatten().tolist()
+    succeeded = [i for i in attacked if result.success[i]]
+    distinct: dict[int, int] = {}  # class -> first successful sample of that class
+    for i in succeeded:
+        distinct.setdefault(int(result.labels[i]), i)
+    first = list(distinct.values())
+    order = first + [i for i in succeeded if i not in first] + [i for i in attacked if i not in succeeded]
+    return torch.tensor(order[:count], dtype=torch.int64)

@@ -29,7 +29,7 @@ class AdversarialStepLoss:
     """``step_loss(model, inputs, labels) -> (loss, adversarial logits)``: train accuracy is robust accuracy.
 
     ``alpha`` defaults to ε (fgsm), 1.25 ε (fgsm-rs) or 2.5 ε / steps (pgd); FGSM variants take one step.
-    :attr:`objective` names every setting, for a :class:`~dlapps.experiments.zoo.ClassifierRecipe`.
+    :attr:`objective` names every setting, for a :class:`~dlapps.train.ClassifierRecipe`.
     """
 
     method: TrainingAttack

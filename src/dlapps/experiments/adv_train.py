@@ -23,18 +23,18 @@ import torch
 from torch import nn
 
 from dlapps.attacks import AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy
-from dlapps.config import require, to_dict
-from dlapps.data import DATASET, DATASETS, ImageArrays, get_dataset
+from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require, to_dict
+from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
 from dlapps.experiments.attacks import PIXEL, eps_label
-from dlapps.experiments.base import RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import ARCHITECTURE, ClassifierRecipe, architecture_title, obtain_classifier
+from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
+from dlapps.models.registry import ARCHITECTURE, architecture_title
 from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
 from dlapps.registry import Registry
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Image, format_number, table
-from dlapps.train import TrainConfig
+from dlapps.train import ClassifierRecipe, TrainConfig
 from dlapps.train.trainer import cross_entropy_step
 
 WONG_2020 = {"clean accuracy": 0.861, "PGD accuracy": 0.461}  # PreAct ResNet-18, FGSM-RS, ε = 8/255
@@ -43,40 +43,32 @@ WRITEUP_OOD = {"standard": (0.63, 0.85), "0.5/0.5": (0.65, 0.87)}
 
 
 @dataclass(frozen=True)
-class AdvTrainConfig:
-    dataset: Annotated[str, DATASET] = "cifar10"
-    image_size: int | None = None  # images resized to this square size (None: as they are)
+class AdvTrainConfig(OnDataset):
     model: Annotated[str, ARCHITECTURE] = "cifar_resnet"  # any architecture; width and blocks shape two of them
-    width: int = 64  # cifar_resnet / small_cnn: channels of the first stage, doubled at each later stage
-    blocks: int = 3  # cifar_resnet only: basic blocks per stage
+    width: PositiveInt = 64  # cifar_resnet / small_cnn: channels of the first stage, doubled at each later stage
+    blocks: PositiveInt = 3  # cifar_resnet only: basic blocks per stage
     method: Literal["fgsm", "fgsm-rs", "pgd"] = "fgsm-rs"
-    eps: float = 8.0  # grey levels (units of 1/255)
-    alpha: float | None = None  # grey levels; None: fgsm ε, fgsm-rs 1.25 ε, pgd 2.5 ε / steps
-    steps: int = 1  # attack steps per batch (pgd only)
+    eps: NonNegativeFloat = 8.0  # grey levels (units of 1/255)
+    alpha: PositiveFloat | None = None  # grey levels; None: fgsm ε, fgsm-rs 1.25 ε, pgd 2.5 ε / steps
+    steps: PositiveInt = 1  # attack steps per batch (pgd only)
     weightings: tuple[str, ...] = ("0.5/0.5", "0.2/0.8", "0/1")  # w_clean/w_adv, beside a standard model
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             epochs=15, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="onecycle"
         )
     )
-    train_subset: int | None = None  # None: the whole training split
-    test_subset: int | None = None  # None: the whole test split
-    eval_eps: float = 8.0  # grey levels
-    eval_alpha: float = 2.0  # grey levels, PGD step
-    eval_steps: tuple[int, ...] = (10, 20)
-    eval_batch_size: int = 500
+    train_subset: PositiveInt | None = None  # None: the whole training split
+    test_subset: PositiveInt | None = None  # None: the whole test split
+    eval_eps: NonNegativeFloat = 8.0  # grey levels
+    eval_alpha: PositiveFloat = 2.0  # grey levels, PGD step
+    eval_steps: tuple[PositiveInt, ...] = (10, 20)
+    eval_batch_size: PositiveInt = 500
     ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it
     resize_ood: bool = False  # resize / convert OOD images that do not fit
     seed: int = 0
 
     def validate(self) -> None:
-        require(
-            self.width > 0 and self.blocks > 0, f"width and blocks must be positive, got {self.width}, {self.blocks}"
-        )
-        require(self.eps >= 0 and self.eval_eps >= 0, "eps and eval_eps must be >= 0 (grey levels)")
-        require(self.alpha is None or self.alpha > 0, f"alpha must be positive or none, got {self.alpha}")
         require(self.method == "pgd" or self.steps == 1, f"{self.method} takes one step: set steps=1 (or method=pgd)")
-        require(self.steps > 0, f"steps must be positive, got {self.steps}")
         require(len(self.weightings) == len(set(self.weightings)), f"weightings repeat an entry: {self.weightings}")
         for weighting in self.weightings:
             parts = weighting.split("/")
@@ -85,12 +77,7 @@ class AdvTrainConfig:
                 len(parts) == 2 and len(numbers) == 2 and float(parts[1]) > 0,
                 f"weighting {weighting!r} must be w_clean/w_adv with w_clean >= 0 and w_adv > 0, e.g. 0.5/0.5",
             )
-        require(self.eval_alpha > 0, f"eval_alpha must be positive, got {self.eval_alpha}")
-        require(len(self.eval_steps) > 0 and all(s > 0 for s in self.eval_steps), "eval_steps must be positive")
-        for key in ("train_subset", "test_subset", "image_size"):
-            value = getattr(self, key)
-            require(value is None or value > 0, f"{key} must be positive or none, got {value}")
-        require(self.eval_batch_size > 0, f"eval_batch_size must be positive, got {self.eval_batch_size}")
+        require(len(self.eval_steps) > 0, "eval_steps must not be empty")
 
     def objectives(self) -> dict[str, AdversarialStepLoss | None]:
         """Variant label -> its adversarial step loss (None: standard training)."""
@@ -178,8 +165,7 @@ class AdvTrain(Study):
 
     def run(self, config: AdvTrainConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
-        train = dataset.load("train", ctx.data_root, ctx.download, size=config.image_size)
-        full_test = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=config.image_size)
+        train, full_test = config.load(ctx, "train"), config.load(ctx)
         test = full_test.subset(config.test_subset, config.seed)
         records = []
         with ctx.progress() as progress:
@@ -188,7 +174,7 @@ class AdvTrain(Study):
                 progress.console.print(f"{variant}: training {recipe.key()} (or loading it)")
                 t0 = time.perf_counter()
                 step_loss = cross_entropy_step if loss is None else loss
-                classifier = obtain_classifier(recipe, ctx, progress=progress, step_loss=step_loss, train=train,
+                classifier = ctx.classifier(recipe, progress=progress, step_loss=step_loss, train=train,
                                                test=full_test)  # fmt: skip
                 history = classifier.info["history"]
                 records.append({**self._evaluate(variant, recipe, classifier.module, test, config, ctx),
@@ -279,7 +265,7 @@ class AdvTrain(Study):
         ]
 
     def no_reference(self, config: AdvTrainConfig) -> str | None:
-        if config.dataset != "cifar10" or config.image_size is not None:
+        if not config.is_dataset("cifar10"):
             return f"the write-up and Wong et al. train on CIFAR-10; this run trains on {get_dataset(config.dataset).title}"
         return None
 

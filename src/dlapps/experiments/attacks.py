@@ -20,12 +20,13 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from dlapps.attacks import ATTACKS, AttackResult, TargetSpec, attack, attack_arrays, cumulative_success, summarize
-from dlapps.config import require
-from dlapps.data import DATASET, ImageArrays, get_dataset
+from dlapps.attacks import ATTACKS, TargetSpec, attack, attack_arrays, cumulative_success, showcase, summarize
+from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require
+from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments.base import RunCache, RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import ModelSpec, align, describe, obtain_model
+from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
+from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -51,34 +52,24 @@ def eps_label(value: float) -> str:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    dataset: Annotated[str, DATASET] = "cifar10"
-    image_size: int | None = None  # images resized to this square size (None: as they are)
+class AttackConfig(OnDataset):
     model: ModelSpec = field(default_factory=lambda: ModelSpec(train=VICTIM_TRAINING))
     method: Annotated[str, ATTACKS] = "bim"
-    epsilons: tuple[float, ...] = (0.5, 1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
-    steps: int = 10
-    alpha_fraction: float = 0.25  # step size as a fraction of ε (one-step FGSM always steps ε)
+    epsilons: tuple[NonNegativeFloat, ...] = (0.5, 1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
+    steps: PositiveInt = 10
+    alpha_fraction: PositiveFloat = 0.25  # step size as a fraction of ε (one-step FGSM always steps ε)
     targets: tuple[str, ...] = ()  # each beside the untargeted attack: random, least-likely, a class or its index
-    test_subset: int | None = None  # None: the whole test split
-    batch_size: int = 250
-    example_eps: float = 1.0  # grey levels; the course write-up showed FGSM examples at 1/255
-    examples: int = 6
+    test_subset: PositiveInt | None = None  # None: the whole test split
+    batch_size: PositiveInt = 250
+    example_eps: NonNegativeFloat = 1.0  # grey levels; the course write-up showed FGSM examples at 1/255
+    examples: PositiveInt = 6
     seed: int = 0  # test subset, random starts, random targets
 
     def validate(self) -> None:
         require(len(self.epsilons) > 0, "epsilons must not be empty")
-        require(all(e >= 0 for e in (*self.epsilons, self.example_eps)), "every ε must be >= 0 (grey levels)")
         require(list(self.epsilons) == sorted(set(self.epsilons)), f"epsilons must increase, got {self.epsilons}")
-        require(self.steps > 0, f"steps must be positive, got {self.steps}")
-        require(self.method != "fgsm" or self.steps == 1, "fgsm takes one step: set steps=1 (or method=bim)")
-        require(self.alpha_fraction > 0, f"alpha_fraction must be positive, got {self.alpha_fraction}")
+        require(not ATTACKS[self.method].single_step or self.steps == 1, f"{self.method} takes one step: set steps=1")
         require(len(self.targets) == len(set(self.targets)), f"targets repeat an entry: {self.targets}")
-        for key in ("test_subset", "image_size"):
-            value = getattr(self, key)
-            require(value is None or value > 0, f"{key} must be positive or none, got {value}")
-        require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
-        require(self.examples > 0, f"examples must be positive, got {self.examples}")
 
     def modes(self, classes: tuple[str, ...]) -> dict[str, TargetSpec]:
         """Mode label -> target of :func:`dlapps.attacks.attack`: untargeted, then each entry of ``targets``."""
@@ -105,9 +96,9 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class TargetedConfig(AttackConfig):
-    epsilons: tuple[float, ...] = (2, 4, 8)
+    epsilons: tuple[NonNegativeFloat, ...] = (2, 4, 8)
     targets: tuple[str, ...] = ("random", "least-likely", "0")
-    example_eps: float = 8.0
+    example_eps: NonNegativeFloat = 8.0
 
 
 def cached_attack(
@@ -146,11 +137,10 @@ class AttackSweep(Study):
 
     def run(self, config: AttackConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
-        data = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=config.image_size,
-                            limit=config.test_subset, seed=config.seed)  # fmt: skip
+        data = config.load(ctx, model_size=config.model.input_size(), limit=config.test_subset, seed=config.seed)
         with ctx.progress() as progress:
             classifier = obtain_model(config.model, dataset, data, ctx, image_size=config.image_size, progress=progress)
-            data = align(classifier, dataset, data, config.model.class_map)
+            data = align_labels(classifier, dataset, data, config.model.class_map)
             modes = config.modes(data.classes)
             victim = describe(classifier)
             rows = []
@@ -216,7 +206,7 @@ class AttackSweep(Study):
         ]
 
     def no_reference(self, config: AttackConfig) -> str | None:
-        if config.dataset != "cifar10" or config.image_size is not None:
+        if not config.is_dataset("cifar10"):
             return f"the write-up attacks a CIFAR-10 classifier; this run attacks {get_dataset(config.dataset).title}"
         return None
 
@@ -231,7 +221,7 @@ def _examples(model: nn.Module, test: ImageArrays, config: AttackConfig, target:
     x = pool.images.float() / 255
     result = attack(model, x, pool.labels, steps=config.steps, generator=torch.Generator().manual_seed(config.seed),
                     **config.attack_kwargs(config.example_eps, target))  # fmt: skip
-    chosen = _pick_examples(result, config.examples)
+    chosen = showcase(result, config.examples)
     probs_before = torch.softmax(model(x[chosen]), 1)
     probs_after = torch.softmax(model(result.adversarial[chosen]), 1)
     return {
@@ -248,37 +238,16 @@ def _examples(model: nn.Module, test: ImageArrays, config: AttackConfig, target:
     }
 
 
-def _pick_examples(result: AttackResult, count: int) -> torch.Tensor:
-    """Indices of attacked samples, successes of distinct classes first, then other successes, then failures."""
-    attacked = result.attacked.nonzero().flatten().tolist()
-    succeeded = [i for i in attacked if result.success[i]]
-    distinct: dict[int, int] = {}  # class -> first successful sample of that class
-    for i in succeeded:
-        distinct.setdefault(int(result.labels[i]), i)
-    first = list(distinct.values())
-    order = first + [i for i in succeeded if i not in first] + [i for i in attacked if i not in succeeded]
-    return torch.tensor(order[:count], dtype=torch.int64)
-
-
 def _examples_figure(examples: dict[str, Any], mode: str, classes: tuple[str, ...]):
-    original, adversarial = examples["images"]
-    eps = examples["eps_255"] / 255
-    scale = 0.5 / eps if eps > 0 else 1.0
-    amplified = 0.5 + (adversarial - original) * scale  # ±ε maps to 0 and 1
     steps = ["no success" if k < 0 else f"{k} step{'s' if k != 1 else ''}" for k in examples["iterations"]]
     if examples["target"] is not None:
         steps = [f"→ {classes[t]}: {s}" for t, s in zip(examples["target"], steps, strict=True)]
-
-    def predicted(when: str) -> list[str]:
-        pairs = zip(examples[f"pred_{when}"], examples[f"confidence_{when}"], strict=True)
-        return [f"{classes[p]} {c:.0%}" for p, c in pairs]
-
-    perturbation = f"perturbation ×{scale:.0f}"
-    return figures.image_grid(
-        {"original": list(original), perturbation: list(amplified), "adversarial": list(adversarial)},
-        {"original": predicted("before"), perturbation: steps, "adversarial": predicted("after")},
+    predicted = {when: [f"{classes[p]} {c:.0%}" for p, c in zip(examples[f"pred_{when}"], examples[f"confidence_{when}"],
+                                                                 strict=True)] for when in ("before", "after")}  # fmt: skip
+    return figures.adversarial_examples(
+        *examples["images"], examples["eps_255"] / 255, predicted["before"], steps, predicted["after"],
         title=f"ε = {eps_label(examples['eps_255'])}, {mode}: prediction and confidence before and after",
-    )
+    )  # fmt: skip
 
 
 @register_study

@@ -14,7 +14,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from matplotlib.figure import Figure
@@ -22,12 +22,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dlapps import __version__
-from dlapps.config import apply_overrides, fingerprint, to_dict
+from dlapps.config import PositiveInt, apply_overrides, fingerprint, to_dict
+from dlapps.data import DATASET, ImageArrays, get_dataset
 from dlapps.errors import ConfigError, DlappsError
+from dlapps.models import Classifier
 from dlapps.registry import Registry
 from dlapps.report.comparison import Comparison, comparison_table
 from dlapps.report.io import read_json, save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block, Heading, render
+from dlapps.train import ClassifierRecipe, obtain_classifier
 
 COMPARISON_TITLE = "Against the write-up and the literature"
 
@@ -78,6 +81,16 @@ class RunContext:
     def model_dir(self) -> Path:
         return self.models_dir or self.out.parent / "models"
 
+    def classifier(self, recipe: ClassifierRecipe, **kwargs: Any) -> Classifier:
+        """The recipe's model from the shared model folder, trained there first when it is not (else counted as
+        a reused run); keyword arguments as :func:`~dlapps.train.obtain_classifier`'s."""
+        classifier, reused = obtain_classifier(
+            recipe, self.model_dir, self.device, data_root=self.data_root, download=self.download,
+            compile=self.compile, **kwargs,
+        )  # fmt: skip
+        self.cache.hits += reused
+        return classifier
+
     def progress(self) -> AbstractContextManager[Progress]:
         """A progress display to use as a context manager: the shared one if any, else a new one."""
         if self.shared_progress is not None:
@@ -96,6 +109,27 @@ def make_progress(enabled: bool = True) -> Progress:
         disable=not enabled,
         transient=True,
     )
+
+
+@dataclass(frozen=True)
+class OnDataset:
+    """The settings every study on a dataset shares; study configs extend it (and may change the default)."""
+
+    dataset: Annotated[str, DATASET] = "cifar10"
+    image_size: PositiveInt | None = None  # images resized to this square size (None: as they are)
+
+    def load(
+        self, ctx: RunContext, split: str | None = None, *, model_size: int | None = None, **kwargs: Any
+    ) -> ImageArrays:
+        """A split (default: the evaluation split) of the dataset at the configured size, else, for a dataset of
+        varying image sizes, at ``model_size`` (the input size of the model to analyse, where it has one)."""
+        dataset = get_dataset(self.dataset)
+        size = self.image_size or (model_size if dataset.image_shape is None else None)
+        return dataset.load(split or dataset.eval_split, ctx.data_root, ctx.download, size=size, **kwargs)
+
+    def is_dataset(self, name: str) -> bool:
+        """Whether this is the registered dataset ``name`` as it is (a reference setup, not resized)."""
+        return self.dataset == name and self.image_size is None
 
 
 @dataclass
@@ -181,6 +215,31 @@ def check_output_folder(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise DlappsError(f"cannot write results to {out} ({exc.strerror or exc}); choose another --out") from None
+
+
+def trained_runs(
+    ctx: RunContext, title: str, plan: list[tuple[str, dict[str, Any], ClassifierRecipe]], train, test
+) -> tuple[list[dict[str, Any]], dict[str, Classifier]]:
+    """Each recipe of ``plan`` (label, the run's own fields, recipe), trained or found in the model folder, under
+    one progress bar: a record per run (its fields, the model's key and size, final accuracies, seconds,
+    history) and the models by label."""
+    records, models = [], {}
+    with ctx.progress() as progress:
+        overall = progress.add_task(title, total=len(plan))
+        for label, fields, recipe in plan:
+            progress.update(overall, description=label)
+            started = time.perf_counter()
+            models[label] = model = ctx.classifier(recipe, progress=progress, train=train, test=test)
+            history = model.info["history"]
+            records.append({
+                **fields, "key": recipe.key(), "parameters": sum(p.numel() for p in model.module.parameters()),
+                "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
+                "train_seconds": sum(h["seconds"] for h in history), "seconds": time.perf_counter() - started,
+                "history": history,
+            })  # fmt: skip
+            progress.console.print(f"{label}: test acc {records[-1]['test_acc']:.4f}")
+            progress.advance(overall)
+    return records, models
 
 
 def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:

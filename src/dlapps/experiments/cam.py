@@ -17,12 +17,13 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from dlapps.config import require
+from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset
-from dlapps.experiments.base import STUDIES, RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import ModelSpec, align, describe, obtain_classifier, obtain_model
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
 from dlapps.models import PRETRAINED, Classifier
+from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import feature_layer
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -33,30 +34,26 @@ TORCHCAM_RESNET18 = {"gradcam": (0.2686, 0.2250), "gradcam++": (0.5271, 0.1962),
 
 
 @dataclass(frozen=True)
-class CamConfig:
+class CamConfig(OnDataset):
     dataset: Annotated[str, DATASET] = "imagenette"
-    image_size: int | None = None  # None: the model's input size, for datasets whose images vary in size
+    image_size: PositiveInt | None = None  # None: the model's input size, for datasets whose images vary in size
     model: ModelSpec = field(default_factory=lambda: ModelSpec("mobilenet_v2_imagenet"))
     layer: str | None = None  # None: the model's known CAM layer, else its last spatial feature map
     residual_cnn: str | None = "full"  # also explain the deepest residual net of this residual-cnn profile; none: not
     residual_cnn_set: tuple[str, ...] = ()  # ... with these residual-cnn overrides (key=value, no lists)
     methods: tuple[Annotated[str, CAM_METHODS], ...] = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
-    grid_images: int = 10
-    faithfulness_images: int = 1000  # average drop / increase in confidence
-    deletion_images: int = 200  # deletion / insertion AUC (17 forward passes per image and curve)
-    deletion_steps: int = 16
-    scorecam_images: int = 50  # Score-CAM needs one forward pass per channel of the layer
-    batch_size: int = 32
+    grid_images: PositiveInt = 10
+    faithfulness_images: PositiveInt = 1000  # average drop / increase in confidence
+    deletion_images: PositiveInt = 200  # deletion / insertion AUC (17 forward passes per image and curve)
+    deletion_steps: PositiveInt = 16
+    scorecam_images: PositiveInt = 50  # Score-CAM needs one forward pass per channel of the layer
+    batch_size: PositiveInt = 32
     seed: int = 0
 
     def validate(self) -> None:
         require(len(self.methods) > 0, "methods must not be empty")
         if self.residual_cnn is not None:  # the residual net to explain must be valid
             STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
-        for key in ("grid_images", "faithfulness_images", "deletion_images", "deletion_steps", "scorecam_images",
-                    "batch_size"):  # fmt: skip
-            require(getattr(self, key) > 0, f"{key} must be positive, got {getattr(self, key)}")
-        require(self.image_size is None or self.image_size > 0, f"image_size must be positive, got {self.image_size}")
 
 
 def _batched_maps(method: str, model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor, batch_size: int):
@@ -135,12 +132,12 @@ class Cam(Study):
     def run(self, config: CamConfig, ctx: RunContext) -> StudyOutput:
         # Inputs that can be wrong (weights files, image folders) are read before any long computation.
         dataset = get_dataset(config.dataset)
-        data = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, limit=config.faithfulness_images,
-                            size=config.model.image_size(dataset, config.image_size), seed=config.seed)  # fmt: skip
+        size = config.model.input_size()
+        data = config.load(ctx, model_size=size, limit=config.faithfulness_images, seed=config.seed)
         explained = {}
         with ctx.progress() as progress:
             classifier = obtain_model(config.model, dataset, data, ctx, image_size=config.image_size, progress=progress)
-            data = align(classifier, dataset, data, config.model.class_map)
+            data = align_labels(classifier, dataset, data, config.model.class_map)
             layer = config.layer or classifier.cam_layer or feature_layer(classifier.module, _example(data, ctx))
             if config.residual_cnn is not None:
                 explained["residual-cnn"] = self._residual_cnn(config, ctx, progress)
@@ -167,7 +164,7 @@ class Cam(Study):
         dataset = get_dataset(recipe.dataset)
         data = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=recipe.image_size,
                             limit=config.faithfulness_images, seed=config.seed)  # fmt: skip
-        classifier = obtain_classifier(recipe, ctx, progress=progress)
+        classifier = ctx.classifier(recipe, progress=progress)
         classifier = replace(classifier, title=f"{classifier.title} (residual-cnn {config.residual_cnn})")
         return explain_model(
             classifier, data, feature_layer(classifier.module, _example(data, ctx)), config, ctx.device
@@ -211,7 +208,7 @@ class Cam(Study):
 
     def no_reference(self, config: CamConfig) -> str | None:
         imagenet = config.model.is_published and PRETRAINED[config.model.name].trained_on == "imagenet"
-        if config.dataset != "imagenette" or config.image_size is not None or not imagenet:
+        if not config.is_dataset("imagenette") or not imagenet:
             return ("torchcam's faithfulness figures are for a published ImageNet CNN on Imagenette, and the "
                     f"write-up's maps are pictures only; this run explains {config.model.name} on "
                     f"{get_dataset(config.dataset).title}")  # fmt: skip

@@ -10,13 +10,12 @@ that says which detectors beat MSP.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from dlapps.config import require
-from dlapps.data import DATASET, ImageArrays, get_dataset
+from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require
+from dlapps.data import ImageArrays, get_dataset
 from dlapps.data.ood import (
     CIFAR10_OVERLAP,
     OOD_SET,
@@ -27,10 +26,13 @@ from dlapps.data.ood import (
     set_distance,
     set_label,
 )
-from dlapps.experiments.base import RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import Classifier, ModelSpec, align, architecture_title, describe, obtain_model
-from dlapps.ood import DETECTORS, METRICS, create_detector, fit_detectors, ood_metrics, score_detectors
+from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.zoo import Classifier, ModelSpec, describe, obtain_model
+from dlapps.models.classifier import align_labels
+from dlapps.models.registry import architecture_title
+from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
 from dlapps.ood.plots import histogram_grid, overview, roc_pr_grid
+from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metrics_table
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, table
 from dlapps.train import TrainConfig
@@ -47,18 +49,14 @@ ROLES = ("baseline", "model")
 class DetectorSettings:
     """Detector hyper-parameters; the defaults are each paper's CIFAR settings."""
 
-    odin_temperature: float = 1000.0
-    odin_epsilon: float = 0.0014
-    knn_k: int = 50
-    vim_dim: int | None = None  # principal-subspace dimension; None: the paper's rule (N/2 for small N)
-    react_percentile: float = 90.0
+    odin_temperature: PositiveFloat = 1000.0
+    odin_epsilon: NonNegativeFloat = 0.0014
+    knn_k: PositiveInt = 50
+    vim_dim: PositiveInt | None = None  # principal-subspace dimension; None: the paper's rule (N/2 for small N)
+    react_percentile: PositiveFloat = 90.0
 
     def validate(self) -> None:
-        require(self.odin_temperature > 0, f"odin_temperature must be positive, got {self.odin_temperature}")
-        require(self.odin_epsilon >= 0, f"odin_epsilon must be >= 0, got {self.odin_epsilon}")
-        require(self.knn_k > 0, f"knn_k must be positive, got {self.knn_k}")
-        require(self.vim_dim is None or self.vim_dim > 0, f"vim_dim must be positive or none, got {self.vim_dim}")
-        require(0 < self.react_percentile <= 100, f"react_percentile must be in (0, 100], got {self.react_percentile}")
+        require(self.react_percentile <= 100, f"react_percentile must be in (0, 100], got {self.react_percentile}")
 
     def hparams(self, detector: str) -> dict[str, Any]:
         return {
@@ -70,9 +68,7 @@ class DetectorSettings:
 
 
 @dataclass(frozen=True)
-class OodConfig:
-    dataset: Annotated[str, DATASET] = "cifar10"  # in-distribution
-    image_size: int | None = None  # ID images resized to this square size (None: as they are)
+class OodConfig(OnDataset):
     model: ModelSpec = field(
         default_factory=lambda: ModelSpec(
             "resnet20_cifar10",
@@ -89,11 +85,11 @@ class OodConfig:
     ood_sets: tuple[Annotated[str, OOD_SET], ...] = tuple(OOD_SETS)  # registered sets, or any dataset name or path
     cifar100_exclude: tuple[str, ...] = CIFAR10_OVERLAP
     resize_ood: bool = False  # resize / convert OOD images that do not fit the ID images
-    id_subset: int | None = None  # ID test images (None: all)
-    ood_subset: int | None = None  # images per OOD set (None: all; 2,000 generated)
-    fit_subset: int | None = 20_000  # ID training images for detector statistics (None: all)
+    id_subset: PositiveInt | None = None  # ID test images (None: all)
+    ood_subset: PositiveInt | None = None  # images per OOD set (None: all; 2,000 generated)
+    fit_subset: PositiveInt | None = 20_000  # ID training images for detector statistics (None: all)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
-    batch_size: int = 500
+    batch_size: PositiveInt = 500
     seed: int = 0
 
     def validate(self) -> None:
@@ -102,14 +98,10 @@ class OodConfig:
         require(len(self.ood_sets) > 0, "ood_sets must not be empty")
         labels = [set_label(name) for name in self.ood_sets]
         require(len(set(labels)) == len(labels), f"ood_sets must have distinct names, got {', '.join(labels)}")
-        for key in ("id_subset", "ood_subset", "fit_subset", "image_size"):
-            value = getattr(self, key)
-            require(value is None or value > 0, f"{key} must be positive or none, got {value}")
         require(
             self.fit_subset is None or "knn" not in self.detectors or self.fit_subset >= self.detector.knn_k,
             f"fit_subset={self.fit_subset} is smaller than knn_k={self.detector.knn_k}",
         )
-        require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
 
     def specs(self) -> dict[str, ModelSpec]:
         """Role -> model, the baseline (when analysed) first."""
@@ -144,47 +136,6 @@ def _evaluate(config: OodConfig, classifier: Classifier, fit_data: ImageArrays, 
     return facts, (id_scored.scores, ood_scores)
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model and detector: mean AUROC and FPR@95 over near- and far-OOD sets, and whether it beats MSP."""
-    rows = []
-    for model, detector in dict.fromkeys((r["model"], r["detector"]) for r in records):
-        row: dict[str, Any] = {"model": model, "detector": detector}
-        for group in ("near", "far"):
-            mine = [r for r in records if (r["model"], r["detector"], r["distance"]) == (model, detector, group)]
-            row[f"{group}_auroc"] = _mean([r["auroc"] for r in mine])
-            row[f"{group}_fpr95"] = _mean([r["fpr95"] for r in mine])
-        rows.append(row)
-    msp = {row["model"]: row for row in rows if row["detector"] == "msp"}
-    for row in rows:
-        for group in ("near", "far"):
-            base = msp.get(row["model"], {}).get(f"{group}_auroc")
-            mine = row[f"{group}_auroc"]
-            comparable = row["detector"] != "msp" and base is not None and mine is not None
-            row[f"beats_msp_{group}"] = bool(mine > base) if comparable else None
-    return rows
-
-
-def _find(records: list[dict[str, Any]], **keys: str) -> dict[str, Any] | None:
-    return next((r for r in records if all(r[k] == v for k, v in keys.items())), None)
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def _bold_best(cells: list[str], higher_better: bool) -> list[str]:
-    """Bold the best of a column of formatted numbers (all of them when tied as displayed)."""
-    numbers = [float(c) for c in cells if c != "—"]
-    if not numbers:
-        return cells
-    best = f"{(max if higher_better else min)(numbers):.1f}"
-    return [f"**{c}**" if c == best else c for c in cells]
-
-
 @register_study
 class OOD(Study):
     name = "ood"
@@ -199,12 +150,13 @@ class OOD(Study):
     def run(self, config: OodConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
         # The sets that can be wrong come first, so that one that does not fit fails in seconds.
-        test = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=config.image_size)
+        size = config.model.input_size()
+        test = config.load(ctx, model_size=size)
         request = OodRequest(ctx.data_root, ctx.download, config.ood_subset, config.seed, config.cifar100_exclude,
                              test.image_shape)  # fmt: skip
         ood = {set_label(name): conform(load_ood_set(name, request), test.image_shape, resize=config.resize_ood)
                for name in config.ood_sets}  # fmt: skip
-        train = dataset.load("train", ctx.data_root, ctx.download, size=config.image_size)
+        train = config.load(ctx, "train", model_size=size)
         id_data, fit_data = test.subset(config.id_subset, config.seed), train.subset(config.fit_subset, config.seed)
         distances = {set_label(name): set_distance(name) for name in config.ood_sets}
         models, records, scores = {}, [], {}
@@ -214,7 +166,7 @@ class OOD(Study):
                 progress.update(task, description=f"ood: {role}")
                 classifier = obtain_model(spec, dataset, test, ctx, image_size=config.image_size, progress=progress,
                                           test_subset=config.id_subset, splits=(train, test))  # fmt: skip
-                fit, ids = (align(classifier, dataset, d, spec.class_map) for d in (fit_data, id_data))
+                fit, ids = (align_labels(classifier, dataset, d, spec.class_map) for d in (fit_data, id_data))
                 id_classes = None if fit.classes == fit_data.classes else tuple(sorted(set(fit.labels.tolist())))
                 facts, scores[role] = _evaluate(config, classifier, fit, ids, ood, id_classes)
                 models[role] = {"label": classifier.title, **facts, **describe(classifier),
@@ -269,36 +221,13 @@ class OOD(Study):
     def title(self, config: OodConfig, results: dict[str, Any]) -> str:
         return f"Out-of-distribution detection on {results['data']['title']}"
 
-    def _metric_table(self, config: OodConfig, results: dict[str, Any], model: str, metric: str) -> str:
-        """Detectors x OOD sets for one model and metric (%), with near/far means; best per column in bold."""
-        records, summary = results["metrics"], results["summary"]
-        sets = list(results["data"]["ood"])
-        distances = [d["distance"] for d in results["data"]["ood"].values()]
-        groups = [g for g in ("near", "far") if g in distances]
-        averaged = [g for g in groups if distances.count(g) > 1]  # a mean over one set would repeat its column
-        columns = [[_pct(_find(records, model=model, detector=d, ood_set=s)[metric]) for d in config.detectors]
-                   for s in sets]  # fmt: skip
-        columns += [[_pct(_find(summary, model=model, detector=d)[f"{g}_{metric}"]) for d in config.detectors]
-                    for g in averaged]  # fmt: skip
-        columns = [_bold_best(column, metric != "fpr95") for column in columns]
-        headers = ["detector", *sets, *(f"mean {g}-OOD" for g in averaged)]
-        rows = [[DETECTORS[d].name, *(column[i] for column in columns)] for i, d in enumerate(config.detectors)]
-        if "msp" in config.detectors and metric == "auroc":
-            headers.append(f"beats MSP ({' / '.join(groups)})")
-            for row, detector in zip(rows, config.detectors, strict=True):
-                marks = [_find(summary, model=model, detector=detector)[f"beats_msp_{g}"] for g in groups]
-                row.append(" / ".join("—" if m is None else "yes" if m else "no" for m in marks))
-        return table(headers, rows)
-
     def table(self, config: OodConfig, results: dict[str, Any]) -> str:
-        models = results["models"]
-        rows = [[models[r["model"]]["label"], _pct(models[r["model"]]["accuracy"]), DETECTORS[r["detector"]].name,
-                 r["ood_set"], *(_pct(r[m]) for m in METRICS)] for r in results["metrics"]]  # fmt: skip
-        headers = ["model", "ID acc. %", "detector", "OOD set", "AUROC %", "AUPR-In %", "AUPR-Out %", "FPR@95TPR %"]
-        return table(headers, rows)
+        return metrics_table(results["metrics"], {role: info["label"] for role, info in results["models"].items()},
+                             {role: info["accuracy"] for role, info in results["models"].items()})  # fmt: skip
 
     def body(self, config: OodConfig, results: dict[str, Any]) -> list:
         data, d, models = results["data"], config.detector, results["models"]
+        distances = {name: info["distance"] for name, info in data["ood"].items()}
         set_rows = [[f"ID: {data['title']} test", "in-distribution", data["id"]["size"], data["id"]["source"]]]
         set_rows += [
             [name, f"{info['distance']}-OOD", info["size"], info["source"]] for name, info in data["ood"].items()
@@ -330,9 +259,12 @@ class OOD(Study):
             blocks.append(Heading(heading))
             for role, info in models.items():
                 blocks += [Heading(f"{info['label']} (ID accuracy {100 * info['accuracy']:.1f}%)", 2),
-                           self._metric_table(config, results, role, metric)]  # fmt: skip
+                           detector_table(results["metrics"], results["summary"], distances, role, metric, config.detectors)]  # fmt: skip
         if "msp" in config.detectors:
-            blocks += [Heading("Which detectors beat MSP (mean AUROC)"), self._beats_msp(results)]
+            blocks += [
+                Heading("Which detectors beat MSP (mean AUROC)"),
+                beats_msp_lines(results["summary"], {role: info["label"] for role, info in results["models"].items()}),
+            ]
         blocks.append(Heading("Figures"))
         if "msp" in config.detectors:
             blocks += [
@@ -357,21 +289,8 @@ class OOD(Study):
         ]
         return blocks
 
-    def _beats_msp(self, results: dict[str, Any]) -> str:
-        lines = []
-        for role, info in results["models"].items():
-            parts = []
-            for group in ("near", "far"):
-                rows = [r for r in results["summary"] if r["model"] == role and r[f"beats_msp_{group}"] is not None]
-                if rows:
-                    winners = [DETECTORS[r["detector"]].name for r in rows if r[f"beats_msp_{group}"]]
-                    parts.append(f"{group}-OOD: {', '.join(winners) or 'none'}")
-            if parts:
-                lines.append(f"- **{info['label']}** — {'; '.join(parts)}.")
-        return "\n".join(lines)
-
     def no_reference(self, config: OodConfig) -> str | None:
-        if config.dataset != "cifar10" or config.image_size is not None:
+        if not config.is_dataset("cifar10"):
             return f"the write-up and OpenOOD take CIFAR-10 as in-distribution; this run takes {get_dataset(config.dataset).title}"
         return None
 
@@ -386,7 +305,7 @@ class OOD(Study):
             if name is not None:
                 rows.append(Comparison(f"{architecture_title(name)} CIFAR-10 test accuracy", ours=models[role]["accuracy"],
                                        writeup=WRITEUP_ACCURACY[name], source=models[role]["label"]))  # fmt: skip
-        msp = {name: _find(results["metrics"], model=role, detector="msp", ood_set="cifar100")
+        msp = {name: find_record(results["metrics"], model=role, detector="msp", ood_set="cifar100")
                for role, name in which.items() if name is not None}  # fmt: skip
         if msp.get("small_cnn"):
             rows.append(
@@ -404,7 +323,7 @@ class OOD(Study):
         published = [role for role, spec in specs.items() if spec.is_published and spec.name == "resnet20_cifar10"]
         for role in published:  # near OpenOOD's ResNet-18 in accuracy
             for detector, anchors in OPENOOD_ANCHORS.items():
-                mine = _find(results["summary"], model=role, detector=detector)
+                mine = find_record(results["summary"], model=role, detector=detector)
                 for group, anchor in zip(("near", "far"), anchors, strict=True):
                     if mine and mine[f"{group}_auroc"] is not None:
                         rows.append(

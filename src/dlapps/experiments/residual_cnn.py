@@ -8,36 +8,32 @@ context's model folder, where the ``cam`` study finds them.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from dlapps.config import require
-from dlapps.data import DATASET, get_dataset
-from dlapps.experiments.base import RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier, recipe_loaders
+from dlapps.config import PositiveInt, require
+from dlapps.data import get_dataset
+from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study, trained_runs
 from dlapps.explain import layer_gradient_norms
 from dlapps.models.classifier import build_from_card
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import TrainConfig, seed_everything
+from dlapps.train import ClassifierRecipe, TrainConfig, recipe_loaders, seed_everything
 
 # He et al. 2016, Table 6: CIFAR-10 test error of ResNet-20/32/44/56/110 (widths 16/32/64, 164 epochs).
 HE_2016_ACCURACY = {20: 0.9125, 32: 0.9249, 44: 0.9283, 56: 0.9303, 110: 0.9357}
 
 
 @dataclass(frozen=True)
-class ResidualCNNConfig:
-    dataset: Annotated[str, DATASET] = "cifar10"
-    image_size: int | None = None  # images resized to this square size (None: as they are)
-    blocks: tuple[int, ...] = (3, 5, 9)  # per stage: ResNet-20, -32, -56
-    widths: tuple[int, ...] = (16, 32, 64)
-    seeds: int = 3
-    train_subset: int | None = None
-    test_subset: int | None = None
+class ResidualCNNConfig(OnDataset):
+    blocks: tuple[PositiveInt, ...] = (3, 5, 9)  # per stage: ResNet-20, -32, -56
+    widths: tuple[PositiveInt, ...] = (16, 32, 64)
+    seeds: PositiveInt = 3
+    train_subset: PositiveInt | None = None
+    test_subset: PositiveInt | None = None
     augment: bool = True
-    gradient_batches: int = 4
+    gradient_batches: PositiveInt = 4
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             epochs=40, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="onecycle"
@@ -45,16 +41,8 @@ class ResidualCNNConfig:
     )
 
     def validate(self) -> None:
-        require(len(self.blocks) > 0 and all(b > 0 for b in self.blocks), f"blocks must be positive, got {self.blocks}")
-        require(
-            len(self.widths) == 3 and all(w > 0 for w in self.widths),
-            f"widths must be 3 positive ints, got {self.widths}",
-        )
-        require(self.seeds > 0, f"seeds must be positive, got {self.seeds}")
-        for key in ("train_subset", "test_subset", "image_size"):
-            value = getattr(self, key)
-            require(value is None or value > 0, f"{key} must be positive or none, got {value}")
-        require(self.gradient_batches > 0, f"gradient_batches must be positive, got {self.gradient_batches}")
+        require(len(self.blocks) > 0, "blocks must not be empty")
+        require(len(self.widths) == 3, f"widths must be 3 positive ints, got {self.widths}")
 
     def recipe(self, blocks: int, skip: bool, seed: int) -> ClassifierRecipe:
         return ClassifierRecipe(
@@ -81,25 +69,13 @@ class ResidualCNN(Study):
 
     def run(self, config: ResidualCNNConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
-        train = dataset.load("train", ctx.data_root, ctx.download, size=config.image_size)
-        test = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=config.image_size)
-        plan = [(b, skip, s) for b in config.blocks for skip in (False, True) for s in range(config.seeds)]
-        records = []
-        with ctx.progress() as progress:
-            overall = progress.add_task("residual-cnn runs", total=len(plan))
-            for blocks, skip, seed in plan:
-                progress.update(overall, description=f"{label(blocks, skip)}, seed {seed}")
-                recipe = config.recipe(blocks, skip, seed)
-                t0 = time.perf_counter()
-                history = obtain_classifier(recipe, ctx, progress=progress, train=train, test=test).info["history"]
-                records.append({
-                    "blocks": blocks, "layers": 6 * blocks + 2, "skip": skip, "seed": seed, "model_key": recipe.key(),
-                    "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
-                    "train_seconds": sum(h["seconds"] for h in history), "wall_seconds": time.perf_counter() - t0,
-                    "history": history,
-                })  # fmt: skip
-                progress.console.print(f"{label(blocks, skip):10s} seed {seed}: test acc {records[-1]['test_acc']:.4f}")
-                progress.advance(overall)
+        train, test = config.load(ctx, "train"), config.load(ctx)
+        plan = [
+            (f"{label(blocks, skip)}, seed {seed}", {"blocks": blocks, "layers": 6 * blocks + 2, "skip": skip, "seed": seed},
+             config.recipe(blocks, skip, seed))
+            for blocks in config.blocks for skip in (False, True) for seed in range(config.seeds)
+        ]  # fmt: skip
+        records, _ = trained_runs(ctx, "residual-cnn runs", plan, train, test)
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source, "test": test.source},
             "runs": records,
@@ -117,7 +93,7 @@ class ResidualCNN(Study):
             recipe = config.recipe(deepest, skip, seed=0)
             seed_everything(0)
             model = build_from_card(recipe.card(train)).to(ctx.device).train()
-            loader, _ = recipe_loaders(recipe, ctx, train, test)
+            loader, _ = recipe_loaders(recipe, train, test, ctx.device)
             batches = [b for _, b in zip(range(config.gradient_batches), loader, strict=False)]
             profiles[label(deepest, skip)] = layer_gradient_norms(model, batches).as_dict()
         return profiles
@@ -220,7 +196,7 @@ class ResidualCNN(Study):
         return rows
 
     def no_reference(self, config: ResidualCNNConfig) -> str | None:
-        if config.dataset != "cifar10" or config.image_size is not None:
+        if not config.is_dataset("cifar10"):
             return f"the write-up and He et al. train on CIFAR-10; this run is on {get_dataset(config.dataset).title}"
         return None
 

@@ -9,20 +9,18 @@ biases apart) for the variants at one depth, at initialisation and trained.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from dlapps.config import require
+from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, get_dataset
-from dlapps.experiments.base import RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import ClassifierRecipe, obtain_classifier, recipe_loaders
+from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study, trained_runs
 from dlapps.explain import layer_gradient_norms
 from dlapps.models.classifier import build_from_card
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import TrainConfig, seed_everything
+from dlapps.train import ClassifierRecipe, TrainConfig, recipe_loaders, seed_everything
 
 # The course write-up's single-run test accuracies (width 16, MNIST).
 WRITEUP: dict[str, dict[int, float]] = {
@@ -33,36 +31,25 @@ WRITEUP: dict[str, dict[int, float]] = {
 
 
 @dataclass(frozen=True)
-class ResidualMLPConfig:
+class ResidualMLPConfig(OnDataset):
     dataset: Annotated[str, DATASET] = "mnist"
-    image_size: int | None = None  # images resized to this square size (None: as they are)
-    depths: tuple[int, ...] = (2, 8, 32, 64)
-    width: int = 16
-    layers_per_block: tuple[int, ...] = (1, 2)
-    seeds: int = 3
-    train_subset: int | None = None  # None: the whole training split
-    test_subset: int | None = None
-    gradient_depth: int = 32
-    gradient_batches: int = 10
+    depths: tuple[PositiveInt, ...] = (2, 8, 32, 64)
+    width: PositiveInt = 16
+    layers_per_block: tuple[PositiveInt, ...] = (1, 2)
+    seeds: PositiveInt = 3
+    train_subset: PositiveInt | None = None  # None: the whole training split
+    test_subset: PositiveInt | None = None
+    gradient_depth: PositiveInt = 32
+    gradient_batches: PositiveInt = 10
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=1e-3)
     )
 
     def validate(self) -> None:
         require(len(self.depths) > 0, "depths must not be empty")
-        require(all(d > 0 for d in self.depths), f"every depth must be positive, got {self.depths}")
-        require(
-            all(k > 0 for k in self.layers_per_block), f"layers_per_block must be positive, got {self.layers_per_block}"
-        )
         for depth in (*self.depths, self.gradient_depth):
             for k in self.layers_per_block:
-                require(depth > 0 and depth % k == 0, f"depth {depth} is not a multiple of layers_per_block {k}")
-        require(self.width > 0, f"width must be positive, got {self.width}")
-        require(self.seeds > 0, f"seeds must be positive, got {self.seeds}")
-        for key in ("train_subset", "test_subset", "image_size"):
-            value = getattr(self, key)
-            require(value is None or value > 0, f"{key} must be positive or none, got {value}")
-        require(self.gradient_batches > 0, f"gradient_batches must be positive, got {self.gradient_batches}")
+                require(depth % k == 0, f"depth {depth} is not a multiple of layers_per_block {k}")
 
     def variants(self) -> dict[str, dict[str, Any]]:
         """Variant key -> model name and hyper-parameters (besides depth)."""
@@ -82,9 +69,8 @@ class ResidualMLPConfig:
 
 def reference_gap(config: ResidualMLPConfig) -> str | None:
     """Why the write-up's numbers do not apply to this setup (None: they do)."""
-    if config.dataset != "mnist" or config.image_size is not None:
-        title = get_dataset(config.dataset).title
-        return f"the write-up's MLP results are on MNIST at 28×28 pixels; this run is on {title}"
+    if not config.is_dataset("mnist"):
+        return f"the write-up's MLP results are on MNIST; this run is on {get_dataset(config.dataset).title}"
     if config.width != 16:
         return f"the write-up's MLPs have width 16; these have width {config.width}"
     return None
@@ -111,32 +97,17 @@ class ResidualMLP(Study):
 
     def run(self, config: ResidualMLPConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
-        train = dataset.load("train", ctx.data_root, ctx.download, size=config.image_size)
-        test = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=config.image_size)
-        plan = [(v, d, s) for d in config.depths for v in config.variants() for s in range(config.seeds)]
-        records: list[dict[str, Any]] = []
-        trained = {}  # variant -> its seed-0 model at the gradient depth
-        with ctx.progress() as progress:
-            overall = progress.add_task("residual-mlp runs", total=len(plan))
-            for variant, depth, seed in plan:
-                progress.update(overall, description=f"{variant_label(variant)}, depth {depth}, seed {seed}")
-                recipe = config.recipe(variant, depth, seed)
-                t0 = time.perf_counter()
-                model = obtain_classifier(recipe, ctx, progress=progress, train=train, test=test)
-                history = model.info["history"]
-                if (depth, seed) == (config.gradient_depth, 0):
-                    trained[variant] = model.module
-                records.append({
-                    "key": recipe.key(), "variant": variant, "depth": depth, "seed": seed,
-                    "parameters": sum(p.numel() for p in model.module.parameters()),
-                    "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
-                    "seconds": time.perf_counter() - t0, "history": history,
-                })  # fmt: skip
-                progress.console.print(
-                    f"{variant_label(variant):32s} depth {depth:3d} seed {seed}: test acc {records[-1]['test_acc']:.4f}"
-                )
-                progress.advance(overall)
-            gradients = self._gradient_profiles(config, ctx, train, test, trained)
+        train, test = config.load(ctx, "train"), config.load(ctx)
+        plan = [
+            (f"{variant_label(v)}, depth {d}, seed {s}", {"variant": v, "depth": d, "seed": s}, config.recipe(v, d, s))
+            for d in config.depths for v in config.variants() for s in range(config.seeds)
+        ]  # fmt: skip
+        records, models = trained_runs(ctx, "residual-mlp runs", plan, train, test)
+        at_gradient_depth = [
+            (f["variant"], label) for label, f, _ in plan if (f["depth"], f["seed"]) == (config.gradient_depth, 0)
+        ]
+        trained = {variant: models[label].module for variant, label in at_gradient_depth}
+        gradients = self._gradient_profiles(config, ctx, train, test, trained)
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source,
                      "train_size": min(len(train), config.train_subset or len(train)), "test": test.source,
@@ -153,7 +124,7 @@ class ResidualMLP(Study):
         profiles: dict[str, dict[str, Any]] = {"init": {}, "trained": {}}
         for variant in config.variants():
             recipe = config.recipe(variant, config.gradient_depth, seed=0)
-            loader, _ = recipe_loaders(recipe, ctx, train, test)
+            loader, _ = recipe_loaders(recipe, train, test, ctx.device)
             batches = [batch for _, batch in zip(range(config.gradient_batches), loader, strict=False)]
             seed_everything(0)
             model = build_from_card(recipe.card(train)).to(ctx.device)

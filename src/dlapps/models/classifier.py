@@ -13,11 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlapps.errors import CheckpointError, DataError
+from dlapps.data import Dataset, ImageArrays
+from dlapps.data.datasets import looks_like_path
+from dlapps.errors import CheckpointError, ConfigError, DataError
 from dlapps.models.hooks import find_head
 from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
-from dlapps.models.registry import TORCHVISION, create_model
+from dlapps.models.registry import ARCHITECTURE, MODELS, TORCHVISION, architecture_title, create_model
 from dlapps.models.weights import load_state_dict_checked, read_safetensors, read_weights, strip_module_prefix
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -142,7 +144,7 @@ def from_weights(
     imagenet = arch.startswith(TORCHVISION) and outputs == 1000
     return Classifier(
         module.eval(),
-        f"{arch.removeprefix(TORCHVISION)} ({Path(weights).name})",
+        f"{architecture_title(arch)} ({Path(weights).name})",
         imagenet_categories() if imagenet else None,
         "imagenet" if imagenet else None,
         None,
@@ -168,3 +170,55 @@ def check_input(classifier: Classifier, shape: tuple[int, int, int], what: str) 
             f"{classifier.title}{made} cannot take the {shape} (C, H, W) images of {what} ({first}); "
             "set image_size to the size it takes"
         ) from None
+
+
+class ModelNames:
+    """Config checker: a published checkpoint, an architecture, or the path of a weights file."""
+
+    @staticmethod
+    def check(name: str) -> None:
+        if name in PRETRAINED or name in MODELS:
+            return
+        if name.startswith(TORCHVISION):
+            ARCHITECTURE.check(name)
+        elif looks_like_path(name) or Path(name).suffix in (".safetensors", ".th", ".pt", ".pth"):
+            if not Path(name).expanduser().is_file():
+                raise CheckpointError(f"model file {name} does not exist")
+        else:
+            raise ConfigError(
+                f"unknown model {name!r}; published: {', '.join(PRETRAINED)}; architectures: {', '.join(MODELS)}; "
+                "or torchvision:<arch>, or the path of a checkpoint written by dlapps"
+            )
+
+
+MODEL = ModelNames()
+
+
+def align_labels(
+    classifier: Classifier, dataset: Dataset, data: ImageArrays, class_map: tuple[int, ...] | None = None
+) -> ImageArrays:
+    """``data`` with its labels as the classifier's outputs, after checking that the model takes its images.
+
+    The labels stay as they are when the model has one output per class; else they go through ``class_map``,
+    or the label space both share (Imagenette's classes among ImageNet's outputs).
+    """
+    check_input(classifier, data.image_shape, dataset.title)
+    outputs = classifier.num_outputs
+    names = classifier.classes or tuple(str(i) for i in range(outputs))
+    if class_map is not None:
+        if len(class_map) != len(data.classes) or not all(0 <= c < outputs for c in class_map):
+            raise DataError(
+                f"model.class_map must give one output (0..{outputs - 1}) for each of the {len(data.classes)} "
+                f"classes of {dataset.title}, got {len(class_map)} values"
+            )
+        return data.relabel(class_map, names)
+    if outputs == len(data.classes):
+        return data
+    space = dataset.label_spaces.get(classifier.trained_on or "")
+    if space is not None:
+        return data.relabel(space, names)
+    shown = ", ".join(data.classes[:4]) + (", ..." if len(data.classes) > 4 else "")
+    raise DataError(
+        f"{classifier.title} has {outputs} outputs but {dataset.title} has {len(data.classes)} classes ({shown}); "
+        "set model.class_map to the output of each class, or use a model trained on this dataset"
+    )

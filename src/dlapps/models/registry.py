@@ -8,6 +8,7 @@ names, ``torchvision:<arch>`` builds any torchvision classification architecture
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,3 +72,32 @@ def create_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int],
             f"model {name!r} takes no {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted))}"
         )
     return factory(num_classes=num_classes, in_shape=in_shape, **hparams)
+
+
+TITLES = {"small_cnn": "small CNN", "mlp": "MLP", "residual_mlp": "ResidualMLP", "mobilenet_v2": "MobileNetV2"}
+
+
+def architecture_title(name: str, hparams: dict[str, Any] | None = None) -> str:
+    """``resnet20`` -> ``ResNet-20``, ``cifar_resnet`` with 5 blocks -> ``ResNet-32``, ``small_cnn`` -> ``small CNN``."""
+    hparams, name = hparams or {}, name.removeprefix(TORCHVISION)
+    if name == "cifar_resnet":
+        return f"{'ResNet' if hparams.get('skip', True) else 'Plain'}-{6 * hparams.get('blocks', 3) + 2}"
+    if match := re.fullmatch(r"resnet(\d+)", name):
+        return f"ResNet-{match.group(1)}"
+    return TITLES.get(name, name)
+
+
+class ArchitectureNames:
+    """Config checker: a registered architecture or ``torchvision:<arch>``."""
+
+    @staticmethod
+    def check(name: str) -> None:
+        if name.startswith(TORCHVISION):
+            arch = name.removeprefix(TORCHVISION)
+            if arch not in torchvision_architectures():
+                raise ConfigError(f"unknown torchvision architecture {arch!r}; see torchvision.models.list_models()")
+        else:
+            MODELS.check(name)
+
+
+ARCHITECTURE = ArchitectureNames()

@@ -29,7 +29,7 @@ from dlapps.ood.mahalanobis import Mahalanobis
 from dlapps.ood.knn import KNN
 from dlapps.ood.vim import ViM
 from dlapps.ood.react import ReAct
-from dlapps.ood.metrics import METRICS, aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_metrics
+from dlapps.ood.metrics import METRICS, aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_metrics, summarise
 from dlapps.ood.scoring import Scored, fit_detectors, score_detectors
 from dlapps.registry import import_submodules
 
@@ -72,4 +72,5 @@ __all__ = [
     "ood_metrics",
     "register_detector",
     "score_detectors",
+    "summarise",
 ]

@@ -17,6 +17,9 @@ through a sigmoid or softmax, which would turn its largest values into ties.
 
 from __future__ import annotations
 
+import statistics
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
@@ -89,3 +92,30 @@ def pr_in_points(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
     labels, scores = _labelled(id_scores, ood_scores)
     precision, recall, _ = precision_recall_curve(labels, scores)
     return recall, precision
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and detector: mean AUROC and FPR@95 over near- and far-OOD sets, and whether it beats MSP.
+
+    ``records`` are :func:`ood_metrics` rows with ``model``, ``detector`` and ``distance`` (near / far) keys.
+    """
+    rows = []
+    for model, detector in dict.fromkeys((r["model"], r["detector"]) for r in records):
+        row: dict[str, Any] = {"model": model, "detector": detector}
+        for group in ("near", "far"):
+            mine = [r for r in records if (r["model"], r["detector"], r["distance"]) == (model, detector, group)]
+            row[f"{group}_auroc"] = _mean([r["auroc"] for r in mine])
+            row[f"{group}_fpr95"] = _mean([r["fpr95"] for r in mine])
+        rows.append(row)
+    msp = {row["model"]: row for row in rows if row["detector"] == "msp"}
+    for row in rows:
+        for group in ("near", "far"):
+            base = msp.get(row["model"], {}).get(f"{group}_auroc")
+            mine = row[f"{group}_auroc"]
+            comparable = row["detector"] != "msp" and base is not None and mine is not None
+            row[f"beats_msp_{group}"] = bool(mine > base) if comparable else None
+    return rows

@@ -263,3 +263,25 @@ def image_grid(
         figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def adversarial_examples(
+    original: np.ndarray,
+    adversarial: np.ndarray,
+    eps: float,
+    before: Sequence[str],
+    steps: Sequence[str],
+    after: Sequence[str],
+    *,
+    title: str,
+) -> Figure:
+    """Originals, their perturbations amplified so that ±``eps`` spans black to white, and the adversarial
+    images, (N, H, W, C) in [0, 1]; captions: the prediction before, the steps taken, the prediction after."""
+    scale = 0.5 / eps if eps > 0 else 1.0
+    perturbation = f"perturbation ×{scale:.0f}"
+    return image_grid(
+        {"original": list(original), perturbation: list(0.5 + (adversarial - original) * scale),
+         "adversarial": list(adversarial)},
+        {"original": before, perturbation: steps, "adversarial": after},
+        title=title,
+    )  # fmt: skip

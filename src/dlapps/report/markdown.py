@@ -25,6 +25,19 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def bold_best(cells: list[str], higher_better: bool) -> list[str]:
+    """Bold the best of a column of formatted numbers (all of them when tied as displayed); "—" is no number."""
+    numbers = [float(c) for c in cells if c != "—"]
+    if not numbers:
+        return cells
+    best = f"{(max if higher_better else min)(numbers):.1f}"
+    return [f"**{c}**" if c == best else c for c in cells]
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub-flavoured Markdown table."""
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -1,0 +1,131 @@
+"""Models trained here, named by what defines them.
+
+A :class:`ClassifierRecipe` (architecture, data, training, objective, seed) is trained once into a folder, in
+a checkpoint named by its fingerprint: everything that needs the same model shares it, a changed recipe
+trains a new one, and an interrupted training resumes from its last epoch. The checkpoint carries the
+model's card, so the file alone is a usable model (:func:`dlapps.models.from_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+from rich.progress import Progress
+
+from dlapps.config import PositiveInt, fingerprint, require, to_dict
+from dlapps.data import DATASET, ImageArrays, ResidentLoader, get_dataset, normalization
+from dlapps.models import Classifier
+from dlapps.models.classifier import build_from_card
+from dlapps.models.registry import ARCHITECTURE, TORCHVISION, architecture_title
+from dlapps.train.checkpoint import load_checkpoint
+from dlapps.train.config import TrainConfig
+from dlapps.train.device import seed_everything
+from dlapps.train.distributed import barrier, current_world, unwrap, wrap
+from dlapps.train.trainer import StepLoss, cross_entropy_step, fit
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe:
+    """Everything that defines a model trained here."""
+
+    model: Annotated[str, ARCHITECTURE]
+    hparams: tuple[tuple[str, Any], ...] = ()  # extra constructor arguments, as sorted (key, value) pairs
+    dataset: Annotated[str, DATASET] = "cifar10"
+    image_size: PositiveInt | None = None  # images resized to this square size (None: as they are)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_subset: PositiveInt | None = None
+    test_subset: PositiveInt | None = None
+    augment: bool = True  # random crop (4-pixel padding) and horizontal flip
+    seed: int = 0
+    objective: str = "cross-entropy"  # names the step loss, which is part of what defines the model
+
+    def key(self) -> str:
+        name = Path(self.dataset.removeprefix("torchvision:")).name.removesuffix(".npz")
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+        return f"{self.model.removeprefix(TORCHVISION)}-{slug}-{fingerprint(to_dict(self))[:12]}"
+
+    def load_data(self, root: str | Path | None = None, download: bool = False) -> tuple[ImageArrays, ImageArrays]:
+        """The training split and the evaluation split of the recipe's dataset."""
+        dataset = get_dataset(self.dataset)
+        train = dataset.load("train", root, download, size=self.image_size)
+        return train, dataset.load(dataset.eval_split, root, download, size=self.image_size)
+
+    def card(self, train: ImageArrays) -> dict[str, Any]:
+        """How to rebuild the model: stored in its checkpoint, so the file alone is a usable model."""
+        dataset = get_dataset(self.dataset)
+        mean, std = normalization(dataset, train)
+        return {
+            "model": self.model, "hparams": dict(self.hparams), "num_classes": len(train.classes),
+            "in_shape": list(train.image_shape), "mean": list(mean), "std": list(std), "classes": list(train.classes),
+            "dataset": self.dataset, "dataset_title": dataset.title,
+            "title": architecture_title(self.model, dict(self.hparams)), "image_size": self.image_size,
+        }  # fmt: skip
+
+
+def recipe_loaders(
+    recipe: ClassifierRecipe, train: ImageArrays, test: ImageArrays, device: torch.device
+) -> tuple[ResidentLoader, ResidentLoader]:
+    """Device-resident loaders for a recipe. Under ``torchrun`` each rank gets its shard and
+    ``batch_size / world size`` samples per step."""
+    world = current_world()
+    require(
+        recipe.train.batch_size % world.size == 0,
+        f"batch_size {recipe.train.batch_size} must be divisible by the {world.size} processes",
+    )
+    train, test = train.subset(recipe.train_subset), test.subset(recipe.test_subset)
+    shard = {"rank": world.rank, "world_size": world.size, "device": device}
+    augment = {"crop_padding": 4, "hflip": True} if recipe.augment else {}
+    batch = recipe.train.batch_size // world.size
+    train_loader = ResidentLoader(train, batch_size=batch, shuffle=True, seed=recipe.seed, **shard, **augment)
+    return train_loader, ResidentLoader(test, batch_size=1000, **shard)
+
+
+def obtain_classifier(
+    recipe: ClassifierRecipe,
+    folder: Path,
+    device: torch.device,
+    *,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    compile: bool | None = None,
+    progress: Progress | None = None,
+    step_loss: StepLoss = cross_entropy_step,
+    train: ImageArrays | None = None,
+    test: ImageArrays | None = None,
+) -> tuple[Classifier, bool]:
+    """The recipe's trained model (in eval mode) from ``folder``, trained there first if it is not; and whether
+    it was there. Pass the dataset's training and evaluation splits when already loaded."""
+    if train is None or test is None:
+        train, test = recipe.load_data(data_root, download)
+    card = recipe.card(train)
+    seed_everything(recipe.seed)
+    model = build_from_card(card).to(device)
+    path = folder / f"{recipe.key()}.safetensors"
+    info = load_checkpoint(path, model) if path.is_file() else None
+    reused = info is not None and info.get("epoch") == recipe.train.epochs
+    if not reused:
+        seed_everything(recipe.seed)
+        model = build_from_card(card).to(device)  # fit restores weights and optimizer from a partial checkpoint
+        train_loader, test_loader = recipe_loaders(recipe, train, test, device)
+        fit(
+            wrap(model, device), train_loader, test_loader, recipe.train, seed=recipe.seed, checkpoint=path,
+            progress=progress if current_world().is_main else None, run_info=to_dict(recipe), card=card,
+            step_loss=step_loss, compile=compile,
+        )  # fmt: skip
+        barrier()  # rank 0 has written the last checkpoint
+        model = unwrap(model)
+        info = load_checkpoint(path, model)
+    classifier = Classifier(
+        model.eval(),
+        f"{card['title']} trained here on {card['dataset_title']}",
+        tuple(card["classes"]),
+        recipe.dataset,
+        tuple(card["in_shape"]),
+        None,
+        {"kind": "trained", "recipe": recipe.key(), "checkpoint": str(path), "history": info["history"]},
+    )
+    return classifier, reused
