@@ -46,6 +46,8 @@ def test_a_setup_without_reference_says_why():
     assert mlp.compare(other, {"summary": []}) == []
 
 
-def test_every_study_compares_itself_with_the_write_up_or_the_literature():
-    assert all(type(study).compare is not Study.compare for study in STUDIES.values())
-    assert all(type(study).no_reference is not Study.no_reference for study in STUDIES.values())
+def test_every_study_of_the_write_up_compares_itself_with_it_or_the_literature():
+    reproduced = [study for study in STUDIES.values() if study.exercise]
+    assert len(reproduced) == 7
+    assert all(type(study).compare is not Study.compare for study in reproduced)
+    assert all(type(study).no_reference is not Study.no_reference for study in reproduced)

@@ -129,7 +129,7 @@ def test_a_torchvision_dataset_read_image_by_image(tmp_path, data_root):
             folder = tmp_path / "imagenette2" / split / wnid
             folder.mkdir(parents=True)
             for source in sorted((data_root / "imagenette" / "val" / wnid).iterdir())[:3]:
-                (folder / source.name).symlink_to(source)
+                (folder / source.name).symlink_to(source.resolve())  # a relative data root would break the link
     loaded = get_dataset("torchvision:Imagenette").load("val", tmp_path, size=32)
     assert loaded.images.shape == (6, 3, 32, 32) and loaded.classes == ("tench", "English springer")
 

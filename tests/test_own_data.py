@@ -57,7 +57,7 @@ def _imagenette_layout(root, data_root) -> None:
             folder = root / "imagenette2" / split / wnid_folder.name
             folder.mkdir(parents=True)
             for image in chosen:
-                (folder / image.name).symlink_to(image)
+                (folder / image.name).symlink_to(image.resolve())  # a relative data root would break the link
 
 
 def test_ood_on_a_model_trained_by_dlapps_train_on_a_torchvision_dataset(tmp_path, data_root):

@@ -173,6 +173,44 @@ def train(
 
 
 @app.command()
+def audit(
+    model: Annotated[
+        str, typer.Option(help="The model: a published name, an architecture, or a checkpoint path (see README).")
+    ],
+    data: Annotated[str, typer.Option(help="The dataset: a registered name, torchvision:<Name>, or a path.")],
+    ood: Annotated[
+        list[str] | None, typer.Option(help="An OOD set (repeatable; default: another natural dataset, noise).")
+    ] = None,
+    profile: Annotated[str, typer.Option(help="quick (minutes on a CPU) or full.")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/audit-<profile>).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any audit setting: model.weights=FILE, attack_images=200... (repeatable)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    data_root: DataRoot = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets or weights.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Audit one classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
+    in one report (report.md and a self-contained report.html)."""
+    from dlapps.experiments.audit import audit as run_audit
+
+    out = out or Path("runs") / f"audit-{profile}"
+    results = run_audit(model, data, ood=tuple(ood or ()), profile=profile, out=out, device=device,
+                        data_root=data_root, download=download, settings=list(set_ or []), progress=progress)  # fmt: skip
+    table = Table(title=f"audit of {results['model']['title']} on {results['data']['title']}")
+    for column in ("section", "quantity", "value", "what it means"):
+        table.add_column(column)
+    for row in results["summary"]:
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"[green]done[/green] in {results['wall_seconds']:.0f} s: {out / 'report.md'} and {out / 'report.html'}"
+    )
+
+
+@app.command()
 def reproduce(
     profile: Annotated[str, typer.Option(help="quick (CPU, under an hour) or full (the write-up's scale).")] = "quick",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/reproduce-<profile>).")] = None,

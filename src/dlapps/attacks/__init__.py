@@ -5,7 +5,7 @@ normalisation) and returns an :class:`AttackResult`: the adversarial batch, per-
 to success, true-class probability and prediction before and after. The model's modes are restored.
 """
 
-from dlapps.attacks.api import ATTACKS, Method, attack, attack_arrays, default_alpha
+from dlapps.attacks.api import ATTACKS, Method, attack, attack_arrays, default_alpha, survives_restarts
 from dlapps.attacks.base import AttackResult, TargetSpec, resolve_targets
 from dlapps.attacks.iterative import perturb
 from dlapps.attacks.metrics import (
@@ -39,4 +39,5 @@ __all__ = [
     "showcase",
     "success_rate",
     "summarize",
+    "survives_restarts",
 ]

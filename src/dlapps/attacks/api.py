@@ -157,3 +157,33 @@ def attack_arrays(
     device = device or model_device(model)
     x = data.images.to(device).float() / 255
     return attack(model, x, data.labels.to(device), **kwargs).to("cpu")
+
+
+def survives_restarts(
+    model: nn.Module,
+    data: ImageArrays,
+    *,
+    eps: float,
+    steps: int,
+    restarts: int,
+    alpha: float | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """(N,) bool, on the CPU: whether each sample is still classified correctly after every one of ``restarts`` PGD
+    runs from random starts; each run attacks only the samples the runs before it did not fool.
+
+    The stronger attack a robustness claim needs against gradient masking: more steps than the usual budget and
+    several random starts, counting a sample as robust only if none of them fooled it.
+    """
+    robust = torch.ones(len(data), dtype=torch.bool)
+    for restart in range(restarts):
+        left = robust.nonzero().flatten()
+        if len(left) == 0:
+            break
+        result = attack_arrays(
+            model, data.take(left), method="pgd", eps=eps, alpha=alpha, steps=steps, batch_size=batch_size,
+            generator=torch.Generator().manual_seed(seed + restart),
+        )  # fmt: skip
+        robust[left] = result.pred_after == result.labels
+    return robust

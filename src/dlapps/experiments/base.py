@@ -28,6 +28,7 @@ from dlapps.errors import ConfigError, DlappsError
 from dlapps.models import Classifier
 from dlapps.registry import Registry
 from dlapps.report.comparison import Comparison, comparison_table
+from dlapps.report.html import markdown_to_html
 from dlapps.report.io import read_json, save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block, Heading, render
 from dlapps.train import ClassifierRecipe, obtain_classifier
@@ -154,6 +155,7 @@ class Study:
     profiles: ClassVar[dict[str, dict[str, Any]]]
     default_profile: ClassVar[str] = "quick"
     exercise: ClassVar[tuple[int, str, str] | None] = None  # (lab, number, title) of the write-up, for reproduce
+    html: ClassVar[bool] = False  # also write a self-contained report.html
 
     def config(self, profile: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Any:
         """The default config, then the profile's overrides, then the user's; validated."""
@@ -262,7 +264,9 @@ def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
         write_text(stage / "table.md", study.table(config, results))
         for name, figure in output.figures.items():
             save_figure(figure, stage / name)
-        write_text(stage / "report.md", report(study, config, results))
+        text = write_text(stage / "report.md", report(study, config, results)).read_text(encoding="utf-8")
+        if study.html:
+            write_text(stage / "report.html", markdown_to_html(text, stage, title=study.title(config, results)))
     return results
 
 

@@ -3,6 +3,7 @@
 from dlapps.explain.cam import CAM_METHODS, compute_cam, normalize_maps, register_cam
 from dlapps.explain.faithfulness import Confidence, deletion_insertion, masked_confidence
 from dlapps.explain.gradients import LayerGradients, layer_gradient_norms
+from dlapps.explain.sanity import head_randomisation_check, randomised_head, rank_correlation
 
 __all__ = [
     "CAM_METHODS",
@@ -10,8 +11,11 @@ __all__ = [
     "LayerGradients",
     "compute_cam",
     "deletion_insertion",
+    "head_randomisation_check",
     "layer_gradient_norms",
     "masked_confidence",
     "normalize_maps",
+    "randomised_head",
+    "rank_correlation",
     "register_cam",
 ]

@@ -5,8 +5,9 @@ weights file (a user's own), always in eval mode and taking images in [0, 1].
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,31 +195,55 @@ class ModelNames:
 MODEL = ModelNames()
 
 
-def align_labels(
+def class_outputs(
     classifier: Classifier, dataset: Dataset, data: ImageArrays, class_map: tuple[int, ...] | None = None
-) -> ImageArrays:
-    """``data`` with its labels as the classifier's outputs, after checking that the model takes its images.
-
-    The labels stay as they are when the model has one output per class; else they go through ``class_map``,
-    or the label space both share (Imagenette's classes among ImageNet's outputs).
-    """
+) -> tuple[int, ...] | None:
+    """The model output of each class of ``data`` (None: output ``c`` is class ``c``), after checking that the
+    model takes its images: ``class_map`` if given, else the label space model and dataset share (Imagenette's
+    classes among ImageNet's outputs); a model of another number of outputs is a one-line error."""
     check_input(classifier, data.image_shape, dataset.title)
     outputs = classifier.num_outputs
-    names = classifier.classes or tuple(str(i) for i in range(outputs))
     if class_map is not None:
         if len(class_map) != len(data.classes) or not all(0 <= c < outputs for c in class_map):
             raise DataError(
                 f"model.class_map must give one output (0..{outputs - 1}) for each of the {len(data.classes)} "
                 f"classes of {dataset.title}, got {len(class_map)} values"
             )
-        return data.relabel(class_map, names)
+        return tuple(class_map)
     if outputs == len(data.classes):
-        return data
+        return None
     space = dataset.label_spaces.get(classifier.trained_on or "")
     if space is not None:
-        return data.relabel(space, names)
+        return space
     shown = ", ".join(data.classes[:4]) + (", ..." if len(data.classes) > 4 else "")
     raise DataError(
         f"{classifier.title} has {outputs} outputs but {dataset.title} has {len(data.classes)} classes ({shown}); "
         "set model.class_map to the output of each class, or use a model trained on this dataset"
     )
+
+
+def align_labels(
+    classifier: Classifier, dataset: Dataset, data: ImageArrays, class_map: tuple[int, ...] | None = None
+) -> ImageArrays:
+    """``data`` with its labels as the classifier's outputs (see :func:`class_outputs`)."""
+    outputs = class_outputs(classifier, dataset, data, class_map)
+    if outputs is None:
+        return data
+    return data.relabel(outputs, classifier.classes or tuple(str(i) for i in range(classifier.num_outputs)))
+
+
+def restrict(classifier: Classifier, outputs: tuple[int, ...], names: tuple[str, ...]) -> Classifier:
+    """A copy of the classifier whose head keeps only ``outputs`` (in that order), named ``names``: a 1,000-way
+    ImageNet model becomes a classifier of a dataset's 10 classes, with the same logits for them."""
+    module = copy.deepcopy(classifier.module)
+    head_name, head = find_head(module)
+    kept = torch.tensor(outputs, device=head.weight.device)
+    small = nn.Linear(head.in_features, len(outputs), bias=head.bias is not None).to(head.weight.device)
+    with torch.no_grad():
+        small.weight.copy_(head.weight[kept])
+        if head.bias is not None:
+            small.bias.copy_(head.bias[kept])
+    parent, _, attribute = head_name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, attribute, small)
+    return replace(classifier, module=module, title=f"{classifier.title}, its outputs for {len(outputs)} classes",
+                   classes=tuple(names))  # fmt: skip

@@ -285,3 +285,60 @@ def adversarial_examples(
         {"original": before, perturbation: steps, "adversarial": after},
         title=title,
     )  # fmt: skip
+
+
+def confusion(matrix: np.ndarray, classes: Sequence[str], per_class: Sequence[float], *, title: str) -> Figure:
+    """The confusion matrix normalised per true class (rows), beside the accuracy of each class."""
+    matrix = np.asarray(matrix, dtype=float)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    size = min(max(4.0, 0.35 * n + 2), 12)
+    figure, (left, right) = subplots(1, 2, figsize=(2 * size + 1, size), gridspec_kw={"width_ratios": [1.3, 1]})
+    image = left.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=left, fraction=0.046, pad=0.04)
+    ticks = np.arange(n) if n <= 30 else np.arange(0, n, max(1, n // 20))
+    labels = [classes[i] for i in ticks]
+    left.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    left.set_yticks(ticks, labels, fontsize=7)
+    left.set_xlabel("predicted class")
+    left.set_ylabel("true class")
+    if n <= 12:
+        for (i, j), value in np.ndenumerate(rates):
+            if value >= 0.005:
+                left.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                          color="white" if value > 0.5 else "black")  # fmt: skip
+    right.barh(np.arange(n), np.nan_to_num(np.asarray(per_class, dtype=float)), color="C0")
+    right.set_yticks(ticks, labels, fontsize=7)
+    right.invert_yaxis()
+    right.set_xlim(0, 1)
+    right.set_xlabel("accuracy of the class")
+    right.grid(alpha=0.3, axis="x")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def reliability_diagram(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], *, title: str
+) -> Figure:
+    """Accuracy against confidence per bin, ``label -> (bin confidence, bin accuracy, bin count)``, with the
+    diagonal of perfect calibration; below, how many samples fell in each bin."""
+    figure, (top, bottom) = subplots(2, 1, figsize=(5.2, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for index, (label, (confidence, accuracy, counts)) in enumerate(curves.items()):
+        conf, acc = np.asarray(confidence, dtype=float), np.asarray(accuracy, dtype=float)
+        kept = np.isfinite(conf) & np.isfinite(acc)
+        top.plot(conf[kept], acc[kept], marker="o", markersize=4, color=f"C{index}", label=label)
+        bottom.plot(conf[kept], np.asarray(counts, dtype=float)[kept], marker=".", color=f"C{index}")
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (largest softmax probability)")
+    bottom.set_ylabel("images")
+    bottom.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

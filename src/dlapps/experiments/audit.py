@@ -1,0 +1,554 @@
+"""Study ``audit`` (``dlapps audit``): what a practitioner asks of a trained classifier before trusting it, in one
+report. Five sections on one model and one dataset, each cached on its own (a rerun redoes only what changed):
+
+- accuracy: top-1 (top-5 with more than 10 classes), per class, the confusion matrix;
+- calibration: ECE (15 bins), NLL, Brier score and reliability diagram, and the temperature that minimises the
+  NLL on one half of the test images, with its effect on the other half;
+- explanations: CAM methods on correctly and wrongly classified images, their faithfulness (average drop,
+  deletion / insertion AUC), and Adebayo et al.'s sanity check (maps against those of a randomised head);
+- OOD detection: every detector against OOD sets (by default another natural-image dataset, FakeData and noise
+  of the same shape);
+- robustness: PGD over an ε sweep with per-sample early stop, the effort per image, the ε at which half of the
+  correctly classified images are fooled, and a stronger attack (more steps, random restarts) so that gradient
+  masking cannot inflate the robust accuracy.
+
+A one-screen summary with a verdict per section opens the report. A model with more outputs than the dataset
+has classes (an ImageNet model on Imagenette) is audited as a classifier of the dataset's classes: its logits
+for those classes only.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+
+from dlapps.attacks import attack_arrays, cumulative_success, summarize, survives_restarts
+from dlapps.config import NonNegativeFloat, PositiveInt, require, to_dict
+from dlapps.data import ImageArrays, get_dataset
+from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_distance, set_label
+from dlapps.errors import DataError
+from dlapps.evaluate import (
+    brier_score,
+    confusion_matrix,
+    fit_temperature,
+    negative_log_likelihood,
+    per_class_accuracy,
+    predict,
+    reliability,
+    top_k_accuracy,
+)
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, register_study, run_study
+from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
+from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, head_randomisation_check, masked_confidence
+from dlapps.models import Classifier
+from dlapps.models.classifier import class_outputs, restrict
+from dlapps.models.hooks import feature_layer
+from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
+from dlapps.ood.tables import beats_msp_lines, detector_table
+from dlapps.report import figures
+from dlapps.report.markdown import Heading, Image, format_number, percent, table
+from dlapps.train import resolve_device
+
+PIXEL = 1 / 255
+
+
+@dataclass(frozen=True)
+class AuditConfig(OnDataset):
+    model: ModelSpec = field(default_factory=ModelSpec)
+    test_subset: PositiveInt | None = None  # images for accuracy and calibration (None: the whole split)
+    calibration_bins: PositiveInt = 15
+    cam_methods: tuple[Annotated[str, CAM_METHODS], ...] = ("gradcam", "gradcam++", "layercam", "scorecam")
+    layer: str | None = None  # None: the model's known CAM layer, else its last spatial feature map
+    grid_images: PositiveInt = 6  # correctly and as many wrongly classified images in the grid
+    faithfulness_images: PositiveInt = 500
+    deletion_images: PositiveInt = 100
+    deletion_steps: PositiveInt = 16
+    scorecam_images: PositiveInt = 50
+    sanity_images: PositiveInt = 50
+    ood_sets: tuple[Annotated[str, OOD_SET], ...] = ()  # none given: another natural dataset, FakeData, noise
+    resize_ood: bool = False  # resize / convert OOD sets given here that do not fit the images
+    detectors: tuple[Annotated[str, DETECTORS], ...] = tuple(DETECTORS)
+    id_subset: PositiveInt | None = 5000  # test images scored by the detectors
+    ood_subset: PositiveInt | None = 2000  # images per OOD set
+    fit_subset: PositiveInt | None = 20_000  # training images the detectors are fitted on
+    epsilons: tuple[NonNegativeFloat, ...] = (0.5, 1, 2, 4, 8, 16)  # grey levels (units of 1/255)
+    attack_steps: PositiveInt = 10
+    strong_steps: PositiveInt = 50
+    restarts: PositiveInt = 5
+    attack_images: PositiveInt | None = 1000
+    batch_size: PositiveInt = 250
+    seed: int = 0
+
+    def validate(self) -> None:
+        require(len(self.cam_methods) > 0 and len(self.detectors) > 0, "cam_methods and detectors must not be empty")
+        require(list(self.epsilons) == sorted(set(self.epsilons)) and self.epsilons, "epsilons must increase")
+        require(self.fit_subset is None or self.fit_subset >= 50 or "knn" not in self.detectors,
+                "fit_subset must be at least 50 for the KNN detector")  # fmt: skip
+
+
+def default_ood_sets(dataset: str) -> tuple[str, ...]:
+    """Another natural-image dataset (CIFAR-100 without CIFAR-10's classes; CIFAR-10 for CIFAR-100), FakeData and
+    noise: each made to the audited images' shape."""
+    return ("cifar10" if dataset == "cifar100" else "cifar100", "fakedata", "gaussian", "uniform")
+
+
+@register_study
+class Audit(Study):
+    name = "audit"
+    summary = "One classifier on one dataset: accuracy, calibration, explanations, OOD detection, robustness."
+    config_type = AuditConfig
+    profiles = {
+        "quick": {
+            "cam_methods": ("gradcam",), "faithfulness_images": 100, "deletion_images": 20, "deletion_steps": 8,
+            "sanity_images": 20, "id_subset": 1000, "ood_subset": 1000, "fit_subset": 5000,
+            "epsilons": (0.5, 1, 2, 4, 8), "strong_steps": 20, "restarts": 2, "attack_images": 500,
+        },
+        "full": {},
+    }  # fmt: skip
+    html = True
+
+    def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
+        dataset = get_dataset(config.dataset)
+        size = config.model.input_size()
+        test = config.load(ctx, model_size=size, limit=config.test_subset, seed=config.seed)
+        with ctx.progress() as progress:
+            task = progress.add_task("audit: model", total=5)
+            classifier = obtain_model(config.model, dataset, test, ctx, image_size=config.image_size, progress=progress)
+            outputs = class_outputs(classifier, dataset, test, config.model.class_map)
+            if outputs is not None:  # audit it as a classifier of the dataset's classes
+                classifier = restrict(classifier, outputs, test.classes)
+            ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
+            identity = {"model": describe(classifier), "data": test.source, "n": len(test), "seed": config.seed}
+            sections, found = {}, {}
+            for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),
+                                  ("ood", self._ood), ("robustness", self._robustness)):  # fmt: skip
+                progress.update(task, advance=1, description=f"audit: {name}")
+                settings = {**identity, "section": name, "config": _section_settings(config, name)}
+                key = ctx.cache.key(name, settings)
+                record = ctx.cache.get(key)
+                if record is None:
+                    record = section(config, ctx, classifier, test, ood=ood)
+                    ctx.cache.put(key, record)
+                sections[name] = record
+            found |= self._cam_grid(config, classifier, test, sections["explanations"], ctx)
+        results = {
+            "data": {"dataset": config.dataset, "title": dataset.title, "test": test.source, "test_size": len(test),
+                     "classes": list(test.classes)},
+            "model": {**describe(classifier), "restricted_to": None if outputs is None else list(outputs)},
+            **sections,
+        }  # fmt: skip
+        results["summary"] = verdicts(results)
+        found |= self._figures(config, results)
+        rows = [{"section": s, "quantity": q, "value": v} for s, q, v, _ in results["summary"]]
+        return StudyOutput(results, rows, found)
+
+    # --- sections: each returns a JSON-ready record ----------------------------------------------------
+
+    def _accuracy(self, config: AuditConfig, ctx: RunContext, classifier: Classifier, test: ImageArrays, **_) -> dict:
+        logits = predict(classifier.module, test, config.batch_size)
+        labels, classes = test.labels, len(test.classes)
+        probs = logits.softmax(1)
+        order = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))
+        fit, held = order[: len(order) // 2], order[len(order) // 2 :]
+        temperature = fit_temperature(logits[fit], labels[fit])
+        bins = config.calibration_bins
+        before, after = reliability(probs[held], labels[held], bins), reliability((logits[held] / temperature).softmax(1), labels[held], bins)  # fmt: skip
+        return {
+            "images": len(test),
+            "top1": top_k_accuracy(logits, labels, 1),
+            "top5": top_k_accuracy(logits, labels, 5) if classes > 10 else None,
+            "per_class": per_class_accuracy(logits, labels, classes).tolist(),
+            "confusion": confusion_matrix(logits, labels, classes).tolist(),
+            "calibration": {
+                "ece": reliability(probs, labels, bins).ece, "nll": negative_log_likelihood(logits, labels),
+                "brier": brier_score(probs, labels), "mean_confidence": probs.max(1).values.mean().item(),
+                "temperature": temperature, "fitted_on": len(fit), "measured_on": len(held),
+                "ece_before": before.ece, "ece_after": after.ece,
+                "nll_before": negative_log_likelihood(logits[held], labels[held]),
+                "nll_after": negative_log_likelihood(logits[held], labels[held], temperature),
+                "bins_before": _bins(before), "bins_after": _bins(after),
+            },
+        }  # fmt: skip
+
+    def _layer(self, config: AuditConfig, classifier: Classifier, test: ImageArrays) -> str:
+        example = test.images[:1].to(next(classifier.module.parameters()).device).float() / 255
+        return config.layer or classifier.cam_layer or feature_layer(classifier.module, example)
+
+    def _explanations(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, **_) -> dict:
+        model, layer = classifier.module, self._layer(config, classifier, test)
+        pool = test.subset(config.faithfulness_images, config.seed)
+        x = pool.images.to(ctx.device).float() / 255
+        with torch.no_grad():
+            targets = torch.cat([model(chunk).argmax(1) for chunk in x.split(config.batch_size)])
+        rows = []
+        for method in config.cam_methods:
+            limit = min(len(x), config.scorecam_images if method == "scorecam" else len(x))
+            maps = torch.cat([compute_cam(method, model, xb, layer, targets=tb)
+                              for xb, tb in zip(x[:limit].split(32), targets[:limit].split(32), strict=True)])  # fmt: skip
+            confidence = masked_confidence(model, x[:limit], maps, targets[:limit], batch_size=config.batch_size)
+            n_del = min(limit, config.deletion_images)
+            deletion, insertion = deletion_insertion(model, x[:n_del], maps[:n_del], targets[:n_del],
+                                                     steps=config.deletion_steps, batch_size=config.batch_size)  # fmt: skip
+            rows.append({"method": method, "images": limit, "average_drop": confidence.average_drop,
+                         "increase_in_confidence": confidence.increase_in_confidence, "deletion_images": n_del,
+                         "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())})  # fmt: skip
+        n = min(len(x), config.sanity_images)
+        sanity = head_randomisation_check(config.cam_methods[0], model, x[:n], layer, targets[:n], seed=config.seed)
+        correct = (targets.cpu() == pool.labels).float().mean().item()
+        return {"layer": layer, "accuracy_on_pool": correct, "methods": rows, "sanity": {
+            "method": config.cam_methods[0], "images": n, "mean": float(sanity.nanmean()),
+            "median": float(sanity.nanmedian()), "values": sanity.tolist()}}  # fmt: skip
+
+    def _ood_data(self, config: AuditConfig, ctx: RunContext, test: ImageArrays) -> dict[str, ImageArrays]:
+        """The OOD sets at the audited images' shape: the defaults are made to fit, a user's only when asked."""
+        request = OodRequest(ctx.data_root, ctx.download, config.ood_subset, config.seed, shape=test.image_shape)
+        sets = {}
+        for name in config.ood_sets or default_ood_sets(config.dataset):
+            try:
+                data = load_ood_set(name, request)
+            except DataError:
+                if config.ood_sets:
+                    raise
+                continue  # a default set that is not on this machine is left out, and the report lists what ran
+            sets[set_label(name)] = conform(data, test.image_shape, resize=config.resize_ood or not config.ood_sets)
+        return sets
+
+    def _ood(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood) -> dict:
+        train = self._training_images(config, ctx)
+        ids = test.subset(config.id_subset, config.seed)
+        if train is None:  # no training split here: fit on test images that are not scored
+            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))
+            scored = min(len(test) // 2, config.id_subset or len(test))
+            ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
+        detectors = {name: create_detector(name) for name in config.detectors}
+        fit_detectors(detectors, classifier.module, train, batch_size=config.batch_size)
+        id_scores = score_detectors(detectors, ids, batch_size=config.batch_size).scores
+        records = []
+        for name, data in ood.items():
+            scores = score_detectors(detectors, data, batch_size=config.batch_size).scores
+            distance = "near" if name in ("cifar100", "cifar10") else set_distance(name)
+            records += [{"model": "model", "detector": d, "ood_set": name, "distance": distance}
+                        | ood_metrics(id_scores[d], scores[d]) for d in config.detectors]  # fmt: skip
+        sets = {name: {"source": data.source, "size": len(data), "distance": records[i * len(detectors)]["distance"]}
+                for i, (name, data) in enumerate(ood.items())}  # fmt: skip
+        fit = {"source": train.source, "size": len(train), "from_test": train.source == test.source}
+        return {"fit": fit, "id_size": len(ids), "sets": sets,
+                "metrics": records, "summary": summarise(records)}  # fmt: skip
+
+    def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
+        """The training split the detectors are fitted on, or None where the dataset has none here."""
+        dataset = get_dataset(config.dataset)
+        if dataset.splits and "train" not in dataset.splits:
+            return None
+        try:
+            return config.load(ctx, "train", model_size=config.model.input_size()).subset(
+                config.fit_subset, config.seed
+            )
+        except DataError:
+            return None
+
+    def _robustness(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, **_) -> dict:
+        data, rows = test.subset(config.attack_images, config.seed), []
+        for eps in config.epsilons:
+            result = attack_arrays(classifier.module, data, method="pgd", eps=eps * PIXEL, steps=config.attack_steps,
+                                   batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+            survived = result.pred_after == result.labels
+            if survived.any() and eps > 0:  # a stronger attack on what survived, so masking cannot flatter
+                strong = survives_restarts(classifier.module, data.take(survived.nonzero().flatten()), eps=eps * PIXEL,
+                                           steps=config.strong_steps, restarts=config.restarts,
+                                           batch_size=config.batch_size, seed=config.seed + 1)  # fmt: skip
+                survived[survived.clone()] = strong
+            summary = summarize(result)
+            rows.append({"eps_255": eps, **summary, "robust_accuracy_strong": survived.double().mean().item(),
+                         "fooled": 1 - survived.double().mean().item() / max(summary["clean_accuracy"], 1e-12),
+                         "cumulative_success": cumulative_success(result, config.attack_steps)})  # fmt: skip
+        return {"images": len(data), "rows": rows}
+
+    # --- figures and report ---------------------------------------------------------------------------
+
+    def _cam_grid(self, config: AuditConfig, classifier, test: ImageArrays, explanations: dict, ctx) -> dict:
+        """Maps of the first method on correctly and wrongly classified images (recomputed: a cached section
+        keeps numbers, not maps)."""
+        model, layer = classifier.module, explanations["layer"]
+        pool = test.subset(config.faithfulness_images, config.seed)
+        x = pool.images.to(ctx.device).float() / 255
+        with torch.no_grad():
+            confidence, prediction = torch.cat([model(c).softmax(1) for c in x.split(config.batch_size)]).max(1)
+        right = (prediction.cpu() == pool.labels).nonzero().flatten()[: config.grid_images]
+        wrong = (prediction.cpu() != pool.labels).nonzero().flatten()[: config.grid_images]
+        chosen = torch.cat([right, wrong])
+        if len(chosen) == 0:
+            return {}
+        maps = compute_cam(config.cam_methods[0], model, x[chosen], layer, targets=prediction[chosen])
+        classes = test.classes
+        titles = [f"{'✓' if i in right else '✗'} true: {classes[pool.labels[i]]}\npred: {classes[prediction[i]]} "
+                  f"({confidence[i]:.2f})" for i in chosen.tolist()]  # fmt: skip
+        grid = figures.cam_grid(x[chosen].permute(0, 2, 3, 1).cpu().numpy(), maps.cpu().numpy(), titles,
+                                method=config.cam_methods[0])  # fmt: skip
+        return {"cam_grid.png": grid}
+
+    def _figures(self, config: AuditConfig, results: dict[str, Any]) -> dict[str, Any]:
+        accuracy, ood, robust = results["accuracy"], results["ood"], results["robustness"]
+        cal, title = accuracy["calibration"], f"{results['model']['title']} on {results['data']['title']}"
+        classes = results["data"]["classes"]
+        found = {
+            "confusion.png": figures.confusion(np.array(accuracy["confusion"]), classes, accuracy["per_class"],
+                                               title=f"{title}: confusion matrix and accuracy per class"),
+            "reliability.png": figures.reliability_diagram(
+                {"as trained": _curve(cal["bins_before"]), f"temperature {cal['temperature']:.2f}": _curve(cal["bins_after"])},
+                title=f"Reliability on {cal['measured_on']} held-out images"),
+        }  # fmt: skip
+        if ood["metrics"]:
+            bars = {"AUROC": {s: {DETECTORS[r["detector"]].name: r["auroc"] for r in ood["metrics"]
+                                  if r["ood_set"] == s} for s in ood["sets"]}}  # fmt: skip
+            found["ood.png"] = figures.grouped_bars(bars, xlabel="OOD set", ylims={"AUROC": (0, 1.1)},
+                                                    width=max(6.0, 3.0 * len(ood["sets"])),
+                                                    title=f"{title}: OOD detection (AUROC, higher is better)")  # fmt: skip
+        eps, rows = [r["eps_255"] for r in robust["rows"]], robust["rows"]
+        accuracy_lines = {"clean": (eps, [r["clean_accuracy"] for r in rows]),
+                          f"PGD-{config.attack_steps}": (eps, [r["robust_accuracy"] for r in rows]),
+                          f"robust (+ PGD-{config.strong_steps} × {config.restarts} starts)":
+                              (eps, [r["robust_accuracy_strong"] for r in rows])}  # fmt: skip
+        found["robustness.png"] = figures.line_panels(
+            {"accuracy": accuracy_lines, "correctly classified images fooled": {"": (eps, [r["fooled"] for r in rows])}},
+            xlabel="ε (grey levels, /255)", xticks=eps, xticklabels=[f"{e:g}" for e in eps], log2_x=min(eps) > 0,
+            ylims={"accuracy": (0, 1.02), "correctly classified images fooled": (0, 1.02)},
+            title=f"{title}: robustness to L∞ PGD",
+        )  # fmt: skip
+        steps = list(range(config.attack_steps + 1))
+        found["effort.png"] = figures.line_panels(
+            {"correctly classified images fooled within k steps": {f"ε = {r['eps_255']:g}/255": (steps, r["cumulative_success"])
+                                                                  for r in rows if r["cumulative_success"]}},
+            xlabel="PGD steps", ylims={"correctly classified images fooled within k steps": (0, 1.02)},
+            title=f"Attack effort per image (PGD-{config.attack_steps}, early stop)",
+        )  # fmt: skip
+        return found
+
+    def title(self, config: AuditConfig, results: dict[str, Any]) -> str:
+        return f"Audit of {results['model']['title']} on {results['data']['title']}"
+
+    def table(self, config: AuditConfig, results: dict[str, Any]) -> str:
+        return table(["section", "quantity", "value", "what it means"],
+                     [[s, q, v, m] for s, q, v, m in results["summary"]])  # fmt: skip
+
+    def body(self, config: AuditConfig, results: dict[str, Any]) -> list:
+        data, model, accuracy = results["data"], results["model"], results["accuracy"]
+        cal, expl, ood, robust = accuracy["calibration"], results["explanations"], results["ood"], results["robustness"]
+        restricted = ("" if model["restricted_to"] is None else
+                      f" Its outputs for the dataset's {len(data['classes'])} classes are audited (outputs "
+                      f"{', '.join(map(str, model['restricted_to']))}), as a classifier of those classes.")  # fmt: skip
+        worst = sorted(zip(accuracy["per_class"], data["classes"], strict=True))[:3]
+        method_rows = [[r["method"], r["images"], format_number(r["average_drop"]),
+                        format_number(r["increase_in_confidence"]), format_number(r["deletion_auc"]),
+                        format_number(r["insertion_auc"])] for r in expl["methods"]]  # fmt: skip
+        robust_rows = [[f"{r['eps_255']:g}/255", percent(r["clean_accuracy"]), percent(r["robust_accuracy"]),
+                        percent(r["robust_accuracy_strong"]), format_number(r["mean_iterations"], 2),
+                        percent(r["fooled"])] for r in robust["rows"]]  # fmt: skip
+        sets = ", ".join(
+            f"{name} ({info['size']} images, {info['distance']}-OOD)" for name, info in ood["sets"].items()
+        )
+        return [
+            f"{model['title']}"
+            + (f" ({model['reference']})" if model["reference"] else "")
+            + f" on {data['test_size']} "
+            f"{data['title']} test images ({data['test']}).{restricted}",
+            Heading("Summary"),
+            self.table(config, results),
+            Heading("Accuracy"),
+            f"Top-1 accuracy {percent(accuracy['top1'])}%"
+            + (f", top-5 {percent(accuracy['top5'])}%" if accuracy["top5"] is not None else "")
+            + ". The weakest classes: "
+            + ", ".join(f"{c} ({percent(a)}%)" for a, c in worst)
+            + ".",
+            Image("confusion.png", "confusion matrix"),
+            Heading("Calibration"),
+            f"Expected calibration error: the test images are put in {config.calibration_bins} equal-width bins of "
+            "confidence (the largest softmax probability), and ECE is the average over bins, weighted by their "
+            "size, of |accuracy − mean confidence|. Temperature scaling divides the logits by the one T that "
+            f"minimises the NLL on {cal['fitted_on']} held-out test images; before and after are measured on the "
+            f"other {cal['measured_on']}. It changes confidences, never predictions.",
+            table(
+                ["", "ECE %", "NLL", "Brier", "mean confidence %"],
+                [
+                    [
+                        "all test images",
+                        percent(cal["ece"]),
+                        f"{cal['nll']:.3f}",
+                        f"{cal['brier']:.3f}",
+                        percent(cal["mean_confidence"]),
+                    ],
+                    ["held-out half, as trained", percent(cal["ece_before"]), f"{cal['nll_before']:.3f}", "", ""],
+                    [
+                        f"held-out half, T = {cal['temperature']:.2f}",
+                        percent(cal["ece_after"]),
+                        f"{cal['nll_after']:.3f}",
+                        "",
+                        "",
+                    ],
+                ],
+            ),  # fmt: skip
+            Image("reliability.png", "reliability diagram"),
+            Heading("Explanations"),
+            f"Maps at layer `{expl['layer']}` for the predicted class, on {config.faithfulness_images} test images "
+            f"({percent(expl['accuracy_on_pool'])}% of them classified correctly). Faithfulness: average drop and "
+            "increase in confidence when the image is masked by its map (torchcam's definitions), deletion / "
+            f"insertion AUC over {config.deletion_steps} steps (RISE). Sanity check (Adebayo et al. 2018): the "
+            f"{expl['sanity']['method']} maps of {expl['sanity']['images']} images against those of the same model "
+            f"with a randomised classifier head have a mean Spearman rank correlation of {expl['sanity']['mean']:.2f} "
+            f"(median {expl['sanity']['median']:.2f}); near 1 would mean the maps ignore what the head learned.",
+            table(
+                ["method", "images", "average drop ↓", "increase in confidence ↑", "deletion AUC ↓", "insertion AUC ↑"],
+                method_rows,
+            ),  # fmt: skip
+            Image("cam_grid.png", "maps on correctly (✓) and wrongly (✗) classified images"),
+            Heading("OOD detection"),
+            f"{len(config.detectors)} detectors fitted on {ood['fit']['size']} "
+            + (
+                "test images held out from scoring (the dataset has no training split here)"
+                if ood["fit"]["from_test"]
+                else "training images"
+            )
+            + ", scoring "
+            f"{ood['id_size']} test images against {sets or 'no set'}. AUROC in %, higher is better; in-distribution "
+            "is the positive class.",
+            *(
+                [
+                    detector_table(
+                        ood["metrics"],
+                        ood["summary"],
+                        {n: i["distance"] for n, i in ood["sets"].items()},
+                        "model",
+                        "auroc",
+                        config.detectors,
+                    ),
+                    beats_msp_lines(ood["summary"], {"model": model["title"]}),
+                    Image("ood.png", "OOD detection"),
+                ]
+                if ood["metrics"]
+                else []
+            ),  # fmt: skip
+            Heading("Robustness"),
+            f"L∞ PGD from a random start on {robust['images']} test images: at most {config.attack_steps} steps of "
+            f"2.5·ε/{config.attack_steps}, each image stopping once fooled; the images that survive are attacked again "
+            f"with {config.strong_steps} steps from {config.restarts} random starts, and only those that survive "
+            "every attack count as robust (the *robust* column is the lower of the two).",
+            table(
+                [
+                    "ε",
+                    "clean %",
+                    f"PGD-{config.attack_steps} %",
+                    "robust %",
+                    "mean steps to fool",
+                    "correct images fooled %",
+                ],
+                robust_rows,
+            ),  # fmt: skip
+            Image("robustness.png", "robustness"),
+            Image("effort.png", "attack effort per image"),
+        ]
+
+
+def _bins(bins) -> dict[str, list]:
+    return {"confidence": bins.confidence.tolist(), "accuracy": bins.accuracy.tolist(), "count": bins.counts.tolist()}
+
+
+def _curve(bins: dict[str, list]) -> tuple[list, list, list]:
+    return bins["confidence"], bins["accuracy"], bins["count"]
+
+
+def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:
+    """The settings a section depends on (its cache key changes with them, and only with them)."""
+    keys = {
+        "accuracy": ("calibration_bins", "batch_size"),
+        "explanations": ("cam_methods", "layer", "faithfulness_images", "deletion_images", "deletion_steps",
+                         "scorecam_images", "sanity_images"),
+        "ood": ("ood_sets", "resize_ood", "detectors", "id_subset", "ood_subset", "fit_subset"),
+        "robustness": ("epsilons", "attack_steps", "strong_steps", "restarts", "attack_images"),
+    }[section]  # fmt: skip
+    settings = to_dict(config)
+    return {key: settings[key] for key in keys}
+
+
+def half_fooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ε (grey levels) at which half of the correctly classified images are fooled: interpolated in log ε
+    between the sweep's points (``relation`` "≈"), or bounded by the sweep ("≤" its smallest ε already fools half,
+    ">" its largest does not)."""
+    points = [(r["eps_255"], r["fooled"]) for r in rows if r["eps_255"] > 0]
+    if points and points[0][1] >= 0.5:
+        return {"eps": points[0][0], "relation": "≤"}
+    for (e0, f0), (e1, f1) in zip(points, points[1:], strict=False):
+        if f0 < 0.5 <= f1:
+            t = (0.5 - f0) / (f1 - f0)
+            return {"eps": math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0))), "relation": "≈"}
+    return {"eps": points[-1][0] if points else None, "relation": ">"}
+
+
+def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The summary: (section, quantity, value, what it means for this model)."""
+    accuracy, cal = results["accuracy"], results["accuracy"]["calibration"]
+    expl, ood, robust = results["explanations"], results["ood"], results["robustness"]
+    over = cal["mean_confidence"] - accuracy["top1"]
+    calibrated = ("well calibrated" if cal["ece"] < 0.02 else
+                  f"{'over' if over > 0 else 'under'}confident: confidence {abs(100 * over):.1f} points "
+                  f"{'above' if over > 0 else 'below'} accuracy")  # fmt: skip
+    rows = [
+        ("accuracy", "top-1 accuracy", f"{percent(accuracy['top1'])}%",
+         f"{accuracy['images']} test images; the weakest class at {percent(np.nanmin(accuracy['per_class']))}%"),
+        ("calibration", "ECE (15 bins)" if len(cal["bins_before"]["count"]) == 15 else "ECE", f"{percent(cal['ece'])}%",
+         f"{calibrated}; temperature {cal['temperature']:.2f} takes held-out ECE from {percent(cal['ece_before'])}% "
+         f"to {percent(cal['ece_after'])}%"),
+        ("explanations", f"{expl['sanity']['method']} vs randomised head (rank corr.)", f"{expl['sanity']['mean']:.2f}",
+         "the maps depend on the trained head (sanity check passed)" if expl["sanity"]["mean"] < 0.5 else
+         "the maps change little when the head is randomised: do not read much into them"),
+    ]  # fmt: skip
+    best = min(expl["methods"], key=lambda r: r["average_drop"])
+    rows.append(("explanations", f"average drop, {best['method']}", format_number(best["average_drop"]),
+                 f"masking an image by its map keeps {100 * (1 - best['average_drop']):.0f}% of the class's "
+                 "probability on average"))  # fmt: skip
+    if ood["summary"]:
+        means = {r["detector"]: np.nanmean([m["auroc"] for m in ood["metrics"] if m["detector"] == r["detector"]])
+                 for r in ood["summary"]}  # fmt: skip
+        top = max(means, key=means.get)
+        msp = means.get("msp")
+        rows.append(("OOD detection", f"mean AUROC, {DETECTORS[top].name}", f"{percent(means[top])}%",
+                     f"the best of {len(means)} detectors over {len(ood['sets'])} set(s)"
+                     + (f"; MSP {percent(msp)}%" if msp is not None else "")
+                     + ("; weak: many OOD images would pass as in-distribution" if means[top] < 0.8 else "")))  # fmt: skip
+    headline = robust["rows"][-1]
+    half = half_fooled(robust["rows"])
+    where = ("no ε of the sweep fools half of the correct images" if half["relation"] == ">"
+             else f"half of the correctly classified images are fooled at ε {half['relation']} {half['eps']:.2g}/255")  # fmt: skip
+    rows.append(("robustness", f"robust accuracy at ε = {headline['eps_255']:g}/255",
+                 f"{percent(headline['robust_accuracy_strong'])}%",
+                 f"{where}; {'not robust' if headline['robust_accuracy_strong'] < 0.1 else 'some robustness'} "
+                 f"at {headline['eps_255']:g}/255 (clean {percent(headline['clean_accuracy'])}%)"))  # fmt: skip
+    return rows
+
+
+def audit(model: str | ModelSpec, data: str, *, ood: tuple[str, ...] = (), profile: str = "quick",
+          out: str | Path = "runs/audit", device: str = "auto", data_root: str | Path | None = None,
+          download: bool = False, settings: list[str] | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Audit ``model`` (a model name or path, or a :class:`ModelSpec`) on the dataset ``data``; write the report
+    into ``out`` and return the results (what ``results.json`` holds)."""
+    study = STUDIES["audit"]
+    overrides = [f"dataset={data}", *(f"model.{k}={v}" for k, v in _spec_settings(model)),
+                 *([f"ood_sets={','.join(ood)}"] if ood else []), *(settings or [])]  # fmt: skip
+    config = study.config(profile, overrides)
+    command = "dlapps " + shlex.join(["audit", "--model", config.model.name, "--data", data, "--profile", profile,
+                                      "--out", str(out), *(f"--set={item}" for item in overrides[1:] if "model.name" not in item)])  # fmt: skip
+    ctx = RunContext(out=Path(out), device=resolve_device(device), data_root=data_root, download=download,
+                     show_progress=progress, command=command)  # fmt: skip
+    return run_study(study, config, ctx)
+
+
+def _spec_settings(model: str | ModelSpec) -> list[tuple[str, str]]:
+    if isinstance(model, str):
+        return [("name", model)]
+    given = {k: v for k, v in to_dict(model).items() if k in ("name", "weights", "mean", "std", "class_map") and v}
+    return [(k, ",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in given.items()]

@@ -1,0 +1,200 @@
+"""``dlapps audit``: its measurements against independent ones, and the command end to end on three models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchattacks
+from scipy.stats import spearmanr
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import top_k_accuracy_score
+from torchmetrics.classification import MulticlassCalibrationError
+
+from dlapps.attacks import survives_restarts
+from dlapps.data import load_arrays
+from dlapps.evaluate import (
+    brier_score,
+    confusion_matrix,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    per_class_accuracy,
+    predict,
+    reliability,
+    top_k_accuracy,
+)
+from dlapps.experiments.audit import half_fooled
+from dlapps.explain import head_randomisation_check, randomised_head, rank_correlation
+from helpers import assert_one_line_error, dlapps
+
+
+def _random_predictions(n=500, classes=7, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n, classes, generator=generator)
+    labels = torch.where(torch.rand(n, generator=generator) < 0.6, logits.argmax(1), torch.randint(0, classes, (n,)))
+    return logits, labels
+
+
+@pytest.mark.parametrize("bins", [15, 10])
+def test_ece_agrees_with_torchmetrics(bins):
+    logits, labels = _random_predictions()
+    probs = logits.softmax(1)
+    reference = MulticlassCalibrationError(num_classes=7, n_bins=bins, norm="l1")(probs, labels).item()
+    assert expected_calibration_error(probs, labels, bins) == pytest.approx(reference, abs=1e-6)
+
+
+def test_calibration_metrics_on_hand_made_cases():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    labels = torch.tensor([0, 1, 1, 1])
+    bins = reliability(probs, labels, bins=2)  # confidences 0.9, 0.6, 0.7, 0.8 all fall in the bin [0.5, 1]
+    assert bins.counts.tolist() == [0, 4] and bins.accuracy[1] == pytest.approx(0.75)
+    assert bins.ece == pytest.approx(abs(0.75 - 0.75))  # mean confidence (0.9+0.6+0.7+0.8)/4 = 0.75
+    assert brier_score(probs, labels) == pytest.approx((0.02 + 0.72 + 0.18 + 0.08) / 4)
+    logits = torch.log(probs)
+    assert negative_log_likelihood(logits, labels) == pytest.approx(F.cross_entropy(logits, labels).item())
+
+
+def test_accuracy_metrics_agree_with_scikit_learn():
+    logits, labels = _random_predictions(classes=12)
+    for k in (1, 5):
+        assert top_k_accuracy(logits, labels, k) == pytest.approx(
+            top_k_accuracy_score(labels, logits, k=k, labels=range(12))
+        )
+    matrix = confusion_matrix(logits, labels, 12)
+    assert np.array_equal(matrix.numpy(), sk_confusion(labels, logits.argmax(1), labels=range(12)))
+    per_class = per_class_accuracy(logits, labels, 12)
+    assert torch.allclose(per_class, matrix.diag().double() / matrix.sum(1).double())
+
+
+def test_temperature_scaling_lowers_held_out_nll_of_a_real_model(resnet20, data_root):
+    test = load_arrays("cifar10", "test", data_root, limit=2000)
+    logits = predict(resnet20, test)
+    fit, held = slice(0, 1000), slice(1000, 2000)
+    temperature = fit_temperature(logits[fit], test.labels[fit])
+    assert temperature > 1.2  # the published ResNet-20 is overconfident
+    before = negative_log_likelihood(logits[held], test.labels[held])
+    assert negative_log_likelihood(logits[held], test.labels[held], temperature) < before - 0.02
+    grid = torch.linspace(0.5, 4, 351)
+    best = min(grid, key=lambda t: negative_log_likelihood(logits[fit], test.labels[fit], float(t)))
+    assert temperature == pytest.approx(float(best), abs=0.02)  # the minimiser, as a grid search finds it
+
+
+def test_rank_correlation_and_the_head_randomisation_check(resnet20, data_root):
+    a, b = torch.rand(3, 50), torch.rand(3, 50)
+    a[0, :10] = 0  # ties
+    expected = [spearmanr(x, y).statistic for x, y in zip(a.numpy(), b.numpy(), strict=True)]
+    assert rank_correlation(a, b).tolist() == pytest.approx(expected)
+    x = load_arrays("cifar10", "test", data_root, limit=6).images.float() / 255
+    targets = resnet20(x).argmax(1)
+    same = head_randomisation_check("gradcam", resnet20, x, "layer3", targets, seed=0)
+    assert same.shape == (6,) and same.mean() < 0.6  # Grad-CAM's maps follow the head's weights
+    assert torch.equal(randomised_head(resnet20, 1).linear.weight, randomised_head(resnet20, 1).linear.weight)
+    assert not torch.equal(randomised_head(resnet20, 1).linear.weight, resnet20.linear.weight)
+
+
+@pytest.mark.parametrize("eps", [1, 2])
+def test_robust_accuracy_is_at_most_torchattacks_pgd(resnet20, data_root, eps):
+    """The audit's stronger attack never reports more robustness than torchattacks' PGD with the same budget."""
+    test = load_arrays("cifar10", "test", data_root, limit=200)
+    x = test.images.float() / 255
+    torch.manual_seed(0)
+    reference = torchattacks.PGD(resnet20, eps=eps / 255, alpha=eps / 255 / 4, steps=10, random_start=True)
+    theirs = (resnet20(reference(x, test.labels)).argmax(1) == test.labels).double().mean().item()
+    robust = survives_restarts(resnet20, test, eps=eps / 255, alpha=eps / 255 / 4, steps=10, restarts=2)
+    clean = resnet20(x).argmax(1) == test.labels
+    assert not (robust & ~clean).any()
+    assert robust.double().mean().item() <= theirs
+
+
+def test_half_fooled_interpolates_or_bounds():
+    rows = lambda *f: [{"eps_255": e, "fooled": v} for e, v in zip((1, 2, 4, 8), f, strict=False)]  # noqa: E731
+    assert half_fooled(rows(0.2, 0.4, 0.6, 1.0)) == {"eps": pytest.approx(2 * 2**0.5), "relation": "≈"}
+    assert half_fooled(rows(0.7, 0.9, 1, 1)) == {"eps": 1, "relation": "≤"}
+    assert half_fooled(rows(0.1, 0.2, 0.3, 0.4)) == {"eps": 8, "relation": ">"}
+
+
+TINY = ["test_subset=300", "faithfulness_images=16", "deletion_images=4", "deletion_steps=4", "sanity_images=4",
+        "grid_images=3", "id_subset=200", "ood_subset=100", "fit_subset=300", "attack_images=40",
+        "epsilons=0.5,2,8", "strong_steps=10", "detectors=msp,energy,mahalanobis"]  # fmt: skip
+
+
+def _audit(out, data_root, *args: str, settings=TINY):
+    sets = [arg for pair in settings for arg in ("--set", pair)]
+    result = dlapps("audit", *args, "--out", str(out), "--no-progress", *sets, data_root=data_root)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+
+
+def test_audit_of_the_published_resnet20(tmp_path, data_root):
+    out = tmp_path / "resnet20"
+    results, report = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
+    assert results["accuracy"]["images"] == 300 and results["accuracy"]["top1"] > 0.85
+    assert results["accuracy"]["top5"] is None and len(results["accuracy"]["per_class"]) == 10
+    calibration = results["accuracy"]["calibration"]
+    assert calibration["temperature"] > 1 and calibration["nll_after"] < calibration["nll_before"]
+    assert set(results["ood"]["sets"]) == {"cifar100", "fakedata", "gaussian", "uniform"}
+    assert results["ood"]["sets"]["cifar100"]["distance"] == "near" and len(results["ood"]["metrics"]) == 12
+    rows = results["robustness"]["rows"]
+    assert [r["eps_255"] for r in rows] == [0.5, 2, 8] and rows[-1]["robust_accuracy_strong"] == 0.0
+    assert all(r["robust_accuracy_strong"] <= r["robust_accuracy"] for r in rows)
+    assert [s for s, *_ in results["summary"]] == ["accuracy", "calibration", "explanations", "explanations",
+                                                  "OOD detection", "robustness"]  # fmt: skip
+    for heading in (
+        "## Summary",
+        "## Accuracy",
+        "## Calibration",
+        "## Explanations",
+        "## OOD detection",
+        "## Robustness",
+    ):
+        assert heading in report
+    for name in ("confusion.png", "reliability.png", "cam_grid.png", "ood.png", "robustness.png", "effort.png"):
+        assert (out / name).stat().st_size > 10_000 and f"({name})" in report
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6 and "<script" not in page
+    again, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
+    assert again["cached_runs"] == 4 and again["summary"] == results["summary"]  # every section reused
+
+
+def test_audit_of_an_imagenet_model_on_imagenette(tmp_path, data_root):
+    """The 1,000-way MobileNetV2 on the shared Imagenette images, audited as a classifier of their 10 classes."""
+    results, report = _audit(tmp_path / "mobilenet", data_root, "--model", "mobilenet_v2_imagenet", "--data", "imagenette",
+                             settings=[*TINY, "test_subset=60", "attack_images=6", "epsilons=1", "ood_subset=30",
+                                       "id_subset=30", "fit_subset=50", "detectors=msp,energy", "faithfulness_images=8"])  # fmt: skip
+    assert results["model"]["restricted_to"] == [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
+    assert results["accuracy"]["top1"] > 0.8 and len(results["accuracy"]["per_class"]) == 10
+    assert "its outputs for 10 classes" in results["model"]["title"] and "(outputs 0, 217, 482" in report
+    assert results["explanations"]["layer"] == "features.18"
+
+
+def test_audit_of_a_model_trained_by_dlapps_train_on_a_grey_dataset(tmp_path, data_root):
+    models = tmp_path / "models"
+    trained = dlapps("train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(models), "--no-progress",
+                     "--set", "train_subset=6000", "--set", "train.epochs=2", "--set", "augment=false",
+                     data_root=data_root)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = next(models.glob("small_cnn-mnist-*.safetensors"))
+    results, report = _audit(tmp_path / "mnist", data_root, "--model", str(checkpoint), "--data", "mnist")
+    assert results["accuracy"]["top1"] > 0.8 and results["model"]["kind"] == "checkpoint"
+    assert results["ood"]["sets"]["cifar100"]["source"].endswith("resized to (1, 28, 28)")  # a default, made to fit
+    assert report.startswith(f"# Audit of small CNN trained on MNIST ({checkpoint.name}) on MNIST")
+
+
+def test_audit_input_errors_are_one_line(tmp_path, data_root):
+    def audit(*args):
+        return dlapps("audit", *args, "--out", str(tmp_path / "out"), data_root=data_root)
+
+    assert_one_line_error(audit("--model", "resnet20_cifar10", "--data", "cifar100"),
+                          "has 10 outputs but CIFAR-100 has 100 classes")  # fmt: skip
+    assert_one_line_error(audit("--model", "resnet20_cifar10", "--data", "cifar10", "--ood", "mnist_ish.npz"),
+                          "dataset path mnist_ish.npz does not exist")  # fmt: skip
+    grey = tmp_path / "grey.npz"
+    np.savez(grey, images=np.zeros((4, 28, 28, 1), np.uint8), labels=np.zeros(4, np.int64), classes=np.array(["a"]))
+    assert_one_line_error(audit("--model", "resnet20_cifar10", "--data", "cifar10", "--ood", str(grey)),
+                          "grey.npz: images are (1, 28, 28)", "resize_ood=true")  # fmt: skip
+    empty = tmp_path / "empty_test.npz"
+    np.savez(empty, images=np.zeros((0, 32, 32, 3), np.uint8), labels=np.zeros(0, np.int64), classes=np.array(["a"]))
+    assert_one_line_error(audit("--model", "resnet20_cifar10", "--data", str(empty)), "the split is empty")
+    assert not (tmp_path / "out" / "results.json").exists()
