@@ -1,12 +1,11 @@
 """The attack studies end to end through the command line, on tiny configurations and real data."""
 
-import json
-
 import pytest
 
 from dlapps.errors import ConfigError
 from dlapps.experiments import get_study
 from dlapps.experiments.attacks import TargetedConfig
+from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
 
@@ -16,7 +15,7 @@ def run_study(study: str, out, data_root, *settings: str):
         args += ["--set", setting]
     result = dlapps(*args, data_root=data_root)
     assert result.returncode == 0, result.stderr
-    return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+    return read_json(out / "results.json"), (out / "report.md").read_text()
 
 
 def assert_figures(out, report: str, *names: str) -> None:
@@ -106,9 +105,10 @@ def test_adversarial_training(tmp_path, data_root):
 @pytest.mark.parametrize(
     ("study", "setting", "fragment"),
     [
-        ("fgsm", "epsilons=-1", "epsilons: must be >= 0, got -1.0"),
+        ("fgsm", "epsilons=-1", "epsilons: must be in \\[0, 255\\] grey levels"),
+        ("fgsm", "epsilons=2,300", "epsilons: must be in \\[0, 255\\] grey levels .* got 300.0"),
         ("fgsm", "method=cw", "method: unknown attack 'cw'; known: fgsm, bim"),
-        ("fgsm", "example_eps=-2", "example_eps: must be >= 0"),
+        ("fgsm", "example_eps=-2", "example_eps: must be in \\[0, 255\\]"),
         ("targeted", "epsilons=8,2", "epsilons must increase"),
         ("adv-train", "weightings=1", "weighting '1' must be w_clean/w_adv"),
         ("adv-train", "weightings=0.5/0", "must be w_clean/w_adv with w_clean >= 0 and w_adv > 0"),
@@ -134,4 +134,4 @@ def test_unknown_target_class():
 
 def test_bad_setting_is_one_line_on_the_command_line(tmp_path, data_root):
     result = dlapps("run", "fgsm", "--set", "epsilons=-1", "--out", str(tmp_path), data_root=data_root)
-    assert_one_line_error(result, "epsilons: must be >= 0")
+    assert_one_line_error(result, "epsilons: must be in [0, 255] grey levels")

@@ -262,9 +262,10 @@ class Score(nn.Module):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"eps": -1 / 255}, "eps must be a finite number >= 0"),
-        ({"eps": math.nan}, "eps must be a finite number >= 0"),
-        ({"alpha": -0.1}, "alpha must be a finite number >= 0"),
+        ({"eps": -1 / 255}, "eps must be in \\[0, 1\\]"),
+        ({"eps": math.nan}, "eps must be in \\[0, 1\\]"),
+        ({"eps": 300 / 255}, "eps must be in \\[0, 1\\] \\(pixel units"),
+        ({"alpha": -0.1}, "alpha must be in \\[0, 1\\]"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"method": "cw"}, "unknown attack 'cw'"),
         ({"method": "fgsm", "steps": 5}, "fgsm takes a single step"),
@@ -333,7 +334,7 @@ def test_adversarial_step_loss():
     assert len(objectives) == 8  # every setting names a different model in the classifier cache
     for bad, message in [
         ({"method": "mifgsm"}, "must be fgsm, fgsm-rs or pgd"),
-        ({"eps": -0.1}, "eps must be a finite number >= 0"),
+        ({"eps": -0.1}, "eps must be in \\[0, 1\\]"),
         ({"steps": 3}, "fgsm-rs takes a single step"),
         ({"w_adv": 0.0}, "weights must be w_clean >= 0 and w_adv > 0"),
     ]:

@@ -1,7 +1,5 @@
 """``dlapps audit``: its measurements against independent ones, and the command end to end on three models."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -27,6 +25,7 @@ from dlapps.evaluate import (
 )
 from dlapps.experiments.audit import half_fooled
 from dlapps.explain import head_randomisation_check, randomised_head, rank_correlation
+from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
 
@@ -124,7 +123,7 @@ def _audit(out, data_root, *args: str, settings=TINY):
     sets = [arg for pair in settings for arg in ("--set", pair)]
     result = dlapps("audit", *args, "--out", str(out), "--no-progress", *sets, data_root=data_root)
     assert result.returncode == 0, result.stderr
-    return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+    return read_json(out / "results.json"), (out / "report.md").read_text()
 
 
 def test_audit_of_the_published_resnet20(tmp_path, data_root):

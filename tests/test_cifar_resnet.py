@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dlapps.data import ResidentLoader
-from dlapps.errors import CheckpointError, ConfigError
+from dlapps.errors import CheckpointError, ConfigError, DataError
 from dlapps.models import CifarResNet, create_model, load_pretrained, load_weights
 from dlapps.train import evaluate
 
@@ -56,8 +56,14 @@ def test_shared_resnet20_checkpoint_scores_its_published_accuracy(resnet20, cifa
 def test_pretrained_by_name_errors(tmp_path):
     with pytest.raises(CheckpointError, match="unknown pretrained model 'resnet99'"):
         load_pretrained("resnet99", tmp_path)
-    with pytest.raises(CheckpointError, match="not found at .*resnet20_cifar10_akamaster-12fca82f.th; add --download"):
+    with pytest.raises(
+        DataError,
+        match=r"missing from the data root .*: ResNet-20 weights \(resnet20_cifar10\); "
+        r"get resnet20_cifar10 from https://github.com/akamaster/.*resnet20-12fca82f.th \(1 MB\)",
+    ):
         load_pretrained("resnet20_cifar10", tmp_path)
+    with pytest.raises(DataError, match="no public address for MobileNetV2 weights .*place it at .*weights/mobilenet"):
+        load_pretrained("mobilenet_v2_imagenet", tmp_path)
 
 
 def test_weights_that_do_not_fit_name_the_keys(data_root):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
 TINY = [
@@ -47,7 +48,7 @@ def finished_run(tmp_path_factory, data_root):
 def test_run_writes_results_figures_and_report(finished_run):
     out, result = finished_run
     assert "done" in result.stdout
-    results = json.loads((out / "results.json").read_text())
+    results = read_json(out / "results.json")
     assert len(results["runs"]) == 2 * 3  # depths x {MLP, residual 1, residual 2} x 1 seed
     assert {(s["depth"], s["variant"]) for s in results["summary"]} == {
         (d, v) for d in (2, 4) for v in ("mlp", "residual-1", "residual-2")
@@ -72,7 +73,7 @@ def test_rerun_reuses_finished_runs(finished_run, data_root):
     out, _ = finished_run
     result = dlapps("run", "residual-mlp", *TINY, "--out", str(out), data_root=data_root)
     assert result.returncode == 0, result.stderr
-    results = json.loads((out / "results.json").read_text())
+    results = read_json(out / "results.json")
     assert results["cached_runs"] == 6
 
 

@@ -1,9 +1,8 @@
 """residual-cnn and cam end to end through the CLI on tiny real subsets; cam reuses residual-cnn's model."""
 
-import json
-
 import pytest
 
+from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
 TINY_CNN = ["--set", "blocks=1", "--set", "train_subset=256", "--set", "test_subset=128", "--set", "train.epochs=1"]
@@ -27,7 +26,7 @@ def cnn_run(tmp_path_factory, data_root):
 def test_residual_cnn_writes_curves_table_and_report(cnn_run):
     root, models = cnn_run
     out = root / "residual-cnn"
-    results = json.loads((out / "results.json").read_text())
+    results = read_json(out / "results.json")
     assert {(r["layers"], r["skip"]) for r in results["runs"]} == {(8, False), (8, True)}
     assert all(0 <= r["test_acc"] <= 1 and len(r["history"]) == 1 for r in results["runs"])
     assert len(list(models.glob("*.safetensors"))) == 2
@@ -48,7 +47,7 @@ def test_cam_reuses_the_trained_cifar_model_and_writes_grids(cnn_run, data_root)
                     "--no-progress", data_root=data_root)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len(list(models.glob("*.safetensors"))) == 2  # nothing was trained again
-    results = json.loads((out / "results.json").read_text())
+    results = read_json(out / "results.json")
     rows = {(r["model"].split(" ")[0], r["method"]): r for r in results["faithfulness"]}
     assert {model for model, _ in rows} == {"ResNet-8", "MobileNetV2"}
     assert len(rows) == 6

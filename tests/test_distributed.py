@@ -1,6 +1,5 @@
 """Data-parallel training with torchrun on the CPU (gloo): same result as one process, within noise."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import sys
 import torch
 
 from dlapps.data import ImageArrays, ResidentLoader
+from dlapps.report.io import read_json
 
 RECIPE = ["--model", "mlp", "--dataset", "mnist", "--set", "train_subset=3000", "--set", "test_subset=1000",
           "--set", "train.epochs=3", "--set", "train.lr=0.003", "--set", "train.batch_size=64",
@@ -28,7 +28,7 @@ def _train(out, data_root, processes: int) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics,) = out.glob("*.json")
-    return json.loads(metrics.read_text())
+    return read_json(metrics)
 
 
 def test_torchrun_two_processes_match_one(tmp_path, data_root):

@@ -1,7 +1,5 @@
 """The ``ood`` study end to end through the CLI on a tiny configuration, its input errors and its models."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torch
 from dlapps.data import get_dataset
 from dlapps.errors import ConfigError
 from dlapps.experiments import RunContext, base, get_study, zoo
+from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
 TINY = [
@@ -39,7 +38,7 @@ def finished(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("study") / "ood"
     result = dlapps("run", "ood", *TINY, "--out", str(out), data_root=data_root)
     assert result.returncode == 0, result.stderr
-    return out, json.loads((out / "results.json").read_text())
+    return out, read_json(out / "results.json")
 
 
 def test_run_writes_every_metric_figure_and_the_report(finished):

@@ -1,7 +1,6 @@
 """A user's own data and model through the command line, as a new user would run them: each report names its
 real dataset and model and carries no published figure that does not apply; bad input is one line, exit 2."""
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +9,7 @@ from PIL import Image
 
 from dlapps.data import load_arrays
 from dlapps.data.augment import convert_channels
+from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
 NO_REFERENCE = "No published figure applies to this run"
@@ -23,7 +23,7 @@ def _run(study: str, out, data_root, *pairs: str) -> tuple[dict, str]:
     result = dlapps("run", study, "--profile", "quick", "--no-progress", "--out", str(out), *_settings(*pairs),
                     data_root=data_root)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+    return read_json(out / "results.json"), (out / "report.md").read_text()
 
 
 def _save_npz(path, arrays) -> None:
@@ -45,7 +45,7 @@ def test_residual_mlp_on_a_grey_archive(tmp_path, data_root):
     assert report.startswith("# Residual connections in deep MLPs on greycifar")
     assert "MNIST" not in report.replace("results are on MNIST;", "") and NO_REFERENCE in report
     assert "(0.93" not in report and "course write-up |" not in report  # no write-up column or numbers
-    card = json.loads((tmp_path / "mlp" / "results.json").read_text())["runs"][0]
+    card = read_json(tmp_path / "mlp" / "results.json")["runs"][0]
     assert card["parameters"] == 1024 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 10 + 10  # 32x32 grey inputs
 
 
@@ -168,7 +168,7 @@ def test_a_users_plug_in_module_on_the_command_line(tmp_path, data_root):
                     *_settings("dataset=stripes", "depths=2", "gradient_depth=2", "seeds=1", "train.epochs=3",
                                "train.batch_size=32", "train.lr=0.01", "gradient_batches=1"), data_root=data_root, **plugin)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = read_json(tmp_path / "out" / "results.json")
     assert results["data"]["title"] == "Stripes" and min(r["test_acc"] for r in results["runs"]) > 0.9
     broken = dlapps("studies", DLAPPS_PLUGINS="no_such_plugin")
     assert_one_line_error(broken, "plug-in module 'no_such_plugin'", "failed to import")

@@ -1,6 +1,5 @@
 """``reproduce``: runs studies once, reuses them after, and writes a self-contained HTML report."""
 
-import json
 import os
 import shutil
 import signal
@@ -16,6 +15,7 @@ from dlapps.errors import ConfigError
 from dlapps.experiments.base import RunContext
 from dlapps.experiments.reproduce import reproduce
 from dlapps.report.html import MissingImageError, markdown_to_html
+from dlapps.report.io import read_json
 
 TINY_MLP = ["depths=2", "gradient_depth=2", "train_subset=500", "test_subset=200", "train.epochs=1", "seeds=1",
             "gradient_batches=1"]  # fmt: skip
@@ -130,10 +130,8 @@ def test_killed_reproduce_resumes_to_the_same_numbers(tmp_path, data_root):
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "killed" / "residual-mlp" / "results.json").exists()
     for path in (tmp_path / "killed").rglob("*.json"):  # whatever was written is whole
-        json.loads(path.read_text())
+        read_json(path)
     assert _reproduce_in_subprocess(tmp_path / "killed", data_root, settings).wait(timeout=600) == 0
-    whole, resumed = (
-        json.loads((tmp_path / d / "residual-mlp" / "results.json").read_text()) for d in ("whole", "killed")
-    )
+    whole, resumed = (read_json(tmp_path / d / "residual-mlp" / "results.json") for d in ("whole", "killed"))
     key = lambda r: (r["variant"], r["depth"], r["seed"], r["test_acc"], [h["train_loss"] for h in r["history"]])  # noqa: E731
     assert sorted(map(key, resumed["runs"])) == sorted(map(key, whole["runs"]))

@@ -58,6 +58,33 @@ def datasets(data_root: DataRoot = None) -> None:
 
 
 @app.command()
+def fetch(
+    only: Annotated[
+        list[str] | None, typer.Option(help="Fetch only this (repeatable; default: everything listed below).")
+    ] = None,
+    data_root: DataRoot = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Download the course's datasets and published weights into the data root, once, checking every checksum:
+    what `--download` does for a run, ahead of it (e.g. on a cluster's login node)."""
+    from dlapps.data import resolve_data_root
+    from dlapps.data.downloads import RESOURCES, megabytes
+    from dlapps.data.downloads import fetch as fetch_resources
+    from dlapps.models import PRETRAINED  # noqa: F401 - registers the published weights
+
+    root = resolve_data_root(data_root)
+    names = list(only or RESOURCES.names())
+    fetched = fetch_resources(names, root, progress=progress)
+    table = Table(title=f"data root: {root}")
+    for column in ("name", "what", "size", "status"):
+        table.add_column(column)
+    for name in names:
+        resource = RESOURCES[name]
+        table.add_row(name, resource.title, megabytes(resource.size), "fetched" if name in fetched else "already there")
+    console.print(table)
+
+
+@app.command()
 def studies() -> None:
     """List the studies and their profiles."""
     from dlapps.experiments import STUDIES
@@ -95,7 +122,7 @@ def run(
         Path | None, typer.Option(help="Trained models shared between studies (default: models/ beside --out).")
     ] = None,
     download: Annotated[
-        bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
+        bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
@@ -143,7 +170,9 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for the checkpoint and its metrics.")] = Path("runs/models"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     data_root: DataRoot = None,
-    download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets.")] = False,
+    download: Annotated[
+        bool, typer.Option(help="Download missing datasets into the data root (checksums checked).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
 ) -> None:
@@ -152,12 +181,16 @@ def train(
     The checkpoint describes its own model, so a study takes it as --set model=<checkpoint>.
     """
     from dlapps.config import apply_overrides, to_dict
+    from dlapps.data import resolve_data_root
+    from dlapps.data.downloads import ensure
     from dlapps.experiments import RunContext
     from dlapps.report.io import write_json
     from dlapps.train import ClassifierRecipe, resolve_device
     from dlapps.train.distributed import init_from_env
 
     recipe = apply_overrides(ClassifierRecipe(model=model, dataset=dataset), set_ or [])
+    root = resolve_data_root(data_root)
+    ensure(recipe.needs(root), root, download, progress=progress)
     world, chosen = init_from_env(resolve_device(device))
     ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download, compile=compile_)
     with ctx.progress() as bars:
@@ -189,7 +222,9 @@ def audit(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     data_root: DataRoot = None,
-    download: Annotated[bool, typer.Option(help="Let torchvision download missing datasets or weights.")] = False,
+    download: Annotated[
+        bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Audit one classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
@@ -218,7 +253,7 @@ def reproduce(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     data_root: DataRoot = None,
     download: Annotated[
-        bool, typer.Option(help="Let torchvision download missing datasets or weights into the data root.")
+        bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
@@ -273,6 +308,13 @@ def main() -> None:
         if debug:
             raise
         print(f"dlapps: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # the machine's, not the input's: a full disk, a folder that went away...
+        if debug:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"dlapps: error: could not write or read{where} ({exc.strerror or exc}); results written before "
+              "are intact, and a rerun resumes from them", file=sys.stderr)  # fmt: skip
         sys.exit(2)
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C into exit status 130 without a word

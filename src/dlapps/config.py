@@ -45,6 +45,14 @@ def _parse(text: str, annotation: Any, key: str) -> Any:
         if len(inner) != 1:
             raise TypeError(f"unsupported union type for {key}: {annotation}")
         return _parse(text, inner[0], key)
+    if origin is tuple and typing.get_origin(args[0]) is tuple:  # (key, value) pairs, given as a JSON object
+        try:
+            pairs = json.loads(text)
+        except ValueError:
+            pairs = None
+        if not isinstance(pairs, dict):
+            raise ConfigError(f"{key} takes a JSON object, e.g. {key}='{{\"width\": 32}}', got {text!r}")
+        return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pairs.items()))
     if origin is tuple:
         item_type = args[0]
         parts = [p for p in text.split(",") if p.strip()]
@@ -86,6 +94,26 @@ def config_keys(config: Any, prefix: str = "") -> dict[str, Any]:
         else:
             keys[f"{prefix}{field.name}"] = value
     return keys
+
+
+def named_by(config: Any, checker: Any) -> list[Any]:
+    """Every value in ``config`` (nested configs too) of a field annotated with ``checker``, items of tuples
+    one by one: e.g. every dataset name a config holds."""
+    found: list[Any] = []
+    for name, annotation in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            found += named_by(value, checker)
+            continue
+        inner, checks = _checkers(annotation)
+        if typing.get_origin(inner) in (typing.Union, types.UnionType):  # X | None
+            inner, checks = _checkers(next(a for a in typing.get_args(inner) if a is not type(None)))
+        if typing.get_origin(inner) is tuple and isinstance(value, tuple):
+            checks = _checkers(typing.get_args(inner)[0])[1]
+            found += [item for item in value if checker in checks]
+        elif checker in checks and value is not None:
+            found.append(value)
+    return found
 
 
 def _set(config: C, path: list[str], raw: Any, full_key: str) -> C:
@@ -164,11 +192,16 @@ def _check_type(value: Any, annotation: Any, key: str) -> None:
         inner = [a for a in args if a is not type(None)]
         _check_type(value, inner[0], key)
         return
+    if annotation is Any:
+        return
     if origin is tuple:
         if not isinstance(value, tuple):
             raise ConfigError(f"{key} must be a tuple, got {value!r}")
-        for item in value:
-            _check_type(item, args[0], key)
+        fixed = not (len(args) == 2 and args[1] is Ellipsis)
+        if fixed and len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+        for item, item_type in zip(value, args if fixed else [args[0]] * len(value), strict=True):
+            _check_type(item, item_type, key)
         return
     if origin is typing.Literal:
         if value not in args:
@@ -198,9 +231,19 @@ class NonNegative:
             raise ConfigError(f"must be >= 0, got {value}")
 
 
+class InRange:
+    def __init__(self, low: float, high: float, unit: str = "") -> None:
+        self.low, self.high, self.unit = low, high, unit
+
+    def check(self, value: float) -> None:
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"must be in [{self.low:g}, {self.high:g}]{self.unit}, got {value}")
+
+
 PositiveInt = Annotated[int, Positive()]
 PositiveFloat = Annotated[float, Positive()]
 NonNegativeFloat = Annotated[float, NonNegative()]
+GreyLevels = Annotated[float, InRange(0, 255, " grey levels (units of 1/255)")]  # a perturbation budget in pixels
 
 
 def require(condition: bool, message: str) -> None:

@@ -22,3 +22,7 @@ class CheckpointError(DlappsError):
 
 class AttackError(DlappsError, ValueError):
     """An adversarial attack was given inputs, settings or a model it cannot attack."""
+
+
+class TrainingDiverged(DlappsError):
+    """The training loss stopped being a finite number: the settings (learning rate first) need changing."""

@@ -31,15 +31,16 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     @overload
-    def register(self, name: str) -> Callable[[T], T]: ...
+    def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]: ...
     @overload
-    def register(self, name: str, entry: T) -> T: ...
+    def register(self, name: str, entry: T, *, replace: bool = False) -> T: ...
 
-    def register(self, name: str, entry=None):
-        """Add ``entry`` under ``name``; without ``entry``, a decorator that adds what it decorates."""
+    def register(self, name: str, entry=None, *, replace: bool = False):
+        """Add ``entry`` under ``name``; without ``entry``, a decorator that adds what it decorates. A name is
+        registered once, unless ``replace`` says a plug-in means to replace it (e.g. a mirror's own files)."""
 
         def add(value: T) -> T:
-            if name in self._entries:
+            if name in self._entries and not replace:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = value
             return value

@@ -79,8 +79,8 @@ def check_budget(eps: float, alpha: float | None, steps: int) -> None:
     for name, value in (("eps", eps), ("alpha", alpha)):
         if value is None and name == "alpha":
             continue
-        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-            raise AttackError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
+            raise AttackError(f"{name} must be in [0, 1] (pixel units: images are in [0, 1]), got {value!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise AttackError(f"steps must be a positive integer, got {steps!r}")
 
@@ -90,8 +90,8 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
         raise AttackError("inputs must be a floating-point tensor of shape (N, ...), e.g. images (N, C, H, W)")
     if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise AttackError(f"labels must be an int64 tensor of shape ({x.shape[0]},), got {shape}")
+        got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise AttackError(f"labels must be an int64 tensor of shape ({x.shape[0]},), got {got}")
     if x.numel() and not (x.min() >= 0 and x.max() <= 1):  # also false for NaN
         raise AttackError(
             f"inputs must be images in [0, 1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]; "

@@ -28,6 +28,7 @@ import torchvision
 from torchvision.transforms import v2
 
 from dlapps.data.arrays import ImageArrays
+from dlapps.data.downloads import Need, provider
 from dlapps.data.roots import resolve_data_root, stats_cache
 from dlapps.data.sources import (
     Request,
@@ -116,10 +117,12 @@ class Dataset:
 
 
 def normalization(dataset: Dataset, data: ImageArrays) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The dataset's published mean and std, else those measured on ``data``, once per source (cached)."""
+    """The dataset's published mean and std, else those measured on ``data``, once per source (cached); a channel
+    that never varies keeps std 1."""
     if dataset.mean is not None and dataset.std is not None:
         return dataset.mean, dataset.std
-    return stats_cache(data.source, len(data), data.channel_stats)
+    mean, std = stats_cache(data.source, len(data), data.channel_stats)
+    return mean, tuple(s if s > 1e-6 else 1.0 for s in std)  # a constant channel is only centred
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -327,6 +330,16 @@ class DatasetNames:
 
 
 DATASET = DatasetNames()
+
+
+def split_need(name: str, split: str, root: str | Path | None = None) -> Need | None:
+    """A registered dataset's split as something a run reads from the data root (None for data that is not looked
+    for under the root: generated, named by a path, or a torchvision dataset that torchvision finds itself)."""
+    dataset = DATASETS[name] if name in DATASETS else None
+    if dataset is None or dataset.candidates is None or (dataset.splits and split not in dataset.splits):
+        return None
+    places = tuple(dataset.candidates(split, resolve_data_root(root)))
+    return Need(f"{dataset.title} {split} split", places, provider(name, split))
 
 
 def load_arrays(name: str, split: str, root: str | Path | None = None, download: bool = False, **kwargs) -> ImageArrays:

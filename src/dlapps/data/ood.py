@@ -25,7 +25,8 @@ import torch
 
 from dlapps.data.arrays import ImageArrays
 from dlapps.data.augment import convert_channels, resize_images
-from dlapps.data.datasets import Dataset, fakedata_arrays, get_dataset, load_arrays, looks_like_path
+from dlapps.data.datasets import Dataset, fakedata_arrays, get_dataset, load_arrays, looks_like_path, split_need
+from dlapps.data.downloads import Need
 from dlapps.errors import DataError
 from dlapps.registry import Registry
 
@@ -130,27 +131,35 @@ class OodSet:
     distance: Literal["near", "far"]
     description: str
     build: Callable[[OodRequest], ImageArrays]
+    reads: tuple[tuple[str, str], ...] = ()  # (dataset, split) it is made from; none: generated
 
 
 OOD_SETS: Registry[OodSet] = Registry("OOD set", DataError)
 
 
-def register_ood_set(name: str, distance: Literal["near", "far"], description: str):
-    """Register the builder ``build(request) -> ImageArrays`` it decorates as the OOD set ``name``."""
+def register_ood_set(
+    name: str, distance: Literal["near", "far"], description: str, reads: tuple[tuple[str, str], ...] = ()
+):
+    """Register the builder ``build(request) -> ImageArrays`` it decorates as the OOD set ``name``, made from the
+    dataset splits ``reads``."""
 
     def decorator(build: Callable[[OodRequest], ImageArrays]) -> Callable[[OodRequest], ImageArrays]:
-        OOD_SETS.register(name, OodSet(name, distance, description, build))
+        OOD_SETS.register(name, OodSet(name, distance, description, build, reads))
         return build
 
     return decorator
 
 
-@register_ood_set("cifar100", "near", "CIFAR-100 test without the classes overlapping CIFAR-10")
+@register_ood_set(
+    "cifar100", "near", "CIFAR-100 test without the classes overlapping CIFAR-10", (("cifar100", "test"),)
+)
 def _cifar100(request: OodRequest) -> ImageArrays:
     return cifar100_ood(request.root, request.download, request.cifar100_exclude).subset(request.size, request.seed)
 
 
-@register_ood_set("mnist", "far", "MNIST test, resized to the in-distribution images' size and channels")
+@register_ood_set(
+    "mnist", "far", "MNIST test, resized to the in-distribution images' size and channels", (("mnist", "test"),)
+)
 def _mnist(request: OodRequest) -> ImageArrays:
     mnist = load_arrays("mnist", "test", request.root, request.download)
     return conform(mnist, request.shape, resize=True).subset(request.size, request.seed)
@@ -200,6 +209,15 @@ def set_label(name: str) -> str:
 
 def set_distance(name: str) -> str:
     return OOD_SETS[name].distance if name in OOD_SETS else "user"
+
+
+def ood_set_needs(name: str, root: str | Path | None = None) -> list[Need]:
+    """What an OOD set reads from the data root: its datasets' splits, or a dataset's evaluation split."""
+    if name in OOD_SETS:
+        reads = OOD_SETS[name].reads
+    else:
+        reads = ((name, ood_dataset(name).eval_split),)
+    return [need for dataset, split in reads if (need := split_need(dataset, split, root)) is not None]
 
 
 def load_ood_set(name: str, request: OodRequest | None = None) -> ImageArrays:

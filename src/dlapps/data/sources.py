@@ -56,8 +56,36 @@ def limited(arrays: ImageArrays, request: Request) -> ImageArrays:
 # --- array archives ---------------------------------------------------------------------------------------
 
 
+def check_archive_headers(path: Path) -> None:
+    """Read every member's ``.npy`` header and refuse one that claims more data than the member holds, before
+    anything is allocated (a hostile header can claim terabytes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(handle)
+                if dtype.hasobject:
+                    raise DataError(f"{path}: {member.filename} holds Python objects, which dlapps never loads")
+                claimed = dtype.itemsize * int(np.prod(shape, dtype=np.float64))
+                if claimed > member.file_size:
+                    raise DataError(
+                        f"{path}: {member.filename} claims {claimed:,} bytes but holds {member.file_size:,}; "
+                        "the archive is damaged or forged"
+                    )
+    except _UNREADABLE as exc:
+        message = str(exc) if isinstance(exc, zipfile.BadZipFile | OSError | EOFError) else "an invalid array header"
+        raise DataError(f"{path} is unreadable ({type(exc).__name__}: {message}); replace or re-create it") from None
+
+
 def read_archive(path: Path) -> ImageArrays:
     """A ``.npz`` archive (``images`` uint8 NHWC, ``labels`` integers, ``classes``) as NCHW tensors."""
+    check_archive_headers(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = {"images", "labels", "classes"} - set(archive.files)
@@ -65,7 +93,7 @@ def read_archive(path: Path) -> ImageArrays:
                 raise DataError(f"{path} lacks the arrays {', '.join(sorted(missing))}")
             images, labels, classes = archive["images"], archive["labels"], archive["classes"]
     except _UNREADABLE as exc:
-        raise DataError(f"{path} is unreadable ({type(exc).__name__}: {exc}); replace or re-create it") from None
+        raise DataError(f"{path} is unreadable ({type(exc).__name__}); replace or re-create it") from None
     if images.ndim != 4:
         raise DataError(f"{path}: images must be (N, H, W, C), got shape {images.shape}")
     if images.dtype != np.uint8:

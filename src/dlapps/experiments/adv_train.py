@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from dlapps.attacks import AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy
-from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require, to_dict
+from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
 from dlapps.experiments.attacks import PIXEL, eps_label
@@ -48,8 +48,8 @@ class AdvTrainConfig(OnDataset):
     width: PositiveInt = 64  # cifar_resnet / small_cnn: channels of the first stage, doubled at each later stage
     blocks: PositiveInt = 3  # cifar_resnet only: basic blocks per stage
     method: Literal["fgsm", "fgsm-rs", "pgd"] = "fgsm-rs"
-    eps: NonNegativeFloat = 8.0  # grey levels (units of 1/255)
-    alpha: PositiveFloat | None = None  # grey levels; None: fgsm ε, fgsm-rs 1.25 ε, pgd 2.5 ε / steps
+    eps: GreyLevels = 8.0  # grey levels (units of 1/255)
+    alpha: GreyLevels | None = None  # grey levels; None: fgsm ε, fgsm-rs 1.25 ε, pgd 2.5 ε / steps
     steps: PositiveInt = 1  # attack steps per batch (pgd only)
     weightings: tuple[str, ...] = ("0.5/0.5", "0.2/0.8", "0/1")  # w_clean/w_adv, beside a standard model
     train: TrainConfig = field(
@@ -59,8 +59,8 @@ class AdvTrainConfig(OnDataset):
     )
     train_subset: PositiveInt | None = None  # None: the whole training split
     test_subset: PositiveInt | None = None  # None: the whole test split
-    eval_eps: NonNegativeFloat = 8.0  # grey levels
-    eval_alpha: PositiveFloat = 2.0  # grey levels, PGD step
+    eval_eps: GreyLevels = 8.0  # grey levels
+    eval_alpha: GreyLevels = 2.0  # grey levels, PGD step
     eval_steps: tuple[PositiveInt, ...] = (10, 20)
     eval_batch_size: PositiveInt = 500
     ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it

@@ -21,10 +21,10 @@ from rich.progress import Progress
 from torch import nn
 
 from dlapps.attacks import ATTACKS, TargetSpec, attack, attack_arrays, cumulative_success, showcase, summarize
-from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require
+from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, batch_for, register_study
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
@@ -55,13 +55,13 @@ def eps_label(value: float) -> str:
 class AttackConfig(OnDataset):
     model: ModelSpec = field(default_factory=lambda: ModelSpec(train=VICTIM_TRAINING))
     method: Annotated[str, ATTACKS] = "bim"
-    epsilons: tuple[NonNegativeFloat, ...] = (0.5, 1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
+    epsilons: tuple[GreyLevels, ...] = (0.5, 1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
     steps: PositiveInt = 10
     alpha_fraction: PositiveFloat = 0.25  # step size as a fraction of ε (one-step FGSM always steps ε)
     targets: tuple[str, ...] = ()  # each beside the untargeted attack: random, least-likely, a class or its index
     test_subset: PositiveInt | None = None  # None: the whole test split
-    batch_size: PositiveInt = 250
-    example_eps: NonNegativeFloat = 1.0  # grey levels; the course write-up showed FGSM examples at 1/255
+    batch_size: PositiveInt | None = None  # None: 250 images of 32×32 pixels, fewer for larger images
+    example_eps: GreyLevels = 1.0  # grey levels; the course write-up showed FGSM examples at 1/255
     examples: PositiveInt = 6
     seed: int = 0  # test subset, random starts, random targets
 
@@ -96,9 +96,9 @@ class AttackConfig(OnDataset):
 
 @dataclass(frozen=True)
 class TargetedConfig(AttackConfig):
-    epsilons: tuple[NonNegativeFloat, ...] = (2, 4, 8)
+    epsilons: tuple[GreyLevels, ...] = (2, 4, 8)
     targets: tuple[str, ...] = ("random", "least-likely", "0")
-    example_eps: NonNegativeFloat = 8.0
+    example_eps: GreyLevels = 8.0
 
 
 def cached_attack(
@@ -134,6 +134,7 @@ class AttackSweep(Study):
     """What ``fgsm`` and ``targeted`` share: the sweep, the examples, the table and the data description."""
 
     config_type = AttackConfig
+    reads_training_split = False  # (a victim trained here adds it)
 
     def run(self, config: AttackConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
@@ -143,12 +144,13 @@ class AttackSweep(Study):
             data = align_labels(classifier, dataset, data, config.model.class_map)
             modes = config.modes(data.classes)
             victim = describe(classifier)
+            batch = config.batch_size or batch_for(data.image_shape, 250)
             rows = []
             for eps in config.epsilons:
                 for mode, target in modes.items():
                     record = cached_attack(
                         ctx.cache, f"{config.method}-{mode.replace(' ', '-')}-eps{eps:g}", classifier.module, victim,
-                        data, seed=config.seed, steps=config.steps, batch_size=config.batch_size, progress=progress,
+                        data, seed=config.seed, steps=config.steps, batch_size=batch, progress=progress,
                         **config.attack_kwargs(eps, target),
                     )  # fmt: skip
                     rows.append({"eps_255": eps, "mode": mode, **record})
@@ -157,7 +159,7 @@ class AttackSweep(Study):
                         f"mean iterations {format_number(record['mean_iterations'], 2)} ({record['seconds']:.0f} s)"
                     )
             example_mode = list(modes)[-1]
-            examples = _examples(classifier.module, data, config, modes[example_mode])
+            examples = _examples(classifier.module, data, config, modes[example_mode], batch)
         results = {
             "victim": victim,
             "data": {"dataset": config.dataset, "title": dataset.title, "test": data.source, "test_size": len(data)},
@@ -165,10 +167,9 @@ class AttackSweep(Study):
             "rows": rows,
             "examples": {"mode": example_mode, **{k: v for k, v in examples.items() if k != "images"}},
         }
-        found = {
-            "examples.png": _examples_figure(examples, example_mode, data.classes),
-            **self.figures(config, results),
-        }
+        found = self.figures(config, results)
+        if examples["label"]:  # (none when the model gets every image of the pool wrong: nothing to attack)
+            found["examples.png"] = _examples_figure(examples, example_mode, data.classes)
         return StudyOutput(results, [{k: v for k, v in r.items() if k != "cumulative_success"} for r in rows], found)
 
     def figures(self, config: AttackConfig, results: dict[str, Any]) -> dict[str, Any]:
@@ -199,8 +200,12 @@ class AttackSweep(Study):
 
     def examples_blocks(self, config: AttackConfig, results: dict[str, Any]) -> list:
         mode = results["examples"]["mode"]
+        heading = Heading(f"Examples at ε = {eps_label(config.example_eps)}, {mode}")
+        if not results["examples"]["label"]:
+            return [heading, "No examples: the model classifies none of the images they are drawn from correctly, "
+                             "so there is nothing to attack."]  # fmt: skip
         return [
-            Heading(f"Examples at ε = {eps_label(config.example_eps)}, {mode}"),
+            heading,
             "Perturbations are amplified so that ±ε spans black to white.",
             Image("examples.png", "examples"),
         ]
@@ -212,14 +217,16 @@ class AttackSweep(Study):
 
 
 @torch.no_grad()
-def _examples(model: nn.Module, test: ImageArrays, config: AttackConfig, target: TargetSpec) -> dict[str, Any]:
+def _examples(
+    model: nn.Module, test: ImageArrays, config: AttackConfig, target: TargetSpec, batch: int
+) -> dict[str, Any]:
     """Attacks at ``example_eps`` on the first test images: successes of distinct classes first.
 
     ``images`` holds (original, adversarial) as (N, H, W, C) arrays for the figure; the rest is JSON-ready.
     """
     pool = test.take(torch.arange(min(len(test), 20 * config.examples))).to(model_device(model))
     x = pool.images.float() / 255
-    result = attack(model, x, pool.labels, steps=config.steps, generator=torch.Generator().manual_seed(config.seed),
+    result = attack(model, x, pool.labels, steps=config.steps, batch_size=batch, generator=torch.Generator().manual_seed(config.seed),
                     **config.attack_kwargs(config.example_eps, target))  # fmt: skip
     chosen = showcase(result, config.examples)
     probs_before = torch.softmax(model(x[chosen]), 1)
@@ -298,15 +305,15 @@ class FGSM(AttackSweep):
         """The write-up's finding (larger ε, stronger attack) and an undefended model's accuracy at 8/255."""
         if self.no_reference(config):
             return []
-        sweep = [r for r in results["rows"] if r["mode"] == "untargeted"]
-        rates = [r["success_rate"] for r in sweep]
+        sweep = [r for r in results["rows"] if r["mode"] == "untargeted" and r["success_rate"] is not None]
+        rates = [r["success_rate"] for r in sweep]  # (none where no image was classified correctly to attack)
         rows = [
             Comparison.claim(
                 "a larger ε gives a more successful attack",
                 all(b >= a for a, b in zip(rates, rates[1:], strict=False)),
                 ", ".join(f"{eps_label(r['eps_255'])}: {r['success_rate']:.3f}" for r in sweep),
             )
-        ]
+        ] if len(sweep) > 1 else []  # fmt: skip
         at_8 = next((r for r in sweep if r["eps_255"] == 8), None)
         undefended = config.model.is_published or config.model.kind == "train"
         if at_8 is not None and config.method != "fgsm" and undefended:

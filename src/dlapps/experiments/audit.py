@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from dlapps.attacks import attack_arrays, cumulative_success, summarize, survives_restarts
-from dlapps.config import NonNegativeFloat, PositiveInt, require, to_dict
+from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
-from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_distance, set_label
+from dlapps.data.downloads import Need
+from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, ood_set_needs, set_distance, set_label
 from dlapps.errors import DataError
 from dlapps.evaluate import (
     brier_score,
@@ -43,7 +44,16 @@ from dlapps.evaluate import (
     reliability,
     top_k_accuracy,
 )
-from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, register_study, run_study
+from dlapps.experiments.base import (
+    STUDIES,
+    OnDataset,
+    RunContext,
+    Study,
+    StudyOutput,
+    batch_for,
+    register_study,
+    run_study,
+)
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, head_randomisation_check, masked_confidence
 from dlapps.models import Classifier
@@ -77,13 +87,26 @@ class AuditConfig(OnDataset):
     id_subset: PositiveInt | None = 5000  # test images scored by the detectors
     ood_subset: PositiveInt | None = 2000  # images per OOD set
     fit_subset: PositiveInt | None = 20_000  # training images the detectors are fitted on
-    epsilons: tuple[NonNegativeFloat, ...] = (0.5, 1, 2, 4, 8, 16)  # grey levels (units of 1/255)
+    epsilons: tuple[GreyLevels, ...] = (0.5, 1, 2, 4, 8, 16)  # grey levels (units of 1/255)
     attack_steps: PositiveInt = 10
     strong_steps: PositiveInt = 50
     restarts: PositiveInt = 5
     attack_images: PositiveInt | None = 1000
-    batch_size: PositiveInt = 250
+    batch_size: PositiveInt | None = None  # None: 250 images of 32×32 pixels, fewer for larger images
+    scale_counts: bool = False  # the image counts above are for 32×32 images: fewer for larger ones (quick)
     seed: int = 0
+
+    def for_images(self, shape: tuple[int, int, int]) -> AuditConfig:
+        """With ``scale_counts``, the counts divided by the square root of how many times more pixels the images
+        have than 32×32 ones (224-pixel images: 7 times fewer), down to a floor that keeps each number readable."""
+        factor = math.sqrt(shape[1] * shape[2] / 1024)
+        if not self.scale_counts or factor <= 1:
+            return self
+        floors = {"faithfulness_images": 20, "deletion_images": 5, "sanity_images": 5, "id_subset": 100,
+                  "ood_subset": 100, "fit_subset": 200, "attack_images": 50}  # fmt: skip
+        scaled = {key: max(floor, round(getattr(self, key) / factor)) for key, floor in floors.items()
+                  if getattr(self, key) is not None}  # fmt: skip
+        return replace(self, **{k: min(v, getattr(self, k)) for k, v in scaled.items()})
 
     def validate(self) -> None:
         require(len(self.cam_methods) > 0 and len(self.detectors) > 0, "cam_methods and detectors must not be empty")
@@ -108,22 +131,31 @@ class Audit(Study):
             "cam_methods": ("gradcam",), "faithfulness_images": 100, "deletion_images": 20, "deletion_steps": 8,
             "sanity_images": 20, "id_subset": 1000, "ood_subset": 1000, "fit_subset": 5000,
             "epsilons": (0.5, 1, 2, 4, 8), "strong_steps": 20, "restarts": 2, "attack_images": 500,
+            "scale_counts": True,
         },
         "full": {},
     }  # fmt: skip
     html = True
+    reads_training_split = False  # detectors are fitted on it where it is there, else on held-out test images
+
+    def needs(self, config: AuditConfig, root: Path) -> list[Need]:
+        defaults = () if config.ood_sets else default_ood_sets(config.dataset)
+        return super().needs(config, root) + [need for name in defaults for need in ood_set_needs(name, root)]
 
     def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
         size = config.model.input_size()
         test = config.load(ctx, model_size=size, limit=config.test_subset, seed=config.seed)
+        config = config.for_images(test.image_shape)  # the counts the sections use (and are cached under)
         with ctx.progress() as progress:
             task = progress.add_task("audit: model", total=5)
             classifier = obtain_model(config.model, dataset, test, ctx, image_size=config.image_size, progress=progress)
             outputs = class_outputs(classifier, dataset, test, config.model.class_map)
-            if outputs is not None:  # audit it as a classifier of the dataset's classes
-                classifier = restrict(classifier, outputs, test.classes)
+            if outputs is not None:  # audit it as a classifier of the dataset's classes, named as the model names them
+                names = tuple(classifier.classes[o] for o in outputs) if classifier.classes else test.classes
+                classifier, test = restrict(classifier, outputs, names), replace(test, classes=names)
             ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
+            batch = config.batch_size or batch_for(test.image_shape, 250)
             identity = {"model": describe(classifier), "data": test.source, "n": len(test), "seed": config.seed}
             sections, found = {}, {}
             for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),
@@ -133,10 +165,10 @@ class Audit(Study):
                 key = ctx.cache.key(name, settings)
                 record = ctx.cache.get(key)
                 if record is None:
-                    record = section(config, ctx, classifier, test, ood=ood)
+                    record = section(config, ctx, classifier, test, ood=ood, batch=batch)
                     ctx.cache.put(key, record)
                 sections[name] = record
-            found |= self._cam_grid(config, classifier, test, sections["explanations"], ctx)
+            found |= self._cam_grid(config, classifier, test, sections["explanations"], ctx, batch)
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "test": test.source, "test_size": len(test),
                      "classes": list(test.classes)},
@@ -150,8 +182,10 @@ class Audit(Study):
 
     # --- sections: each returns a JSON-ready record ----------------------------------------------------
 
-    def _accuracy(self, config: AuditConfig, ctx: RunContext, classifier: Classifier, test: ImageArrays, **_) -> dict:
-        logits = predict(classifier.module, test, config.batch_size)
+    def _accuracy(
+        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
+    ) -> dict:
+        logits = predict(classifier.module, test, batch)
         labels, classes = test.labels, len(test.classes)
         probs = logits.softmax(1)
         order = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))
@@ -180,28 +214,30 @@ class Audit(Study):
         example = test.images[:1].to(next(classifier.module.parameters()).device).float() / 255
         return config.layer or classifier.cam_layer or feature_layer(classifier.module, example)
 
-    def _explanations(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, **_) -> dict:
+    def _explanations(
+        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
+    ) -> dict:
         model, layer = classifier.module, self._layer(config, classifier, test)
         pool = test.subset(config.faithfulness_images, config.seed)
         x = pool.images.to(ctx.device).float() / 255
         with torch.no_grad():
-            targets = torch.cat([model(chunk).argmax(1) for chunk in x.split(config.batch_size)])
+            targets = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch)])
         rows = []
         for method in config.cam_methods:
             limit = min(len(x), config.scorecam_images if method == "scorecam" else len(x))
             maps = torch.cat([compute_cam(method, model, xb, layer, targets=tb)
                               for xb, tb in zip(x[:limit].split(32), targets[:limit].split(32), strict=True)])  # fmt: skip
-            confidence = masked_confidence(model, x[:limit], maps, targets[:limit], batch_size=config.batch_size)
+            confidence = masked_confidence(model, x[:limit], maps, targets[:limit], batch_size=batch)
             n_del = min(limit, config.deletion_images)
             deletion, insertion = deletion_insertion(model, x[:n_del], maps[:n_del], targets[:n_del],
-                                                     steps=config.deletion_steps, batch_size=config.batch_size)  # fmt: skip
+                                                     steps=config.deletion_steps, batch_size=batch)  # fmt: skip
             rows.append({"method": method, "images": limit, "average_drop": confidence.average_drop,
                          "increase_in_confidence": confidence.increase_in_confidence, "deletion_images": n_del,
                          "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())})  # fmt: skip
         n = min(len(x), config.sanity_images)
         sanity = head_randomisation_check(config.cam_methods[0], model, x[:n], layer, targets[:n], seed=config.seed)
         correct = (targets.cpu() == pool.labels).float().mean().item()
-        return {"layer": layer, "accuracy_on_pool": correct, "methods": rows, "sanity": {
+        return {"layer": layer, "images": len(pool), "accuracy_on_pool": correct, "methods": rows, "sanity": {
             "method": config.cam_methods[0], "images": n, "mean": float(sanity.nanmean()),
             "median": float(sanity.nanmedian()), "values": sanity.tolist()}}  # fmt: skip
 
@@ -219,7 +255,7 @@ class Audit(Study):
             sets[set_label(name)] = conform(data, test.image_shape, resize=config.resize_ood or not config.ood_sets)
         return sets
 
-    def _ood(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood) -> dict:
+    def _ood(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood, batch: int) -> dict:
         train = self._training_images(config, ctx)
         ids = test.subset(config.id_subset, config.seed)
         if train is None:  # no training split here: fit on test images that are not scored
@@ -227,11 +263,11 @@ class Audit(Study):
             scored = min(len(test) // 2, config.id_subset or len(test))
             ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
         detectors = {name: create_detector(name) for name in config.detectors}
-        fit_detectors(detectors, classifier.module, train, batch_size=config.batch_size)
-        id_scores = score_detectors(detectors, ids, batch_size=config.batch_size).scores
+        fit_detectors(detectors, classifier.module, train, batch_size=batch)
+        id_scores = score_detectors(detectors, ids, batch_size=batch).scores
         records = []
         for name, data in ood.items():
-            scores = score_detectors(detectors, data, batch_size=config.batch_size).scores
+            scores = score_detectors(detectors, data, batch_size=batch).scores
             distance = "near" if name in ("cifar100", "cifar10") else set_distance(name)
             records += [{"model": "model", "detector": d, "ood_set": name, "distance": distance}
                         | ood_metrics(id_scores[d], scores[d]) for d in config.detectors]  # fmt: skip
@@ -253,16 +289,18 @@ class Audit(Study):
         except DataError:
             return None
 
-    def _robustness(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, **_) -> dict:
+    def _robustness(
+        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
+    ) -> dict:
         data, rows = test.subset(config.attack_images, config.seed), []
         for eps in config.epsilons:
             result = attack_arrays(classifier.module, data, method="pgd", eps=eps * PIXEL, steps=config.attack_steps,
-                                   batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+                                   batch_size=batch, generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
             survived = result.pred_after == result.labels
             if survived.any() and eps > 0:  # a stronger attack on what survived, so masking cannot flatter
                 strong = survives_restarts(classifier.module, data.take(survived.nonzero().flatten()), eps=eps * PIXEL,
                                            steps=config.strong_steps, restarts=config.restarts,
-                                           batch_size=config.batch_size, seed=config.seed + 1)  # fmt: skip
+                                           batch_size=batch, seed=config.seed + 1)  # fmt: skip
                 survived[survived.clone()] = strong
             summary = summarize(result)
             rows.append({"eps_255": eps, **summary, "robust_accuracy_strong": survived.double().mean().item(),
@@ -272,14 +310,16 @@ class Audit(Study):
 
     # --- figures and report ---------------------------------------------------------------------------
 
-    def _cam_grid(self, config: AuditConfig, classifier, test: ImageArrays, explanations: dict, ctx) -> dict:
+    def _cam_grid(
+        self, config: AuditConfig, classifier, test: ImageArrays, explanations: dict, ctx, batch: int
+    ) -> dict:
         """Maps of the first method on correctly and wrongly classified images (recomputed: a cached section
         keeps numbers, not maps)."""
         model, layer = classifier.module, explanations["layer"]
         pool = test.subset(config.faithfulness_images, config.seed)
         x = pool.images.to(ctx.device).float() / 255
         with torch.no_grad():
-            confidence, prediction = torch.cat([model(c).softmax(1) for c in x.split(config.batch_size)]).max(1)
+            confidence, prediction = torch.cat([model(c).softmax(1) for c in x.split(batch)]).max(1)
         right = (prediction.cpu() == pool.labels).nonzero().flatten()[: config.grid_images]
         wrong = (prediction.cpu() != pool.labels).nonzero().flatten()[: config.grid_images]
         chosen = torch.cat([right, wrong])
@@ -395,7 +435,7 @@ class Audit(Study):
             ),  # fmt: skip
             Image("reliability.png", "reliability diagram"),
             Heading("Explanations"),
-            f"Maps at layer `{expl['layer']}` for the predicted class, on {config.faithfulness_images} test images "
+            f"Maps at layer `{expl['layer']}` for the predicted class, on {expl['images']} test images "
             f"({percent(expl['accuracy_on_pool'])}% of them classified correctly). Faithfulness: average drop and "
             "increase in confidence when the image is masked by its map (torchcam's definitions), deletion / "
             f"insertion AUC over {config.deletion_steps} steps (RISE). Sanity check (Adebayo et al. 2018): the "
@@ -465,11 +505,11 @@ def _curve(bins: dict[str, list]) -> tuple[list, list, list]:
 def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:
     """The settings a section depends on (its cache key changes with them, and only with them)."""
     keys = {
-        "accuracy": ("calibration_bins", "batch_size"),
+        "accuracy": ("calibration_bins",),
         "explanations": ("cam_methods", "layer", "faithfulness_images", "deletion_images", "deletion_steps",
                          "scorecam_images", "sanity_images"),
         "ood": ("ood_sets", "resize_ood", "detectors", "id_subset", "ood_subset", "fit_subset"),
-        "robustness": ("epsilons", "attack_steps", "strong_steps", "restarts", "attack_images"),
+        "robustness": ("epsilons", "attack_steps", "strong_steps", "restarts", "attack_images", "batch_size"),
     }[section]  # fmt: skip
     settings = to_dict(config)
     return {key: settings[key] for key in keys}

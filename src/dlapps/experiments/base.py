@@ -8,10 +8,12 @@ and the literature, environment) into a staging folder that replaces nothing unt
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -22,10 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dlapps import __version__
-from dlapps.config import PositiveInt, apply_overrides, fingerprint, to_dict
-from dlapps.data import DATASET, ImageArrays, get_dataset
+from dlapps.config import PositiveInt, apply_overrides, fingerprint, named_by, to_dict
+from dlapps.data import DATASET, DATASETS, ImageArrays, get_dataset, resolve_data_root
+from dlapps.data.datasets import split_need
+from dlapps.data.downloads import Need, ensure
+from dlapps.data.ood import OOD_SET, ood_set_needs
 from dlapps.errors import ConfigError, DlappsError
 from dlapps.models import Classifier
+from dlapps.models.pretrained import weights_need
 from dlapps.registry import Registry
 from dlapps.report.comparison import Comparison, comparison_table
 from dlapps.report.html import markdown_to_html
@@ -50,11 +56,20 @@ class RunCache:
         return f"{name}-{fingerprint(settings)[:10]}"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key``; None when there is none, or when it is damaged (it is then set aside as
+        ``<key>.json.damaged`` and the run is done again: a cache is never a reason to fail)."""
         path = self.folder / f"{key}.json"
         if not path.is_file():
             return None
+        try:
+            record = read_json(path)
+        except (ValueError, OSError):
+            record = None
+        if not isinstance(record, dict):
+            os.replace(path, path.with_name(path.name + ".damaged"))
+            return None
         self.hits += 1
-        return read_json(path)
+        return record
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         write_json(self.folder / f"{key}.json", record)
@@ -133,6 +148,12 @@ class OnDataset:
         return self.dataset == name and self.image_size is None
 
 
+def batch_for(shape: tuple[int, int, int], per_32px: int) -> int:
+    """A batch size: ``per_32px`` images of 32×32 pixels, as many times fewer as larger images have more pixels
+    (a batch of 224-pixel images holds 49 times fewer), so memory stays bounded whatever the images."""
+    return max(1, per_32px * 32 * 32 // (shape[1] * shape[2]))
+
+
 @dataclass
 class StudyOutput:
     """What a study's run hands to the skeleton."""
@@ -156,6 +177,7 @@ class Study:
     default_profile: ClassVar[str] = "quick"
     exercise: ClassVar[tuple[int, str, str] | None] = None  # (lab, number, title) of the write-up, for reproduce
     html: ClassVar[bool] = False  # also write a self-contained report.html
+    reads_training_split: ClassVar[bool] = True  # trains or fits something on its dataset's training split
 
     def config(self, profile: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Any:
         """The default config, then the profile's overrides, then the user's; validated."""
@@ -164,6 +186,20 @@ class Study:
             raise ConfigError(f"unknown profile {profile!r} for {self.name}; profiles: {', '.join(self.profiles)}")
         config = apply_overrides(self.config_type(), self.profiles[profile])
         return apply_overrides(config, overrides or [])
+
+    def needs(self, config: Any, root: Path) -> list[Need]:
+        """What a run reads from the data root, checked (or fetched) before it starts: the evaluation split of
+        each dataset the config names (and its training split where the study trains or fits on it, or a model
+        is trained here), each published model's weights, and each OOD set's data."""
+        from dlapps.experiments.zoo import ModelSpec
+
+        specs = [v for v in nested(config) if isinstance(v, ModelSpec)]
+        train = self.reads_training_split or any(s.kind == "train" for s in specs)
+        found = [split_need(name, split, root) for name in named_by(config, DATASET) if name in DATASETS
+                 for split in (("train",) if train else ()) + (DATASETS[name].eval_split,)]  # fmt: skip
+        found += [weights_need(s.name, root) for s in specs if s.is_published]
+        found += [need for name in named_by(config, OOD_SET) for need in ood_set_needs(name, root)]
+        return [need for need in found if need is not None]
 
     def run(self, config: Any, ctx: RunContext) -> StudyOutput:
         raise NotImplementedError
@@ -208,6 +244,15 @@ def environment() -> dict[str, Any]:
     }
 
 
+def nested(config: Any) -> Iterator[Any]:
+    """Every config nested in ``config``, depth first."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            yield value
+            yield from nested(value)
+
+
 def check_output_folder(out: Path) -> None:
     """Fail before any work, with one line, when results could not be written to ``out``."""
     try:
@@ -216,7 +261,47 @@ def check_output_folder(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise DlappsError(f"cannot write results to {out} ({exc.strerror or exc}); choose another --out") from None
+        raise DlappsError(
+            f"cannot write results to {out} ({exc.strerror or exc}); choose another folder (--out, --models-dir)"
+        ) from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold ``<out>/.lock`` (the owner's pid) while a run writes there: a second run on the same folder is refused
+    while the first is alive, and takes over the lock a killed run left behind."""
+    lock = out / ".lock"
+    for _ in range(2):
+        try:
+            with open(lock, "x", encoding="ascii") as handle:
+                handle.write(str(os.getpid()))
+            break
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text(encoding="ascii") or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _alive(owner):
+                raise DlappsError(
+                    f"another dlapps run (pid {owner}) is writing to {out}; wait for it to finish, or choose another --out"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a run that was killed: take it over
+    else:
+        raise DlappsError(f"cannot take the lock {lock}; another run keeps taking it")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def trained_runs(
@@ -246,7 +331,15 @@ def trained_runs(
 
 def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     """Run ``study`` and write its standard files into ``ctx.out``; return the ``results.json`` content."""
-    check_output_folder(ctx.out)
+    for folder in (ctx.out, ctx.model_dir):
+        check_output_folder(folder)
+    root = resolve_data_root(ctx.data_root)
+    ensure(study.needs(config, root), root, ctx.download, progress=ctx.show_progress)
+    with output_lock(ctx.out):
+        return _run_and_write(study, config, ctx)
+
+
+def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     started = time.perf_counter()
     output = study.run(config, ctx)
     results = {

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from dlapps.config import PositiveInt, require
-from dlapps.data import DATASET, ImageArrays, get_dataset
+from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
+from dlapps.data.downloads import Need
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, register_study
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
 from dlapps.models import PRETRAINED, Classifier
-from dlapps.models.classifier import align_labels
+from dlapps.models.classifier import MODEL, align_labels
 from dlapps.models.hooks import feature_layer
+from dlapps.models.pretrained import weights_need
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
@@ -38,6 +41,8 @@ class CamConfig(OnDataset):
     dataset: Annotated[str, DATASET] = "imagenette"
     image_size: PositiveInt | None = None  # None: the model's input size, for datasets whose images vary in size
     model: ModelSpec = field(default_factory=lambda: ModelSpec("mobilenet_v2_imagenet"))
+    # runs instead when the model is published but its weights are not in the data root and have no public address
+    stand_in: Annotated[str, MODEL] | None = "resnet18_imagenet"
     layer: str | None = None  # None: the model's known CAM layer, else its last spatial feature map
     residual_cnn: str | None = "full"  # also explain the deepest residual net of this residual-cnn profile; none: not
     residual_cnn_set: tuple[str, ...] = ()  # ... with these residual-cnn overrides (key=value, no lists)
@@ -52,6 +57,8 @@ class CamConfig(OnDataset):
 
     def validate(self) -> None:
         require(len(self.methods) > 0, "methods must not be empty")
+        require(self.stand_in is None or self.stand_in in PRETRAINED,
+                f"stand_in must be a published model ({', '.join(PRETRAINED)}) or none, got {self.stand_in!r}")  # fmt: skip
         if self.residual_cnn is not None:  # the residual net to explain must be valid
             STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
 
@@ -129,8 +136,32 @@ class Cam(Study):
     }
     exercise = (1, "2.3", "class activation maps")
 
+    reads_training_split = False
+
+    def needs(self, config: CamConfig, root: Path) -> list[Need]:
+        config = replace(config, model=self.model(config, root)[0])
+        found = super().needs(config, root)
+        if config.residual_cnn is not None:
+            cnn = STUDIES["residual-cnn"]
+            found += cnn.needs(cnn.config(config.residual_cnn, list(config.residual_cnn_set)), root)
+        return found
+
+    @staticmethod
+    def model(config: CamConfig, root: Path) -> tuple[ModelSpec, str | None]:
+        """The model to explain, and why it stands in for the configured one (None: it does not)."""
+        spec = config.model
+        need = weights_need(spec.name, root) if spec.is_published else None
+        if need is None or config.stand_in is None or need.present() or need.resource is not None:
+            return spec, None
+        chosen, absent = PRETRAINED[config.stand_in], PRETRAINED[spec.name]
+        reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}) and has no public "
+                  f"address, so the published {chosen.title} ({chosen.accuracy}) explains the images in its place")  # fmt: skip
+        return ModelSpec(config.stand_in), reason
+
     def run(self, config: CamConfig, ctx: RunContext) -> StudyOutput:
         # Inputs that can be wrong (weights files, image folders) are read before any long computation.
+        spec, stand_in = self.model(config, resolve_data_root(ctx.data_root))
+        config = replace(config, model=spec)
         dataset = get_dataset(config.dataset)
         size = config.model.input_size()
         data = config.load(ctx, model_size=size, limit=config.faithfulness_images, seed=config.seed)
@@ -143,6 +174,7 @@ class Cam(Study):
                 explained["residual-cnn"] = self._residual_cnn(config, ctx, progress)
             explained["model"] = explain_model(classifier, data, layer, config, ctx.device)
         results = {
+            "stand_in": stand_in,
             "models": {k: v["summary"] for k, v in explained.items()},
             "faithfulness": [row for item in explained.values() for row in item["rows"]],
         }
@@ -189,6 +221,7 @@ class Cam(Study):
             "Each map is computed for the class the model predicts, at the layer named below (the last "
             "convolutional feature maps, before global average pooling), upsampled to the image and normalised "
             "to [0, 1].",
+            *([f"{results['stand_in']}."] if results.get("stand_in") else []),
             "\n".join(f"- {m['model']}: layer `{m['layer']}`, {100 * m['accuracy']:.1f}% correct on the {m['images']} "
                       f"images used ({m['dataset']})" for m in results["models"].values()),
         ]  # fmt: skip

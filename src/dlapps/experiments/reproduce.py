@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dlapps.config import to_dict
+from dlapps.data import resolve_data_root
+from dlapps.data.downloads import ensure
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import (
     STUDIES,
@@ -77,6 +79,10 @@ def reproduce(
         raise ConfigError(f"unknown study {unknown[0]!r} for --only; studies: {', '.join(s.name for s in studies)}")
     chosen = [s for s in studies if not only or s.name in only]
     configs = {s.name: s.config(profile, (overrides or {}).get(s.name, [])) for s in chosen}  # fail fast
+    root = resolve_data_root(base.data_root)
+    pending = [s for s in chosen if _finished(base.out / s.name, configs[s.name]) is None]
+    ensure([need for s in pending for need in s.needs(configs[s.name], root)], root, base.download,
+           progress=base.show_progress)  # everything missing at once, before hours of work  # fmt: skip
     models = base.models_dir or base.out / "models"
     outcomes = []
     with make_progress(base.show_progress) as progress:

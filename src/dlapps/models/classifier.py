@@ -103,7 +103,8 @@ def from_checkpoint(path: str | Path) -> Classifier:
             "model=<architecture> with model.weights=<file> (and model.mean / model.std if it normalises)"
         )
     module = build_from_card(card)
-    tensors, _ = read_safetensors(path)
+    tensors, header = read_safetensors(path)
+    history = json.loads(header[CARD_KEY])["info"].get("history")
     state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     load_state_dict_checked(module, state, source=str(path))
     return Classifier(
@@ -113,7 +114,7 @@ def from_checkpoint(path: str | Path) -> Classifier:
         card["dataset"],
         tuple(card["in_shape"]),
         None,
-        {"kind": "checkpoint", "path": str(path), "card": card},
+        {"kind": "checkpoint", "path": str(path), "card": card, "history": history},
     )
 
 

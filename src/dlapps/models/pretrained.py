@@ -2,7 +2,7 @@
 
 A name fixes the architecture, the file, the input normalisation the weights were trained with and the
 classes the outputs stand for, so a loaded model takes images in [0, 1] like every other dlapps model.
-Add one with ``PRETRAINED.register(name, PretrainedSpec(...))``.
+Add one with ``register_pretrained(name, PretrainedSpec(...))``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from dlapps.data.downloads import RESOURCES, Need, ensure, weights_resource
 from dlapps.data.roots import resolve_data_root
 from dlapps.errors import CheckpointError
 from dlapps.models.registry import create_model
@@ -30,17 +30,27 @@ class PretrainedSpec:
     num_classes: int
     in_shape: tuple[int, int, int]
     filename: str  # looked for in <data root>/weights/
-    url: str | None
+    url: str | None  # None: no public address, the file is placed by hand
     mean: tuple[float, ...]
     std: tuple[float, ...]
     accuracy: str  # what the weights are known to score, for reports
     cam_layer: str  # last conv feature maps, followed by global average pooling ...
     classifier: str  # ... and this linear layer
+    sha256: str | None = None  # of the published file, checked when it is downloaded
+    size: int = 0  # bytes of the published file
 
 
 PRETRAINED: Registry[PretrainedSpec] = Registry("pretrained model", CheckpointError)
 
-PRETRAINED.register(
+
+def register_pretrained(name: str, spec: PretrainedSpec) -> PretrainedSpec:
+    """Add a published checkpoint; one with a public address can also be fetched (``dlapps fetch --only name``)."""
+    if spec.url and spec.sha256:
+        RESOURCES.register(name, weights_resource(spec.title, spec.url, spec.sha256, spec.size, spec.filename))
+    return PRETRAINED.register(name, spec)
+
+
+register_pretrained(
     "resnet20_cifar10",
     PretrainedSpec(
         model="resnet20",
@@ -55,9 +65,11 @@ PRETRAINED.register(
         accuracy="91.73% on the CIFAR-10 test set",
         cam_layer="layer3",
         classifier="linear",
+        sha256="12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8",
+        size=1_099_231,
     ),
 )
-PRETRAINED.register(
+register_pretrained(
     "mobilenet_v2_imagenet",
     PretrainedSpec(
         model="mobilenet_v2",
@@ -74,7 +86,7 @@ PRETRAINED.register(
         classifier="classifier.1",
     ),
 )
-PRETRAINED.register(
+register_pretrained(
     "resnet18_imagenet",
     PretrainedSpec(
         model="resnet18",
@@ -89,22 +101,24 @@ PRETRAINED.register(
         accuracy="69.76% top-1 on ImageNet (torchvision)",
         cam_layer="layer4",
         classifier="fc",
+        sha256="f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
+        size=46_830_571,
     ),
 )
 
 
-def pretrained_path(name: str, data_root: str | Path | None = None, download: bool = False) -> Path:
-    """Where the weights of ``name`` are: ``<data root>/weights/<file>``, downloaded there if allowed."""
+def weights_need(name: str, data_root: str | Path | None = None) -> Need:
+    """The weights file of ``name`` as something a run reads from the data root."""
     spec = PRETRAINED[name]
     path = resolve_data_root(data_root) / "weights" / spec.filename
-    if path.is_file():
-        return path
-    if download and spec.url:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(spec.url, str(path))
-        return path
-    hint = "add --download to fetch it" if spec.url else "place the file there"
-    raise CheckpointError(f"weights for {name} not found at {path}; {hint}, or pass a weights file")
+    return Need(f"{spec.title} weights ({name})", (path,), name if name in RESOURCES else None)
+
+
+def pretrained_path(name: str, data_root: str | Path | None = None, download: bool = False) -> Path:
+    """Where the weights of ``name`` are: ``<data root>/weights/<file>``, downloaded there if allowed."""
+    need = weights_need(name, data_root)
+    ensure([need], resolve_data_root(data_root), download)
+    return need.paths[0]
 
 
 def load_pretrained(

@@ -34,11 +34,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return read_safetensors(path)[0]
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path} holds objects that weights_only loading refuses ({first}); it is not loaded because "
-            "unpickling untrusted files can run code — convert it to safetensors from a trusted environment"
+            f"{path} holds Python objects besides tensors, which dlapps does not load: unpickling a file can run "
+            "any code it contains; save its state dict as safetensors instead"
         ) from None
     except (RuntimeError, OSError, EOFError) as exc:
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({exc})") from None

@@ -98,22 +98,26 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model and detector: mean AUROC and FPR@95 over near- and far-OOD sets, and whether it beats MSP.
+DISTANCES = ("near", "far", "user")
 
-    ``records`` are :func:`ood_metrics` rows with ``model``, ``detector`` and ``distance`` (near / far) keys.
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and detector: mean AUROC and FPR@95 over each group of OOD sets, and whether it beats MSP.
+
+    ``records`` are :func:`ood_metrics` rows with ``model``, ``detector`` and ``distance`` keys (near, far, or user
+    for a set whose distance nobody stated); a group without sets has None.
     """
     rows = []
     for model, detector in dict.fromkeys((r["model"], r["detector"]) for r in records):
         row: dict[str, Any] = {"model": model, "detector": detector}
-        for group in ("near", "far"):
+        for group in DISTANCES:
             mine = [r for r in records if (r["model"], r["detector"], r["distance"]) == (model, detector, group)]
             row[f"{group}_auroc"] = _mean([r["auroc"] for r in mine])
             row[f"{group}_fpr95"] = _mean([r["fpr95"] for r in mine])
         rows.append(row)
     msp = {row["model"]: row for row in rows if row["detector"] == "msp"}
     for row in rows:
-        for group in ("near", "far"):
+        for group in DISTANCES:
             base = msp.get(row["model"], {}).get(f"{group}_auroc")
             mine = row[f"{group}_auroc"]
             comparable = row["detector"] != "msp" and base is not None and mine is not None

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dlapps.ood.base import DETECTORS
-from dlapps.ood.metrics import METRICS
+from dlapps.ood.metrics import DISTANCES, METRICS
 from dlapps.report.markdown import bold_best, percent, table
 
 Records = Sequence[dict[str, Any]]
@@ -20,9 +20,9 @@ def find_record(records: Records, **keys: str) -> dict[str, Any] | None:
 def detector_table(
     records: Records, summary: Records, distances: Mapping[str, str], model: str, metric: str, detectors: Sequence[str]
 ) -> str:
-    """Detectors x OOD sets (``distances``: set -> near/far) for one model and metric, in %, with near/far means
+    """Detectors x OOD sets (``distances``: set -> near/far/user) for one model and metric, in %, with group means
     and, for AUROC, whether each detector beats MSP; the best of each column in bold."""
-    groups = [g for g in ("near", "far") if g in distances.values()]
+    groups = [g for g in DISTANCES if g in distances.values()]
     averaged = [g for g in groups if list(distances.values()).count(g) > 1]  # a mean of one set repeats its column
     columns = [[percent(find_record(records, model=model, detector=d, ood_set=s)[metric]) for d in detectors]
                for s in distances]  # fmt: skip
@@ -52,7 +52,7 @@ def beats_msp_lines(summary: Records, labels: Mapping[str, str]) -> str:
     lines = []
     for model, label in labels.items():
         parts = []
-        for group in ("near", "far"):
+        for group in DISTANCES:
             rows = [r for r in summary if r["model"] == model and r[f"beats_msp_{group}"] is not None]
             if rows:
                 winners = [DETECTORS[r["detector"]].name for r in rows if r[f"beats_msp_{group}"]]

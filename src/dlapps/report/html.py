@@ -1,4 +1,9 @@
-"""A Markdown report rendered as one self-contained HTML file: images embedded, no scripts, no network."""
+"""A Markdown report rendered as one self-contained HTML file: images embedded, no scripts, no network.
+
+Reports carry strings a user chose (dataset, class, model and file names), so nothing in them becomes live
+HTML: raw HTML in the Markdown is shown as text, a Content-Security-Policy forbids scripts and any resource
+but the embedded images, and only PNG files inside the report's own folder are embedded.
+"""
 
 from __future__ import annotations
 
@@ -25,25 +30,33 @@ class MissingImageError(FileNotFoundError):
     pass
 
 
+_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
 def _embed_images(body: str, base: Path) -> str:
     def replace(match: re.Match[str]) -> str:
         source = html.unescape(match.group(2))
-        if source.startswith("data:"):
-            return match.group(0)
-        path = base / source
+        path = (base / source).resolve()
+        if path.suffix != ".png" or not path.is_relative_to(base.resolve()) or source.startswith(("/", "data:")):
+            return f"[image not embedded: {html.escape(source)}]"  # a link the report's writer did not make
         if not path.is_file():
             raise MissingImageError(f"the report links {source}, which is not at {path}")
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         return f"{match.group(1)}data:image/png;base64,{encoded}{match.group(3)}"
 
-    return re.sub(r'(<img[^>]*?src=")([^"]+)(")', replace, body)
+    return re.sub(r'(<img[^>]*?src=")([^"]+)("[^>]*>)', replace, body)
 
 
 def markdown_to_html(text: str, base: Path, title: str) -> str:
-    """Render ``text`` (GitHub-style tables, code) and inline every image it links, relative to ``base``."""
-    body = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"])
+    """Render ``text`` (GitHub-style tables, code; raw HTML shown as text) and inline every PNG it links under
+    ``base``."""
+    renderer = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"])
+    renderer.preprocessors.deregister("html_block")
+    renderer.inlinePatterns.deregister("html")
+    body = renderer.convert(text)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
         f"<body>\n{_embed_images(body, base)}\n</body></html>\n"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -26,12 +27,40 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+NON_FINITE = "non_finite_as_null"
+
+
+def finite(payload: Any, where: str = "", replaced: list[str] | None = None) -> Any:
+    """``payload`` with every NaN or infinite float as None, so that it is valid (strict) JSON; the path of
+    each replaced value (``rows[3].mean_iterations``) is added to ``replaced``."""
+    if isinstance(payload, float) and not math.isfinite(payload):
+        if replaced is not None:
+            replaced.append(f"{where} ({payload})")
+        return None
+    if isinstance(payload, dict):
+        return {key: finite(value, f"{where}.{key}" if where else str(key), replaced) for key, value in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [finite(value, f"{where}[{i}]", replaced) for i, value in enumerate(payload)]
+    return payload
+
+
 def write_json(path: Path, payload: Any) -> Path:
-    return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    """Strict JSON: a value that is not a finite number is written as null, and a dict payload then lists each
+    such value under ``non_finite_as_null`` (where it was, and what it was)."""
+    replaced: list[str] = []
+    clean = finite(payload, replaced=replaced)
+    if replaced and isinstance(clean, dict):
+        clean[NON_FINITE] = replaced
+    return write_text(path, json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """Strict JSON (NaN and Infinity refused); a malformed file raises ValueError."""
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:

@@ -13,6 +13,7 @@ from torch import nn
 
 from dlapps.errors import CheckpointError
 from dlapps.models.weights import load_state_dict_checked, read_safetensors
+from dlapps.report.io import finite
 
 _META_KEY = "dlapps"
 
@@ -62,7 +63,7 @@ def save_checkpoint(
         tensors.update(opt_tensors)
     if scheduler is not None:
         meta["scheduler"] = scheduler.state_dict()
-    _atomic_save(tensors, {_META_KEY: json.dumps(meta)}, Path(path))
+    _atomic_save(tensors, {_META_KEY: json.dumps(finite(meta), allow_nan=False)}, Path(path))
 
 
 def load_checkpoint(
@@ -79,7 +80,13 @@ def load_checkpoint(
     tensors, header = read_safetensors(path)
     if _META_KEY not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a dlapps checkpoint (no '{_META_KEY}' header)")
-    meta = json.loads(header[_META_KEY])
+    try:
+        meta = json.loads(header[_META_KEY])
+        meta["info"]  # noqa: B018 - what every dlapps checkpoint has
+    except (ValueError, TypeError, KeyError):
+        raise CheckpointError(
+            f"{path} has a damaged dlapps header; delete the file (it is rebuilt on a rerun)"
+        ) from None
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     load_state_dict_checked(model, model_state, source=str(path))
     if optimizer is not None:

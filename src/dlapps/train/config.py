@@ -21,3 +21,4 @@ class TrainConfig:
 
     def validate(self) -> None:
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        require(self.lr <= 10, f"lr={self.lr:g} is no learning rate a model trains with (at most 10)")

@@ -8,6 +8,7 @@ model's card, so the file alone is a usable model (:func:`dlapps.models.from_che
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,10 @@ import torch
 from rich.progress import Progress
 
 from dlapps.config import PositiveInt, fingerprint, require, to_dict
-from dlapps.data import DATASET, ImageArrays, ResidentLoader, get_dataset, normalization
+from dlapps.data import DATASET, DATASETS, ImageArrays, ResidentLoader, get_dataset, normalization
+from dlapps.data.datasets import split_need
+from dlapps.data.downloads import Need
+from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
 from dlapps.models.classifier import build_from_card
 from dlapps.models.registry import ARCHITECTURE, TORCHVISION, architecture_title
@@ -47,6 +51,13 @@ class ClassifierRecipe:
         name = Path(self.dataset.removeprefix("torchvision:")).name.removesuffix(".npz")
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
         return f"{self.model.removeprefix(TORCHVISION)}-{slug}-{fingerprint(to_dict(self))[:12]}"
+
+    def needs(self, root: Path) -> list[Need]:
+        """The splits it trains and is evaluated on, as something the data root must hold."""
+        if self.dataset not in DATASETS:
+            return []
+        found = (split_need(self.dataset, s, root) for s in ("train", DATASETS[self.dataset].eval_split))
+        return [need for need in found if need is not None]
 
     def load_data(self, root: str | Path | None = None, download: bool = False) -> tuple[ImageArrays, ImageArrays]:
         """The training split and the evaluation split of the recipe's dataset."""
@@ -105,7 +116,7 @@ def obtain_classifier(
     seed_everything(recipe.seed)
     model = build_from_card(card).to(device)
     path = folder / f"{recipe.key()}.safetensors"
-    info = load_checkpoint(path, model) if path.is_file() else None
+    info = _load_or_set_aside(path, model)
     reused = info is not None and info.get("epoch") == recipe.train.epochs
     if not reused:
         seed_everything(recipe.seed)
@@ -129,3 +140,15 @@ def obtain_classifier(
         {"kind": "trained", "recipe": recipe.key(), "checkpoint": str(path), "history": info["history"]},
     )
     return classifier, reused
+
+
+def _load_or_set_aside(path: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    """The checkpoint's info, or None when there is none; a damaged one is moved to ``<file>.damaged`` (it is a
+    cache: the model is trained again) rather than blocking every later run."""
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path, model)
+    except CheckpointError:
+        os.replace(path, path.with_name(path.name + ".damaged"))
+        return None

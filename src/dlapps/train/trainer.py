@@ -26,7 +26,7 @@ from torch import nn
 
 from dlapps.config import fingerprint, to_dict
 from dlapps.data.resident import epoch_generator
-from dlapps.errors import CheckpointError
+from dlapps.errors import CheckpointError, TrainingDiverged
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
 from dlapps.train.distributed import all_reduce_sum, current_world, unwrap
@@ -203,15 +203,17 @@ def _train_epoch(
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # the first step whose loss is not finite
     count = 0
     lr = optimizer.param_groups[0]["lr"]
-    for inputs, labels in _batches(train_loader, device):
+    for step, (inputs, labels) in enumerate(_batches(train_loader, device)):
         with _autocast(device, config.amp):
             loss, logits = step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)  # no sync
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(1) == labels).sum()
         count += len(labels)
@@ -224,6 +226,13 @@ def _train_epoch(
     totals = all_reduce_sum(
         torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
     )
+    if not torch.isfinite(totals[0]):  # summed over ranks, so every rank stops together
+        where = f", step {int(first_bad) + 1} of {len(train_loader)}" if int(first_bad) >= 0 else ""
+        raise TrainingDiverged(
+            f"training diverged: the loss is not a finite number in epoch {epoch + 1}{where}; lower the learning "
+            f"rate (train.lr={config.lr:g}, {config.optimizer}, {config.schedule} schedule) and run again; "
+            "nothing of this epoch was kept"
+        )
     return EpochStats(
         epoch=epoch + 1,
         lr=lr,
