@@ -1,6 +1,7 @@
 """Running the ``dlapps`` command as a user would: a subprocess with its own environment."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert len(lines) == 1 and lines[0].startswith("dlapps: error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def chromium() -> str:
+    """Debian's Chromium, for tests that open an HTML report: required under CI (``CI`` set), else they skip."""
+    import pytest
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium must be installed in CI (see .ci/run)")
+        pytest.skip("chromium is not installed")
+    return executable

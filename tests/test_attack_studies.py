@@ -8,6 +8,8 @@ from dlapps.experiments.attacks import TargetedConfig
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 
 def run_study(study: str, out, data_root, *settings: str):
     args = ["run", study, "--profile", "quick", "--no-progress", "--out", str(out)]
@@ -100,6 +102,58 @@ def test_adversarial_training(tmp_path, data_root):
     even = variants[1]["metrics"]["MSP AUROC (CIFAR-100)"]
     assert f"| 0.5/0.5: MSP AUROC (CIFAR-100) | {even:.3f} | 0.650 | {even - 0.65:+.3f} |" in report
     assert "| FGSM-RS 0/1: clean accuracy |" in report and "0.861" in report
+
+
+def test_adversarial_training_over_seeds_with_the_targeted_comparison(tmp_path, data_root):
+    """The write-up's targeted-vs-untargeted comparison on every trained model, two seeds each."""
+    from dlapps.attacks import attack_arrays, summarize
+    from dlapps.data import load_arrays
+    from dlapps.models import from_checkpoint
+
+    out = tmp_path / "adv"
+    results, report = run_study(
+        "adv-train", out, data_root, "width=8", "train_subset=500", "test_subset=60", "train.epochs=1",
+        "weightings=0.5/0.5", "seeds=2", "evaluations=targeting", "attack_eps=4", "attack_steps=5",
+    )  # fmt: skip
+    runs = results["variants"]
+    assert [(r["variant"], r["seed"]) for r in runs] == [("standard", 0), ("fgsm-rs 0.5/0.5", 0), ("standard", 1),
+                                                         ("fgsm-rs 0.5/0.5", 1)]  # fmt: skip
+    assert len({r["model"] for r in runs}) == 4
+    labels = [f"{mode} {m}" for mode in ("untargeted", "targeted")
+              for m in ("success rate", "mean iterations to success", "mean confidence drop")]  # fmt: skip
+    assert all(list(r["metrics"]) == labels for r in runs)
+    model = from_checkpoint(next((out.parent / "models").glob(f"{runs[2]['model']}*.safetensors"))).module
+    test = load_arrays("cifar10", "test", data_root).subset(60, 0)
+    again = summarize(attack_arrays(model, test, method="bim", eps=4 / 255, alpha=1 / 255, steps=5))
+    assert runs[2]["metrics"]["untargeted success rate"] == again["success_rate"]
+    assert runs[2]["metrics"]["untargeted mean iterations to success"] == again["mean_iterations"]
+    assert_figures(out, report, "targeting.png")
+    assert "mean ± standard deviation" in report and " ± " in (out / "table.md").read_text()
+    assert "on the standard model targeted attacks do not have that advantage" in report
+
+
+def test_the_targeted_comparison_reads_the_gap_against_its_spread():
+    from dlapps.experiments.adv_train import AdvTrain
+
+    config = get_study("adv-train").config("writeup")
+
+    def variants(standard, even):
+        return {"standard": {"untargeted success rate": [0.5] * 3, "targeted success rate": standard},
+                "fgsm 0.5/0.5": {"untargeted success rate": [0.5] * 3, "targeted success rate": even}}  # fmt: skip
+
+    held = AdvTrain._targeting_claims(config, variants([0.45, 0.46, 0.44], [0.55, 0.56, 0.54]))
+    assert [c.holds for c in held] == [True, True]
+    noisy = AdvTrain._targeting_claims(config, variants([0.40, 0.60, 0.50], [0.52, 0.60, 0.45]))
+    assert [c.holds for c in noisy] == [True, False] and "within the spread over seeds" in noisy[1].evidence
+    assert [c.holds for c in AdvTrain._targeting_claims(config, variants([0.6] * 3, [0.4] * 3))] == [False, False]
+
+
+def test_the_writeup_profiles_share_one_small_cnn():
+    """Trained once: the same recipe wherever a writeup profile names the write-up's small CNN."""
+    ood, fgsm, targeted, adv = (get_study(s).config("writeup") for s in ("ood", "fgsm", "targeted", "adv-train"))
+    keys = {ood.baseline.recipe("cifar10", None, ood.id_subset).key(), fgsm.model.recipe("cifar10", None).key(),
+            targeted.model.recipe("cifar10", None).key(), adv.recipe(None, 0).key()}  # fmt: skip
+    assert len(keys) == 1 and adv.recipe(adv.objectives()["fgsm 0.5/0.5"], 0).key() not in keys
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ from dlapps.explain import head_randomisation_check, randomised_head, rank_corre
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 
 def _random_predictions(n=500, classes=7, seed=0):
     generator = torch.Generator().manual_seed(seed)

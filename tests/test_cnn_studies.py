@@ -5,6 +5,8 @@ import pytest
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 TINY_CNN = ["--set", "blocks=1", "--set", "train_subset=256", "--set", "test_subset=128", "--set", "train.epochs=1"]
 TINY_CAM = [
     "--set", "residual_cnn=quick", "--set", "residual_cnn_set=blocks=1,train_subset=256,test_subset=128,train.epochs=1",

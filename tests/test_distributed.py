@@ -4,10 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from dlapps.data import ImageArrays, ResidentLoader
 from dlapps.report.io import read_json
+
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
 
 RECIPE = ["--model", "mlp", "--dataset", "mnist", "--set", "train_subset=3000", "--set", "test_subset=1000",
           "--set", "train.epochs=3", "--set", "train.lr=0.003", "--set", "train.batch_size=64",

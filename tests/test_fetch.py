@@ -32,6 +32,8 @@ from dataclasses import replace
 from dlapps.data.downloads import RESOURCES
 import dlapps.models  # registers the published weights
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 for name, files in json.loads(open(os.environ["STANDINS"]).read()).items():
     resource = RESOURCES[name]
     downloads = tuple(replace(d, checksum=c, size=n) for d, (c, n) in zip(resource.downloads, files, strict=True))
@@ -231,6 +233,27 @@ def test_the_cam_study_explains_with_resnet18_where_mobilenet_is_absent(tmp_path
     assert "ResNet-18 weights (resnet18_imagenet)" in [n.what for n in cam.needs(cam.config("quick"), tmp_path)]
     assert cam.model(cam.config("quick"), data_root) == (cam.config("quick").model, None)  # where it is, it runs
     assert cam.model(cam.config("quick", ["stand_in=none"]), tmp_path)[0].name == "mobilenet_v2_imagenet"
+
+
+def test_cam_report_says_resnet18_ran_in_place_of_mobilenet(tmp_path, data_root):
+    """End to end, with torchvision's ResNet-18 layout (random weights in the published file's place)."""
+    import torchvision
+
+    root = tmp_path / "data"
+    (root / "weights").mkdir(parents=True)
+    (root / "imagenette").symlink_to((data_root / "imagenette").resolve())
+    torch.save(torchvision.models.resnet18().state_dict(), root / "weights" / "resnet18-f37072fd.pth")
+    out = tmp_path / "cam"
+    result = dlapps("run", "cam", "--profile", "quick", "--out", str(out), "--no-progress", "--set", "residual_cnn=none",
+                    "--set", "methods=gradcam", "--set", "faithfulness_images=4", "--set", "deletion_images=2",
+                    "--set", "grid_images=2", data_root=root)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Class activation maps: ResNet-18")
+    assert (
+        "MobileNetV2's weights file is not in the data root" in report
+        and "the published ResNet-18, 69.76% top-1" in report
+    )
 
 
 def test_an_archive_that_writes_outside_its_folder_is_refused(tmp_path):

@@ -23,7 +23,9 @@ from dlapps.experiments import STUDIES
 from dlapps.models import create_model, read_weights
 from dlapps.report.io import read_json
 from dlapps.train import ClassifierRecipe
-from helpers import assert_one_line_error, dlapps
+from helpers import assert_one_line_error, chromium, dlapps
+
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
 
 MLP = ["--profile", "quick", "--no-progress", "--set", "depths=2", "--set", "gradient_depth=2", "--set", "seeds=1",
        "--set", "train_subset=300", "--set", "test_subset=100", "--set", "train.epochs=1", "--set", "gradient_batches=1"]  # fmt: skip
@@ -249,13 +251,7 @@ HOSTILE = "<img src=x onerror=document.title='pwned'>"
 def test_hostile_names_stay_text_in_the_html_report(tmp_path, data_root):
     """Dataset, class, OOD-set and model names that are HTML and script: shown as text, nothing runs."""
     playwright = pytest.importorskip("playwright.sync_api")
-    from test_reproduce import _chromium
-
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium must be installed in CI (see .ci/run)")
-        pytest.skip("chromium is not installed")
+    executable = chromium()
     folder = tmp_path / HOSTILE
     folder.mkdir()
     classes = ("<script>document.title='pwned'</script>", "<b onmouseover=alert(1)>bold</b>")

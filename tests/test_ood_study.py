@@ -10,6 +10,8 @@ from dlapps.experiments import RunContext, base, get_study, zoo
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 TINY = [
     "--profile",
     "quick",

@@ -146,6 +146,8 @@ import torch
 from dlapps.data import ImageArrays, register_dataset
 from dlapps.data.sources import limited
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 
 @register_dataset("stripes", title="Stripes", splits=("train", "test"), num_classes=2, image_shape=(1, 8, 8))
 def stripes(split, request):

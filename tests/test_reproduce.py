@@ -1,7 +1,6 @@
 """``reproduce``: runs studies once, reuses them after, and writes a self-contained HTML report."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from dlapps.experiments.base import RunContext
 from dlapps.experiments.reproduce import reproduce
 from dlapps.report.html import MissingImageError, markdown_to_html
 from dlapps.report.io import read_json
+from helpers import chromium
 
 TINY_MLP = ["depths=2", "gradient_depth=2", "train_subset=500", "test_subset=200", "train.epochs=1", "seeds=1",
             "gradient_batches=1"]  # fmt: skip
@@ -67,18 +67,10 @@ def test_errors(tmp_path, reproduced):
         markdown_to_html((tmp_path / "r.md").read_text(), tmp_path, "t")
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_html_report_renders_in_headless_chromium(reproduced, tmp_path):
     """Every image decodes, nothing is logged to the console, and a screenshot is taken (kept for review)."""
     playwright = pytest.importorskip("playwright.sync_api")
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium must be installed in CI (see .ci/run)")
-        pytest.skip("chromium is not installed")
+    executable = chromium()
     _, out, _ = reproduced
     messages, failures = [], []
     with playwright.sync_playwright() as p:
@@ -106,6 +98,8 @@ import sys, torch
 from pathlib import Path
 from dlapps.experiments.base import RunContext
 from dlapps.experiments.reproduce import reproduce
+
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
 ctx = RunContext(out=Path(sys.argv[1]), device=torch.device("cpu"), show_progress=False)
 reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": sys.argv[2:]})
 """

@@ -22,18 +22,19 @@ from typing import Annotated, Any, Literal
 import torch
 from torch import nn
 
-from dlapps.attacks import AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy
-from dlapps.config import GreyLevels, PositiveInt, require, to_dict
+from dlapps.attacks import AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy, summarize
+from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_dict
 from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
 from dlapps.experiments.attacks import PIXEL, eps_label
 from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
-from dlapps.models.registry import ARCHITECTURE, architecture_title
+from dlapps.experiments.zoo import WRITEUP_CNN_TRAINING
+from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
 from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
 from dlapps.registry import Registry
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
-from dlapps.report.markdown import Image, format_number, table
+from dlapps.report.markdown import Image, format_mean_std, mean_std, table
 from dlapps.train import ClassifierRecipe, TrainConfig
 from dlapps.train.trainer import cross_entropy_step
 
@@ -59,12 +60,18 @@ class AdvTrainConfig(OnDataset):
     )
     train_subset: PositiveInt | None = None  # None: the whole training split
     test_subset: PositiveInt | None = None  # None: the whole test split
+    augment: bool = True  # random crop and flip of the training images
+    seeds: PositiveInt = 1  # models per variant, trained from seeds seed, seed + 1, ...
+    evaluations: tuple[Annotated[str, EVALUATIONS], ...] = ("robustness", "ood")
     eval_eps: GreyLevels = 8.0  # grey levels
     eval_alpha: GreyLevels = 2.0  # grey levels, PGD step
     eval_steps: tuple[PositiveInt, ...] = (10, 20)
     eval_batch_size: PositiveInt = 500
     ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it
     resize_ood: bool = False  # resize / convert OOD images that do not fit
+    attack_eps: GreyLevels = 1.0  # targeting: untargeted against targeted iterative FGSM at this ε ...
+    attack_steps: PositiveInt = 10  # ... with at most this many steps ...
+    attack_alpha_fraction: PositiveFloat = 0.25  # ... of this fraction of ε each
     seed: int = 0
 
     def validate(self) -> None:
@@ -78,6 +85,7 @@ class AdvTrainConfig(OnDataset):
                 f"weighting {weighting!r} must be w_clean/w_adv with w_clean >= 0 and w_adv > 0, e.g. 0.5/0.5",
             )
         require(len(self.eval_steps) > 0, "eval_steps must not be empty")
+        require(len(self.evaluations) > 0, "evaluations must not be empty")
 
     def objectives(self) -> dict[str, AdversarialStepLoss | None]:
         """Variant label -> its adversarial step loss (None: standard training)."""
@@ -96,10 +104,12 @@ class AdvTrainConfig(OnDataset):
             return {"blocks": self.blocks, "widths": (w, 2 * w, 4 * w)}
         return {"channels": (w, 2 * w), "hidden": 4 * w} if self.model == "small_cnn" else {}
 
-    def recipe(self, loss: AdversarialStepLoss | None) -> ClassifierRecipe:
+    def recipe(self, loss: AdversarialStepLoss | None, seed: int) -> ClassifierRecipe:
+        """The recipe of one variant and seed; the standard one is the model other studies name the same way."""
         return ClassifierRecipe(
-            self.model, tuple(self.hparams().items()), self.dataset, self.image_size, self.train, self.train_subset,
-            self.test_subset, seed=self.seed, objective="cross-entropy" if loss is None else loss.objective,
+            self.model, tuple(non_default(self.model, self.hparams()).items()), self.dataset, self.image_size,
+            self.train, self.train_subset, self.test_subset, self.augment, seed,
+            objective="cross-entropy" if loss is None else loss.objective,
         )  # fmt: skip
 
     def model_label(self) -> str:
@@ -151,6 +161,28 @@ def ood_detection(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, c
     }
 
 
+@EVALUATIONS.register("targeting")
+def targeting(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
+    """The write-up's comparison: untargeted and targeted (a random other class) iterative FGSM at ``attack_eps``
+    with at most ``attack_steps`` steps and per-sample early stop; success rate, mean iterations to success and
+    mean confidence drop of each."""
+    eps = config.attack_eps * PIXEL
+    metrics: dict[str, float] = {}
+    for mode, target in (("untargeted", None), ("targeted", "random")):
+        result = attack_arrays(
+            model, test, method="bim", eps=eps, alpha=config.attack_alpha_fraction * eps, steps=config.attack_steps,
+            target=target, batch_size=config.eval_batch_size, generator=torch.Generator().manual_seed(config.seed),
+        )  # fmt: skip
+        summary = summarize(result)
+        for key, label in TARGETING_METRICS.items():
+            metrics[f"{mode} {label}"] = summary[key]
+    return metrics
+
+
+TARGETING_METRICS = {"success_rate": "success rate", "mean_iterations": "mean iterations to success",
+                     "mean_confidence_drop": "mean confidence drop"}  # fmt: skip
+
+
 @register_study
 class AdvTrain(Study):
     name = "adv-train"
@@ -160,6 +192,13 @@ class AdvTrain(Study):
         "quick": {"model": "small_cnn", "width": 16, "train_subset": 5000, "test_subset": 500, "train.epochs": 4,
                   "train.optimizer": "adam", "train.lr": 1e-3, "train.schedule": "constant", "train.weight_decay": 0.0},
         "full": {},
+        # The write-up: FGSM on its small CNN, 0.5/0.5 and 0.2/0.8, judged by MSP against CIFAR-100; and its
+        # targeted-vs-untargeted comparison at 1/255 and 10 steps, here on the standard and the trained models
+        # alike and over seeds, to test its explanation. The training ε is not given there: 1/255, its attacks'.
+        "writeup": {"model": "small_cnn", "width": 32, "method": "fgsm", "eps": 1.0, "weightings": ("0.5/0.5", "0.2/0.8"),
+                    **{f"train.{k}": v for k, v in to_dict(WRITEUP_CNN_TRAINING).items()}, "augment": False,
+                    "seeds": 3, "evaluations": ("robustness", "ood", "targeting"), "eval_eps": 1.0,
+                    "eval_alpha": 0.25, "eval_steps": (10,), "attack_eps": 1.0, "attack_steps": 10},
     }  # fmt: skip
     exercise = (4, "2.2", "adversarial training")
 
@@ -169,61 +208,96 @@ class AdvTrain(Study):
         test = full_test.subset(config.test_subset, config.seed)
         records = []
         with ctx.progress() as progress:
-            for variant, loss in config.objectives().items():
-                recipe = config.recipe(loss)
-                progress.console.print(f"{variant}: training {recipe.key()} (or loading it)")
-                t0 = time.perf_counter()
-                step_loss = cross_entropy_step if loss is None else loss
-                classifier = ctx.classifier(recipe, progress=progress, step_loss=step_loss, train=train,
-                                               test=full_test)  # fmt: skip
-                history = classifier.info["history"]
-                records.append({**self._evaluate(variant, recipe, classifier.module, test, config, ctx),
-                                "objective": recipe.objective, "train_seconds": sum(h["seconds"] for h in history),
-                                "history": history, "seconds": time.perf_counter() - t0})  # fmt: skip
-                summary = ", ".join(f"{name} {value:.3f}" for name, value in records[-1]["metrics"].items())
-                progress.console.print(f"{variant}: {summary}")
+            for seed in range(config.seed, config.seed + config.seeds):
+                for variant, loss in config.objectives().items():
+                    recipe = config.recipe(loss, seed)
+                    progress.console.print(f"{variant}, seed {seed}: training {recipe.key()} (or loading it)")
+                    t0 = time.perf_counter()
+                    step_loss = cross_entropy_step if loss is None else loss
+                    classifier = ctx.classifier(recipe, progress=progress, step_loss=step_loss, train=train,
+                                                test=full_test)  # fmt: skip
+                    history = classifier.info["history"]
+                    records.append({**self._evaluate(variant, recipe, classifier.module, test, config, ctx),
+                                    "seed": seed, "objective": recipe.objective,
+                                    "train_seconds": sum(h["seconds"] for h in history), "history": history,
+                                    "seconds": time.perf_counter() - t0})  # fmt: skip
+                    summary = ", ".join(f"{name} {value:.3f}" for name, value in records[-1]["metrics"].items()
+                                        if value is not None)  # fmt: skip
+                    progress.console.print(f"{variant}, seed {seed}: {summary}")
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source, "test": test.source,
                      "test_size": len(test)},
             "variants": records,
         }  # fmt: skip
-        rows = [{"variant": r["variant"], **r["metrics"], "train_seconds": r["train_seconds"]} for r in records]
+        rows = [{"variant": r["variant"], "seed": r["seed"], **r["metrics"], "train_seconds": r["train_seconds"]}
+                for r in records]  # fmt: skip
         return StudyOutput(results, rows, self._figures(config, results))
 
     def _evaluate(self, variant: str, recipe: ClassifierRecipe, model: nn.Module, test: ImageArrays,
                   config: AdvTrainConfig, ctx: RunContext) -> dict[str, Any]:  # fmt: skip
-        """Every evaluation of :data:`EVALUATIONS` on one trained model, cached by model, data and settings."""
+        """The configured evaluations of :data:`EVALUATIONS` on one trained model, cached by model, data and
+        settings."""
         settings = {
             "model": recipe.key(),
-            "evaluations": list(EVALUATIONS),
+            "evaluations": list(config.evaluations),
             "data": {"source": test.source, "n": len(test), "seed": config.seed},
             "eval": {k: to_dict(config)[k] for k in ("eval_eps", "eval_alpha", "eval_steps", "ood_set", "resize_ood",
                                                      "seed")},
+            **({"targeting": {k: to_dict(config)[k] for k in ("attack_eps", "attack_steps", "attack_alpha_fraction")}}
+               if "targeting" in config.evaluations else {}),
         }  # fmt: skip
         key = ctx.cache.key(variant.replace(" ", "-").replace("/", "-"), settings)
         record = ctx.cache.get(key)
         if record is None:
             metrics: dict[str, float] = {}
-            for evaluation in EVALUATIONS.values():
-                metrics.update(evaluation(model, test, config, ctx))
+            for name in config.evaluations:
+                metrics.update(EVALUATIONS[name](model, test, config, ctx))
             record = {"key": key, "variant": variant, "model": recipe.key(), "metrics": metrics}
             ctx.cache.put(key, record)
         return record
 
+    @staticmethod
+    def by_variant(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+        """Variant -> metric -> its value for each seed (undefined values left out)."""
+        found: dict[str, dict[str, list[float]]] = {}
+        for record in results["variants"]:
+            metrics = found.setdefault(record["variant"], {})
+            for name, value in record["metrics"].items():
+                metrics.setdefault(name, [])
+                if value is not None:
+                    metrics[name].append(value)
+        return found
+
     def _figures(self, config: AdvTrainConfig, results: dict[str, Any]) -> dict[str, Any]:
-        records, eps = results["variants"], f"ε = {eps_label(config.eval_eps)}"
-        found = {
-            "robustness.png": figures.grouped_bars(
-                {eps: {r["variant"]: r["metrics"] for r in records}}, xlabel="training",
-                title=f"{config.model_label()} on {results['data']['title']}: accuracy, clean and under attack",
-                ylims={eps: (0, 1.05)}, width=max(6.0, 2.6 * len(records)),
-            )
-        }  # fmt: skip
+        variants, eps = self.by_variant(results), f"ε = {eps_label(config.eval_eps)}"
+        means = {v: {m: mean_std(values)[0] if values else None for m, values in metrics.items()}
+                 for v, metrics in variants.items()}  # fmt: skip
+        found = {}
+        if "robustness" in config.evaluations or "ood" in config.evaluations:
+            shown = {v: {m: x for m, x in metrics.items() if not m.startswith(("untargeted", "targeted"))}
+                     for v, metrics in means.items()}  # fmt: skip
+            found["robustness.png"] = figures.grouped_bars(
+                {eps: shown}, xlabel="training", ylims={eps: (0, 1.05)}, width=max(6.0, 2.6 * len(shown)),
+                title=f"{config.model_label()} on {results['data']['title']}: accuracy, clean and under attack"
+                      + (f" (mean of {config.seeds} seeds)" if config.seeds > 1 else ""),
+            )  # fmt: skip
+        if "targeting" in config.evaluations:
+            panels = {label: {v: {mode: m.get(f"{mode} {label}") for mode in ("untargeted", "targeted")}
+                              for v, m in means.items()} for label in TARGETING_METRICS.values()}  # fmt: skip
+            found["targeting.png"] = figures.grouped_bars(
+                panels, xlabel="training", ylims={"success rate": (0, 1.12), "mean confidence drop": (0, 1.12)},
+                title=f"untargeted and targeted iterative FGSM at ε = {eps_label(config.attack_eps)}, at most "
+                      f"{config.attack_steps} steps" + (f" (mean of {config.seeds} seeds)" if config.seeds > 1 else ""),
+            )  # fmt: skip
         if config.train.epochs > 1:
+            histories: dict[str, list] = {}
+            for r in results["variants"]:
+                histories.setdefault(r["variant"], []).append(r["history"])
             found["training.png"] = figures.curves_grid(
-                {"test accuracy (clean)": {r["variant"]: [[h["test_acc"] for h in r["history"]]] for r in records},
+                {"test accuracy (clean)": {v: [[h["test_acc"] for h in run] for run in runs]
+                                           for v, runs in histories.items()},
                  "train accuracy\n(on adversarial batches where trained on them)":
-                     {r["variant"]: [[h["train_acc"] for h in r["history"]]] for r in records}},
+                     {v: [[h["train_acc"] for h in run] for run in runs] for v, runs in histories.items()}},
                 ylabel="accuracy",
             )  # fmt: skip
         return found
@@ -232,12 +306,15 @@ class AdvTrain(Study):
         return f"Adversarial training: {config.model_label()} on {results['data']['title']}"
 
     def table(self, config: AdvTrainConfig, results: dict[str, Any]) -> str:
-        records = results["variants"]
-        metrics = list(dict.fromkeys(name for r in records for name in r["metrics"]))
+        variants = self.by_variant(results)
+        metrics = list(dict.fromkeys(name for m in variants.values() for name in m))
+        seconds: dict[str, list[float]] = {}
+        for r in results["variants"]:
+            seconds.setdefault(r["variant"], []).append(r["train_seconds"])
         return table(
             ["training", *metrics, "training time (s)"],
-            [[r["variant"], *(format_number(r["metrics"].get(m)) for m in metrics), f"{r['train_seconds']:.0f}"]
-             for r in records],
+            [[v, *(format_mean_std(m.get(name, [])) for name in metrics), f"{mean_std(seconds[v])[0]:.0f}"]
+             for v, m in variants.items()],
         )  # fmt: skip
 
     def body(self, config: AdvTrainConfig, results: dict[str, Any]) -> list:
@@ -245,22 +322,39 @@ class AdvTrain(Study):
         losses = [loss for loss in config.objectives().values() if loss is not None]
         attack_line = (f"{config.method} at ε = {eps_label(config.eps)}, {config.steps} step(s) of "
                        f"{losses[0].step_size / PIXEL:.3g}/255") if losses else "none"  # fmt: skip
-        wong = "" if self.no_reference(config) else (
+        wong = "" if self.no_reference(config) or "robustness" not in config.evaluations else (
             f" Reference: Wong et al. 2020, {WONG_2020['clean accuracy']:.1%} clean / {WONG_2020['PGD accuracy']:.1%} "
             "PGD accuracy for a PreAct ResNet-18 with FGSM-RS at 8/255."
         )  # fmt: skip
+        seeds = (
+            f" Each variant is trained from {config.seeds} seeds: mean ± standard deviation."
+            if config.seeds > 1
+            else ""
+        )
+        evaluated = []
+        if "robustness" in config.evaluations:
+            evaluated.append(f"FGSM and PGD at ε = {eps_label(config.eval_eps)} (random start, step "
+                             f"{config.eval_alpha:g}/255, each image stopping once misclassified, so it counts as "
+                             "robust only if no step fooled it)")  # fmt: skip
+        if "ood" in config.evaluations:
+            evaluated.append(f"MSP's OOD detection against as many images of {set_title(config.ood_set)}")
+        if "targeting" in config.evaluations:
+            evaluated.append(f"untargeted against targeted (a random other class) iterative FGSM at ε = "
+                             f"{eps_label(config.attack_eps)}, at most {config.attack_steps} steps of "
+                             f"{config.attack_alpha_fraction:g}·ε with per-sample early stop: success rate over the "
+                             "correctly classified images, mean iterations to success, mean drop of the true "
+                             "class's probability")  # fmt: skip
         return [
             f"{config.model_label()} trained on {config.train_subset or 'all'} {data['title']} training images for "
             f"{t.epochs} epochs ({t.optimizer}, lr {t.lr}, {t.schedule} schedule, weight decay {t.weight_decay}, batch "
-            f"{t.batch_size}, random crop and flip). Adversarial batches: {attack_line}, made on the fly with the "
-            "model in train mode (Wong et al.). Loss: `w_clean · CE(clean) + w_adv · CE(adversarial)`, the "
-            "weighting in the row label; *standard* is plain cross-entropy.",
-            f"Evaluated on {data['test_size']} {data['title']} test images at ε = {eps_label(config.eval_eps)}: "
-            f"FGSM, and PGD with random start and step {config.eval_alpha:g}/255, each image stopping once "
-            "misclassified (so it counts as robust only if no step fooled it); and MSP's OOD detection against "
-            f"as many images of {set_title(config.ood_set)}.{wong}",
+            f"{t.batch_size}, {'random crop and flip' if config.augment else 'no augmentation'}). Adversarial "
+            f"batches: {attack_line}, made on the fly with the model in train mode (Wong et al.). Loss: "
+            "`w_clean · CE(clean) + w_adv · CE(adversarial)`, the weighting in the row label; *standard* is plain "
+            f"cross-entropy.{seeds}",
+            f"Evaluated on {data['test_size']} {data['title']} test images: {'; '.join(evaluated)}.{wong}",
             self.table(config, results),
-            Image("robustness.png", "accuracy under attack"),
+            Image("robustness.png", "accuracy under attack") if config.evaluations != ("targeting",) else "",
+            Image("targeting.png", "untargeted against targeted attacks") if "targeting" in config.evaluations else "",
             Image("training.png", "training curves") if config.train.epochs > 1 else "",
         ]
 
@@ -270,28 +364,33 @@ class AdvTrain(Study):
         return None
 
     def compare(self, config: AdvTrainConfig, results: dict[str, Any]) -> list[Comparison]:
-        """The write-up's OOD numbers and findings per weighting; Wong et al.'s accuracies for pure FGSM-RS."""
+        """The write-up's OOD numbers and findings per weighting, its explanation of why targeted attacks succeeded
+        more often; Wong et al.'s accuracies for pure FGSM-RS."""
         if self.no_reference(config):
             return []
-        metrics = {r["variant"]: r["metrics"] for r in results["variants"]}
-        by_weighting = {v.rsplit(" ", 1)[-1]: m for v, m in metrics.items()}  # "standard" stays "standard"
+        variants = self.by_variant(results)
+        means = {v.rsplit(" ", 1)[-1]: {m: mean_std(x)[0] if x else None for m, x in metrics.items()}
+                 for v, metrics in variants.items()}  # "standard" stays "standard"  # fmt: skip
+        spread = f"mean of {config.seeds} seeds" if config.seeds > 1 else ""
         rows = []
-        if config.ood_set == "cifar100":
+        if "ood" in config.evaluations and config.ood_set == "cifar100":
             auroc, aupr = "MSP AUROC (CIFAR-100)", "MSP AUPR-In (CIFAR-100)"
             for weighting, (writeup_auroc, writeup_aupr) in WRITEUP_OOD.items():
-                if weighting in by_weighting:
+                if weighting in means:
                     rows += [
-                        Comparison(f"{weighting}: {auroc}", ours=by_weighting[weighting][auroc], writeup=writeup_auroc),
-                        Comparison(f"{weighting}: {aupr}", ours=by_weighting[weighting][aupr], writeup=writeup_aupr,
-                                   source="the write-up's PR curve does not say which class is positive"),
+                        Comparison(f"{weighting}: {auroc}", ours=means[weighting][auroc], writeup=writeup_auroc,
+                                   source=spread),
+                        Comparison(f"{weighting}: {aupr}", ours=means[weighting][aupr], writeup=writeup_aupr,
+                                   source="; ".join(filter(None, [spread, "the write-up's PR curve does not say which "
+                                                                  "class is positive"]))),
                     ]  # fmt: skip
-            standard, even, skewed = (by_weighting.get(w, {}).get(auroc) for w in ("standard", "0.5/0.5", "0.2/0.8"))
+            standard, even, skewed = (means.get(w, {}).get(auroc) for w in ("standard", "0.5/0.5", "0.2/0.8"))
             if standard is not None and even is not None:
                 rows.append(
                     Comparison.claim(
                         "0.5/0.5 adversarial training improves OOD detection over standard training (~2 points)",
                         even > standard,
-                        f"MSP AUROC {even:.3f} vs {standard:.3f}",
+                        f"MSP AUROC {even:.3f} vs {standard:.3f}" + (f" ({spread})" if spread else ""),
                     )
                 )
             if even is not None and skewed is not None:
@@ -299,11 +398,18 @@ class AdvTrain(Study):
                     Comparison.claim(
                         "0.2/0.8 detects OOD slightly worse than 0.5/0.5",
                         skewed < even,
-                        f"AUROC {skewed:.3f} vs {even:.3f}",
+                        f"AUROC {skewed:.3f} vs {even:.3f}" + (f" ({spread})" if spread else ""),
                     )
                 )
-        pure = by_weighting.get("0/1")
-        if pure is not None and config.method == "fgsm-rs" and config.eval_eps == 8:
+        if "targeting" in config.evaluations:
+            rows += self._targeting_claims(config, variants)
+        pure = means.get("0/1")
+        if (
+            pure is not None
+            and "robustness" in config.evaluations
+            and config.method == "fgsm-rs"
+            and config.eval_eps == 8
+        ):
             pgd = f"PGD-{max(config.eval_steps)} accuracy"
             source = (
                 f"Wong et al. 2020, PreAct ResNet-18, 15 epochs; ours: {config.model_label()}, {config.train.epochs}"
@@ -315,3 +421,30 @@ class AdvTrain(Study):
                            source=source + " epochs; theirs PGD-50 with 10 restarts"),
             ]  # fmt: skip
         return rows
+
+    @staticmethod
+    def _targeting_claims(config: AdvTrainConfig, variants: dict[str, dict[str, list[float]]]) -> list[Comparison]:
+        """Targeted minus untargeted success, per model (mean ± std over seeds): the write-up saw targeted attacks
+        succeed more often on its 0.5/0.5 model and put it down to the adversarial training."""
+        gaps = {}
+        for variant, metrics in variants.items():
+            targeted, untargeted = metrics.get("targeted success rate", []), metrics.get("untargeted success rate", [])
+            if targeted and len(targeted) == len(untargeted):
+                gaps[variant.rsplit(" ", 1)[-1]] = [t - u for t, u in zip(targeted, untargeted, strict=True)]
+        if "standard" not in gaps or "0.5/0.5" not in gaps:
+            return []
+        at = f"ε = {eps_label(config.attack_eps)}, at most {config.attack_steps} steps"
+        shown = "; ".join(f"{w} {format_mean_std(g)}" for w, g in gaps.items())
+        even, standard = mean_std(gaps["0.5/0.5"]), mean_std(gaps["standard"])
+        beyond_noise = even[0] - standard[0] > even[1] + standard[1]
+        return [
+            Comparison.claim("targeted attacks succeed slightly more often than untargeted ones on the 0.5/0.5 "
+                             "adversarially trained model", even[0] > 0,
+                             f"{at}; targeted minus untargeted success: {shown}"),
+            Comparison.claim("this comes from the adversarial training: on the standard model targeted attacks do "
+                             "not have that advantage (the write-up's explanation)",
+                             even[0] > 0 and standard[0] <= 0 and beyond_noise,
+                             f"0.5/0.5 {even[0]:+.3f} ± {even[1]:.3f} against standard {standard[0]:+.3f} ± "
+                             f"{standard[1]:.3f}" + ("" if beyond_noise else "; the difference is within the spread "
+                                                     "over seeds")),
+        ]  # fmt: skip

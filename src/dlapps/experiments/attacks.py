@@ -25,7 +25,7 @@ from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, batch_for, register_study
-from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
+from dlapps.experiments.zoo import ModelSpec, describe, obtain_model, writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
 from dlapps.report import figures
@@ -261,7 +261,11 @@ def _examples_figure(examples: dict[str, Any], mode: str, classes: tuple[str, ..
 class FGSM(AttackSweep):
     name = "fgsm"
     summary = "Iterative FGSM with per-sample early stop (CIFAR-10 ResNet-20 by default): success, iterations, confidence vs ε."
-    profiles = {"quick": {"test_subset": 1000, "epsilons": (0.5, 1, 2, 4, 8, 16)}, "full": {}}
+    profiles = {
+        "quick": {"test_subset": 1000, "epsilons": (0.5, 1, 2, 4, 8, 16)},
+        "full": {},
+        "writeup": {**writeup_cnn("model"), "epsilons": (0.5, 1, 2, 4, 8, 16), "steps": 10, "example_eps": 1.0},
+    }
     exercise = (4, "2.1", "FGSM and iterative FGSM")
 
     def figures(self, config: AttackConfig, results: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +338,18 @@ class Targeted(AttackSweep):
     name = "targeted"
     summary = "Targeted (random, least-likely, fixed class) vs untargeted iterative attacks at equal ε and steps."
     config_type = TargetedConfig
-    profiles = {"quick": {"test_subset": 500, "epsilons": (2, 8)}, "full": {}}
+    profiles = {
+        "quick": {"test_subset": 500, "epsilons": (2, 8)},
+        "full": {},
+        # the standard small CNN; its 0.5/0.5 adversarially trained twin is attacked alike in adv-train's writeup
+        "writeup": {
+            **writeup_cnn("model"),
+            "epsilons": (1.0,),
+            "steps": 10,
+            "targets": ("random", "dog"),
+            "example_eps": 1.0,
+        },
+    }
     exercise = (4, "3.3", "targeted attacks")
 
     def figures(self, config: AttackConfig, results: dict[str, Any]) -> dict[str, Any]:

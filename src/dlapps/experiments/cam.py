@@ -155,7 +155,7 @@ class Cam(Study):
             return spec, None
         chosen, absent = PRETRAINED[config.stand_in], PRETRAINED[spec.name]
         reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}) and has no public "
-                  f"address, so the published {chosen.title} ({chosen.accuracy}) explains the images in its place")  # fmt: skip
+                  f"address, so the published {chosen.title}, {chosen.accuracy}, explains the images in its place")  # fmt: skip
         return ModelSpec(config.stand_in), reason
 
     def run(self, config: CamConfig, ctx: RunContext) -> StudyOutput:

@@ -27,7 +27,7 @@ from dlapps.data.ood import (
     set_label,
 )
 from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
-from dlapps.experiments.zoo import Classifier, ModelSpec, describe, obtain_model
+from dlapps.experiments.zoo import Classifier, ModelSpec, describe, obtain_model, writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.registry import architecture_title
 from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
@@ -144,6 +144,8 @@ class OOD(Study):
     profiles = {
         "quick": {"id_subset": 2000, "ood_subset": 1000, "fit_subset": 5000, "baseline.train_subset": 10_000},
         "full": {},
+        # the write-up's comparison: its small CNN beside a ResNet, CIFAR-100 without CIFAR-10's classes and FakeData
+        "writeup": {**writeup_cnn("baseline"), "ood_sets": ("cifar100", "fakedata")},
     }
     exercise = (4, "1", "out-of-distribution detection")
 

@@ -74,6 +74,15 @@ def create_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int],
     return factory(num_classes=num_classes, in_shape=in_shape, **hparams)
 
 
+def non_default(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` without those equal to the architecture's own defaults: one model, one spelling (so that two
+    studies asking for the same model by different words share its training)."""
+    if name not in MODELS:
+        return dict(hparams)
+    defaults = {k: p.default for k, p in inspect.signature(MODELS[name]).parameters.items()}
+    return {k: v for k, v in hparams.items() if k not in defaults or v != defaults[k]}
+
+
 TITLES = {"small_cnn": "small CNN", "mlp": "MLP", "residual_mlp": "ResidualMLP", "mobilenet_v2": "MobileNetV2"}
 
 
