@@ -124,7 +124,7 @@ def overview(
     for col, (label, (id_s, ood)) in enumerate(models.items()):
         _histogram(axes[0, col], id_s, ood[near], near)
         axes[0, col].legend(fontsize=7, loc="upper center")
-        axes[0, col].set_title(f"{label}: {detector} score, ID vs {near}", fontsize=9)
+        axes[0, col].set_title(f"{label}:\n{detector} score, ID vs {near}", fontsize=9)
         curves = {name: (id_s, scores) for name, scores in ood.items()}
         _curves(axes[1, col], "roc", curves)
         axes[1, col].legend(fontsize=7, loc="lower right", title="OOD set (AUROC)", title_fontsize=7)
