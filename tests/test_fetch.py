@@ -24,6 +24,8 @@ from dlapps.experiments import STUDIES
 from dlapps.models import create_model, load_pretrained
 from helpers import assert_one_line_error, dlapps
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042", "n03425413",
          "n03445777", "n03888605")  # fmt: skip
 PLUGIN = """
@@ -31,8 +33,6 @@ import json, os
 from dataclasses import replace
 from dlapps.data.downloads import RESOURCES
 import dlapps.models  # registers the published weights
-
-pytestmark = pytest.mark.slow  # whole studies and commands, end to end
 
 for name, files in json.loads(open(os.environ["STANDINS"]).read()).items():
     resource = RESOURCES[name]

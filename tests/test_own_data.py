@@ -12,6 +12,8 @@ from dlapps.data.augment import convert_channels
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 NO_REFERENCE = "No published figure applies to this run"
 
 
@@ -145,8 +147,6 @@ PLUGIN = """
 import torch
 from dlapps.data import ImageArrays, register_dataset
 from dlapps.data.sources import limited
-
-pytestmark = pytest.mark.slow  # whole studies and commands, end to end
 
 
 @register_dataset("stripes", title="Stripes", splits=("train", "test"), num_classes=2, image_shape=(1, 8, 8))

@@ -17,6 +17,8 @@ from dlapps.report.html import MissingImageError, markdown_to_html
 from dlapps.report.io import read_json
 from helpers import chromium
 
+pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+
 TINY_MLP = ["depths=2", "gradient_depth=2", "train_subset=500", "test_subset=200", "train.epochs=1", "seeds=1",
             "gradient_batches=1"]  # fmt: skip
 
@@ -99,7 +101,6 @@ from pathlib import Path
 from dlapps.experiments.base import RunContext
 from dlapps.experiments.reproduce import reproduce
 
-pytestmark = pytest.mark.slow  # whole studies and commands, end to end
 ctx = RunContext(out=Path(sys.argv[1]), device=torch.device("cpu"), show_progress=False)
 reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": sys.argv[2:]})
 """
