@@ -60,6 +60,7 @@ class AdvTrainConfig(OnDataset):
     )
     train_subset: PositiveInt | None = None  # None: the whole training split
     test_subset: PositiveInt | None = None  # None: the whole test split
+    eval_subset: PositiveInt | None = None  # test images the evaluations attack and score (None: test_subset's)
     augment: bool = True  # random crop and flip of the training images
     seeds: PositiveInt = 1  # models per variant, trained from seeds seed, seed + 1, ...
     evaluations: tuple[Annotated[str, EVALUATIONS], ...] = ("robustness", "ood")
@@ -86,6 +87,8 @@ class AdvTrainConfig(OnDataset):
             )
         require(len(self.eval_steps) > 0, "eval_steps must not be empty")
         require(len(self.evaluations) > 0, "evaluations must not be empty")
+        require(self.eval_subset is None or self.test_subset is None or self.eval_subset <= self.test_subset,
+                f"eval_subset={self.eval_subset} exceeds test_subset={self.test_subset}")  # fmt: skip
 
     def objectives(self) -> dict[str, AdversarialStepLoss | None]:
         """Variant label -> its adversarial step loss (None: standard training)."""
@@ -208,7 +211,7 @@ class AdvTrain(Study):
         # alike and over seeds, to test its explanation. The training ε is not given there: 1/255, its attacks'.
         "writeup": {"model": "small_cnn", "width": 32, "method": "fgsm", "eps": 1.0, "weightings": ("0.5/0.5", "0.2/0.8"),
                     **{f"train.{k}": v for k, v in to_dict(WRITEUP_CNN_TRAINING).items()}, "augment": False,
-                    "seeds": 3, "evaluations": ("robustness", "ood", "targeting"), "eval_eps": 1.0,
+                    "seeds": 3, "evaluations": ("robustness", "ood", "targeting"), "eval_subset": 2000, "eval_eps": 1.0,
                     "eval_alpha": 0.25, "eval_steps": (10,), "attack_eps": 1.0, "attack_steps": 10},
     }  # fmt: skip
     exercise = (4, "2.2", "adversarial training")
@@ -216,7 +219,7 @@ class AdvTrain(Study):
     def run(self, config: AdvTrainConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
         train, full_test = config.load(ctx, "train"), config.load(ctx)
-        test = full_test.subset(config.test_subset, config.seed)
+        test = full_test.subset(config.eval_subset or config.test_subset, config.seed)
         records = []
         with ctx.progress() as progress:
             for seed in range(config.seed, config.seed + config.seeds):

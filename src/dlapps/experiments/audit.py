@@ -138,9 +138,9 @@ class Audit(Study):
     html = True
     reads_training_split = False  # detectors are fitted on it where it is there, else on held-out test images
 
-    def needs(self, config: AuditConfig, root: Path) -> list[Need]:
+    def needs(self, config: AuditConfig, root: Path, download: bool = False) -> list[Need]:
         defaults = () if config.ood_sets else default_ood_sets(config.dataset)
-        return super().needs(config, root) + [need for name in defaults for need in ood_set_needs(name, root)]
+        return super().needs(config, root, download) + [need for name in defaults for need in ood_set_needs(name, root)]
 
     def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)

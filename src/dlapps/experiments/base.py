@@ -187,10 +187,11 @@ class Study:
         config = apply_overrides(self.config_type(), self.profiles[profile])
         return apply_overrides(config, overrides or [])
 
-    def needs(self, config: Any, root: Path) -> list[Need]:
+    def needs(self, config: Any, root: Path, download: bool = False) -> list[Need]:
         """What a run reads from the data root, checked (or fetched) before it starts: the evaluation split of
         each dataset the config names (and its training split where the study trains or fits on it, or a model
-        is trained here), each published model's weights, and each OOD set's data."""
+        is trained here), each published model's weights, and each OOD set's data. ``download``: whether what is
+        missing will be fetched, for a study that reads something else when it will not."""
         from dlapps.experiments.zoo import ModelSpec
 
         specs = [v for v in nested(config) if isinstance(v, ModelSpec)]
@@ -334,7 +335,7 @@ def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     for folder in (ctx.out, ctx.model_dir):
         check_output_folder(folder)
     root = resolve_data_root(ctx.data_root)
-    ensure(study.needs(config, root), root, ctx.download, progress=ctx.show_progress)
+    ensure(study.needs(config, root, ctx.download), root, ctx.download, progress=ctx.show_progress)
     with output_lock(ctx.out):
         return _run_and_write(study, config, ctx)
 

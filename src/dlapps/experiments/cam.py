@@ -133,34 +133,53 @@ class Cam(Study):
             "deletion_steps": 8,
         },
         "full": {},
+        # The write-up's: the ImageNet ResNet-18 on Imagenette and its own residual CNN (residual-cnn's writeup
+        # ResNet-20) on CIFAR-10; its maps are CAMs, the other methods come beside them.
+        "writeup": {
+            "model": "resnet18_imagenet",
+            "stand_in": "mobilenet_v2_imagenet",
+            "methods": ("cam", "gradcam", "gradcam++", "layercam"),
+            "residual_cnn": "writeup",
+            "faithfulness_images": 100,
+            "deletion_images": 20,
+            "deletion_steps": 8,
+        },
     }
     exercise = (1, "2.3", "class activation maps")
 
     reads_training_split = False
 
-    def needs(self, config: CamConfig, root: Path) -> list[Need]:
-        config = replace(config, model=self.model(config, root)[0])
-        found = super().needs(config, root)
+    def needs(self, config: CamConfig, root: Path, download: bool = False) -> list[Need]:
+        config = replace(config, model=self.model(config, root, download)[0])
+        found = super().needs(config, root, download)
         if config.residual_cnn is not None:
             cnn = STUDIES["residual-cnn"]
-            found += cnn.needs(cnn.config(config.residual_cnn, list(config.residual_cnn_set)), root)
+            found += cnn.needs(cnn.config(config.residual_cnn, list(config.residual_cnn_set)), root, download)
         return found
 
     @staticmethod
-    def model(config: CamConfig, root: Path) -> tuple[ModelSpec, str | None]:
-        """The model to explain, and why it stands in for the configured one (None: it does not)."""
+    def model(config: CamConfig, root: Path, download: bool = False) -> tuple[ModelSpec, str | None]:
+        """The model to explain, and why another stands in for it (None: none does).
+
+        A published model whose weights are not in the data root is explained by ``stand_in`` when the weights
+        cannot be fetched (no public address) or are not to be (no ``--download``) and the stand-in's weights
+        are there or can be fetched; otherwise the missing weights are an error, before any work."""
         spec = config.model
         need = weights_need(spec.name, root) if spec.is_published else None
-        if need is None or config.stand_in is None or need.present() or need.resource is not None:
+        if need is None or config.stand_in is None or need.present() or (need.resource is not None and download):
             return spec, None
+        fetchable = need.resource is not None
+        if fetchable and not weights_need(config.stand_in, root).present():
+            return spec, None  # the stand-in would need a download too: name the model's own weights
         chosen, absent = PRETRAINED[config.stand_in], PRETRAINED[spec.name]
-        reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}) and has no public "
-                  f"address, so the published {chosen.title}, {chosen.accuracy}, explains the images in its place")  # fmt: skip
+        why = "`--download` fetches it" if fetchable else "it has no public address"
+        reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}; {why}), so the "
+                  f"published {chosen.title}, {chosen.accuracy}, explains the images in its place")  # fmt: skip
         return ModelSpec(config.stand_in), reason
 
     def run(self, config: CamConfig, ctx: RunContext) -> StudyOutput:
         # Inputs that can be wrong (weights files, image folders) are read before any long computation.
-        spec, stand_in = self.model(config, resolve_data_root(ctx.data_root))
+        spec, stand_in = self.model(config, resolve_data_root(ctx.data_root), ctx.download)
         config = replace(config, model=spec)
         dataset = get_dataset(config.dataset)
         size = config.model.input_size()

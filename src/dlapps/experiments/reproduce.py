@@ -81,7 +81,7 @@ def reproduce(
     configs = {s.name: s.config(profile, (overrides or {}).get(s.name, [])) for s in chosen}  # fail fast
     root = resolve_data_root(base.data_root)
     pending = [s for s in chosen if _finished(base.out / s.name, configs[s.name]) is None]
-    ensure([need for s in pending for need in s.needs(configs[s.name], root)], root, base.download,
+    ensure([need for s in pending for need in s.needs(configs[s.name], root, base.download)], root, base.download,
            progress=base.show_progress)  # everything missing at once, before hours of work  # fmt: skip
     models = base.models_dir or base.out / "models"
     outcomes = []
