@@ -1,12 +1,13 @@
 """Training throughput and time-to-accuracy: dlapps' trainer vs a seed-style DataLoader loop.
 
-Same model (CIFAR ResNet-20), data, optimiser, epochs and seed in the same run. The seed-style loop is the
+Same model (CIFAR ResNet-20), data, optimiser, epochs and seeds in one run. The seed-style loop is the
 course's: a torch DataLoader over per-sample torchvision transforms, fp32, batch 128. dlapps keeps uint8
-data on the device and augments whole batches; on CUDA it adds bf16 autocast, channels-last and, unless
---no-compile, torch.compile. Throughput counts training steps only (evaluation is timed apart in both);
+data on the device and augments whole batches; its rows are fp32 eager, fp32 compiled (torch.compile, static
+shapes) and, where the device computes bf16 natively or --bf16 asks for it, bf16 autocast with channels-last,
+eager and compiled. Throughput counts training steps only (evaluation is timed apart in all);
 time-to-accuracy is the training time until the test accuracy first reaches the seed-style loop's final one.
 
-    DLAPPS_DATA=../shared/data python benchmarks/train_throughput.py --train-size 5000 --epochs 2
+    DLAPPS_DATA=../shared/data python benchmarks/train_throughput.py --train-size 10000 --epochs 3 --seeds 2
 
 Writes benchmarks/results/train_throughput-<device>.json and prints a table. Run by hand, not in CI.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import time
 
 import torch
@@ -26,6 +28,7 @@ from torchvision.transforms import v2
 from dlapps.data import ResidentLoader, get_dataset, load_arrays
 from dlapps.models import create_model
 from dlapps.train import TrainConfig, evaluate, fit, resolve_device
+from dlapps.train.device import native_bf16
 
 
 class SeedStyleCifar(Dataset):
@@ -69,10 +72,12 @@ def seed_style(model, train, test_loader, epochs: int, device) -> list[tuple[flo
     return curve
 
 
-def dlapps_loop(model, train, test_loader, epochs, device, batch_size, compile_) -> list[tuple[float, float]]:
+def dlapps_loop(
+    model, train, test_loader, epochs, device, batch_size, compile_, precision
+) -> list[tuple[float, float]]:
     loader = ResidentLoader(train, batch_size=batch_size, shuffle=True, crop_padding=4, hflip=True, device=device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=0.05, weight_decay=5e-4)
-    history = fit(model, loader, test_loader, config, compile=compile_)
+    history = fit(model, loader, test_loader, config, compile=compile_, precision=precision)
     seconds = itertools.accumulate(h.train_seconds for h in history)
     return [(s, h.test_acc) for s, h in zip(seconds, history, strict=True)]
 
@@ -81,56 +86,58 @@ def time_to(curve: list[tuple[float, float]], accuracy: float) -> float | None:
     return next((seconds for seconds, acc in curve if acc >= accuracy), None)
 
 
+def variants(device: torch.device, bf16: bool) -> dict[str, tuple[str, bool] | None]:
+    """Row name -> (precision, compile) of a dlapps run; None: the seed-style loop."""
+    rows: dict[str, tuple[str, bool] | None] = {"seed-style": None, "dlapps fp32": ("fp32", False),
+                                                "dlapps fp32 compiled": ("fp32", True)}  # fmt: skip
+    if bf16 or native_bf16(device):
+        rows |= {"dlapps bf16": ("bf16", False), "dlapps bf16 compiled": ("bf16", True)}
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=50_000)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1, help="runs of every row, from seeds 0, 1, ...")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="dlapps batch (default 512 on CUDA, 128 else)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: CUDA only")
+    parser.add_argument("--bf16", action="store_true", help="bf16 rows even where the device emulates bf16")
     args = parser.parse_args()
     device = resolve_device(args.device)
     spec = get_dataset("cifar10")
     train = load_arrays("cifar10", "train").subset(args.train_size)
     test_loader = ResidentLoader(load_arrays("cifar10", "test").subset(2000), batch_size=1000, device=device)
     batch = args.batch_size or (512 if device.type == "cuda" else 128)
-    compile_ = device.type == "cuda" if args.compile is None else args.compile
-    curves = {}
-    for name in ("seed-style", "dlapps"):
-        torch.manual_seed(0)
+    curves: dict[str, list] = {}
+    for seed, (name, how) in itertools.product(range(args.seeds), variants(device, args.bf16).items()):
+        torch.manual_seed(seed)
         model = create_model("resnet20", num_classes=10, in_shape=(3, 32, 32), mean=spec.mean, std=spec.std).to(device)
-        if name == "seed-style":
-            curves[name] = seed_style(model, train, test_loader, args.epochs, device)
+        if how is None:
+            curve = seed_style(model, train, test_loader, args.epochs, device)
         else:
-            curves[name] = dlapps_loop(model, train, test_loader, args.epochs, device, batch, compile_)
-    target = curves["seed-style"][-1][1]
+            curve = dlapps_loop(model, train, test_loader, args.epochs, device, batch, how[1], how[0])
+        curves.setdefault(name, []).append(curve)
+    target = statistics.mean(curve[-1][1] for curve in curves["seed-style"])
     rows = {
         name: {
-            "images_per_second": args.epochs * len(train) / curve[-1][0],
-            "final_test_acc": curve[-1][1],
-            "seconds_to_target": time_to(curve, target),
-            "curve": curve,
+            "images_per_second": [args.epochs * len(train) / curve[-1][0] for curve in runs],
+            "final_test_acc": [curve[-1][1] for curve in runs],
+            "seconds_to_target": [time_to(curve, target) for curve in runs],
+            "curves": runs,
         }
-        for name, curve in curves.items()
+        for name, runs in curves.items()
     }
-    print(f"{'loop':12s} {'img/s':>10s} {'test acc':>9s} {'s to ' + format(target, '.3f'):>12s}")
+    base = statistics.mean(rows["seed-style"]["images_per_second"])
+    print(f"{'loop':22s} {'img/s':>8s} {'speed-up':>9s} {'test acc per seed':>20s}")
     for name, row in rows.items():
-        reached = row["seconds_to_target"]
-        print(
-            f"{name:12s} {row['images_per_second']:10.0f} {row['final_test_acc']:9.4f} "
-            f"{'not reached' if reached is None else format(reached, '.1f'):>12s}"
-        )
-    result = {
-        "train_size": args.train_size,
-        "epochs": args.epochs,
-        "dlapps_batch": batch,
-        "dlapps_compile": compile_,
-        "target_accuracy": target,
-        "results": rows,
-        "speedup": rows["dlapps"]["images_per_second"] / rows["seed-style"]["images_per_second"],
-    }
-    out = write_result("train_throughput", device, result)
-    print(f"speed-up {result['speedup']:.2f}x -> {out}")
+        speed = statistics.mean(row["images_per_second"])
+        row["speedup"] = speed / base
+        accs = " / ".join(f"{a:.3f}" for a in row["final_test_acc"])
+        print(f"{name:22s} {speed:8.0f} {row['speedup']:8.2f}x {accs:>20s}")
+    result = {"train_size": args.train_size, "epochs": args.epochs, "seeds": args.seeds, "dlapps_batch": batch,
+              "native_bf16": native_bf16(device), "target_accuracy": target, "results": rows}  # fmt: skip
+    print(f"-> {write_result('train_throughput', device, result)}")
 
 
 if __name__ == "__main__":

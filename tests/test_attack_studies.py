@@ -148,14 +148,6 @@ def test_the_targeted_comparison_reads_the_gap_against_its_spread():
     assert [c.holds for c in AdvTrain._targeting_claims(config, variants([0.6] * 3, [0.4] * 3))] == [False, False]
 
 
-def test_the_writeup_profiles_share_one_small_cnn():
-    """Trained once: the same recipe wherever a writeup profile names the write-up's small CNN."""
-    ood, fgsm, targeted, adv = (get_study(s).config("writeup") for s in ("ood", "fgsm", "targeted", "adv-train"))
-    keys = {ood.baseline.recipe("cifar10", None, ood.id_subset).key(), fgsm.model.recipe("cifar10", None).key(),
-            targeted.model.recipe("cifar10", None).key(), adv.recipe(None, 0).key()}  # fmt: skip
-    assert len(keys) == 1 and adv.recipe(adv.objectives()["fgsm 0.5/0.5"], 0).key() not in keys
-
-
 @pytest.mark.parametrize(
     ("study", "setting", "fragment"),
     [

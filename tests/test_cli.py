@@ -99,6 +99,7 @@ def test_failed_run_keeps_earlier_results(finished_run, data_root, tmp_path):
         (["--set", "dataset=nosuchdata"], ["unknown dataset 'nosuchdata'"]),
         (["--profile", "huge"], ["unknown profile 'huge'", "quick, full"]),
         (["--device", "tpu"], ["unknown device 'tpu'"]),
+        (["--precision", "fp16"], ["unknown precision 'fp16'; use auto, fp32, bf16"]),
     ],
 )
 def test_bad_input_is_one_line(args, fragments, tmp_path, data_root):

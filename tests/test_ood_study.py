@@ -69,7 +69,8 @@ def test_run_writes_every_metric_figure_and_the_report(finished):
     assert "### ResNet-20 (published CIFAR-10 weights) (ID accuracy" in report
     assert "| ResNet-20 MSP AUROC, near-OOD mean |" in report and "issue" not in report
     resnet = results["models"]["model"]["accuracy"]
-    assert f"| ResNet-20 CIFAR-10 test accuracy | {resnet:.3f} | 0.810 | {resnet - 0.81:+.3f} |" in report
+    row = f"| ResNet-20 (published CIFAR-10 weights): CIFAR-10 test accuracy | {resnet:.3f} | 0.810 | {resnet - 0.81:+.3f} |"
+    assert row in report
     assert (out / "results.csv").read_text().count("\n") == 17 and "id_accuracy" in (out / "results.csv").read_text()
     assert "| small CNN trained here on CIFAR-10 |" in (out / "table.md").read_text()
     assert not list(out.glob(".staging*"))
@@ -112,3 +113,20 @@ def test_models_trained_here_follow_the_config(monkeypatch, tmp_path):
     assert small.test_subset == resnet.test_subset == 2000
     with pytest.raises(ConfigError, match="model resnet20_cifar10.th is a checkpoint file|does not exist"):
         get_study("ood").config("quick", ["model=resnet20_cifar10.th", "model.weights=w.th"])
+
+
+def test_a_companion_model_is_analysed_beside_the_two(tmp_path, data_root):
+    out = tmp_path / "ood"
+    companion = ["with_companion=true", "companion.train_subset=500", "companion.train.epochs=1",
+                 "detectors=msp,energy", "ood_sets=cifar100"]  # fmt: skip
+    result = dlapps("run", "ood", *TINY, *[a for s in companion for a in ("--set", s)], "--out", str(out),
+                    data_root=data_root)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results, report = read_json(out / "results.json"), (out / "report.md").read_text()
+    assert list(results["models"]) == ["baseline", "companion", "model"]
+    assert results["models"]["companion"]["label"] == "ResNet-20 trained here on CIFAR-10"
+    assert len(results["metrics"]) == 3 * 2 * 1  # models x detectors x OOD sets
+    assert (out / "histograms_companion.png").stat().st_size > 20_000 and "(curves_companion.png)" in report
+    assert "| ResNet-20 trained here on CIFAR-10: CIFAR-10 test accuracy |" in report
+    assert "published CIFAR-10 weights): CIFAR-10 test accuracy" not in report  # the write-up's ResNet is its own
+    assert report.count("the ResNet detects CIFAR-100 images better than the small CNN (MSP)") == 2

@@ -48,6 +48,39 @@ def test_compiled_training_matches_eager(mnist_train, mnist_test):
     assert all(0 < h.train_seconds <= h.seconds for h in compiled_history)
 
 
+def test_bf16_training_on_the_cpu_learns_like_fp32_and_says_so(tmp_path, mnist_train, mnist_test):
+    """``precision="bf16"``: autocast and channels-last weights on the CPU (emulated where not native: slow, so a
+    tiny CNN), reaching fp32's accuracy; the checkpoint records the precision used."""
+    train_data, test_data = mnist_train.subset(4000), mnist_test.subset(1000)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = create_model("small_cnn", num_classes=10, in_shape=(1, 28, 28), channels=(8, 16), hidden=32)
+        train, test = _loaders(train_data, test_data)
+        path = tmp_path / f"{precision}.safetensors"
+        history = fit(model, train, test, TrainConfig(epochs=2, lr=3e-3), checkpoint=path, precision=precision)
+        runs[precision] = model, history, load_checkpoint(path, model)
+    (fp32, fp32_history, fp32_info), (bf16, bf16_history, bf16_info) = runs["fp32"], runs["bf16"]
+    assert (fp32_info["precision"], bf16_info["precision"]) == ("fp32", "bf16")
+    conv = next(m for m in bf16.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.dtype == torch.float32
+    assert fp32_history[-1].test_acc > 0.85 and abs(bf16_history[-1].test_acc - fp32_history[-1].test_acc) < 0.03
+    assert next(m for m in fp32.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous()
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    from dlapps.errors import ConfigError
+    from dlapps.train import device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "native_bf16", lambda _: False)
+    assert [device.resolve_precision(p, cpu) for p in ("auto", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]
+    monkeypatch.setattr(device, "native_bf16", lambda _: True)
+    assert device.resolve_precision("auto", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; use auto, fp32, bf16"):
+        device.resolve_precision("fp16", cpu)
+
+
 class _Interrupt(Exception):
     pass
 

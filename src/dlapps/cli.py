@@ -36,6 +36,13 @@ Compile = Annotated[
     bool | None,
     typer.Option("--compile/--no-compile", help="torch.compile training (default: on CUDA only).", show_default=False),
 ]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Training precision: fp32, bf16 (autocast, channels-last) or auto (bf16 where the device "
+        "computes it natively)."
+    ),  # fmt: skip
+]
 
 
 @app.command()
@@ -126,6 +133,7 @@ def run(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
+    precision: Precision = "auto",
 ) -> None:
     """Run a study; write results.json/.csv, figures and report.md into the output folder."""
     from dlapps.experiments import RunContext, get_study, run_study
@@ -147,6 +155,7 @@ def run(
         show_progress=progress,
         command="dlapps " + shlex.join(sys.argv[1:]),
         compile=compile_,
+        precision=precision,
     )
     results = run_study(chosen, resolved, ctx)
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
@@ -175,6 +184,7 @@ def train(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
+    precision: Precision = "auto",
 ) -> None:
     """Train one classifier (resuming if interrupted); under torchrun, data-parallel over the processes.
 
@@ -192,7 +202,8 @@ def train(
     root = resolve_data_root(data_root)
     ensure(recipe.needs(root), root, download, progress=progress)
     world, chosen = init_from_env(resolve_device(device))
-    ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download, compile=compile_)
+    ctx = RunContext(out=out, device=chosen, data_root=data_root, models_dir=out, download=download, compile=compile_,
+                     precision=precision)  # fmt: skip
     with ctx.progress() as bars:
         classifier = ctx.classifier(recipe, progress=bars if progress and world.is_main else None)
     if world.is_main:
@@ -226,6 +237,7 @@ def audit(
         bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    precision: Precision = "auto",
 ) -> None:
     """Audit one classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
     in one report (report.md and a self-contained report.html)."""
@@ -233,7 +245,8 @@ def audit(
 
     out = out or Path("runs") / f"audit-{profile}"
     results = run_audit(model, data, ood=tuple(ood or ()), profile=profile, out=out, device=device,
-                        data_root=data_root, download=download, settings=list(set_ or []), progress=progress)  # fmt: skip
+                        data_root=data_root, download=download, settings=list(set_ or []), progress=progress,
+                        precision=precision)  # fmt: skip
     table = Table(title=f"audit of {results['model']['title']} on {results['data']['title']}")
     for column in ("section", "quantity", "value", "what it means"):
         table.add_column(column)
@@ -247,7 +260,9 @@ def audit(
 
 @app.command()
 def reproduce(
-    profile: Annotated[str, typer.Option(help="quick (CPU, under an hour) or full (the write-up's scale).")] = "quick",
+    profile: Annotated[
+        str, typer.Option(help="quick (a CPU's minutes), writeup (the write-up's own setups) or full.")
+    ] = "quick",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/reproduce-<profile>).")] = None,
     only: Annotated[list[str] | None, typer.Option(help="Run only this study (repeatable).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -257,6 +272,7 @@ def reproduce(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
+    precision: Precision = "auto",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a study's setting: STUDY.key=value (repeatable).")
     ] = None,
@@ -283,6 +299,7 @@ def reproduce(
         download=download,
         show_progress=progress,
         compile=compile_,
+        precision=precision,
     )
     outcomes = run_all(ctx, profile, tuple(only or ()), overrides)
     table = Table(title=f"dlapps reproduce --profile {profile}")

@@ -573,7 +573,8 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def audit(model: str | ModelSpec, data: str, *, ood: tuple[str, ...] = (), profile: str = "quick",
           out: str | Path = "runs/audit", device: str = "auto", data_root: str | Path | None = None,
-          download: bool = False, settings: list[str] | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+          download: bool = False, settings: list[str] | None = None, progress: bool = True,
+          precision: str = "auto") -> dict[str, Any]:  # fmt: skip
     """Audit ``model`` (a model name or path, or a :class:`ModelSpec`) on the dataset ``data``; write the report
     into ``out`` and return the results (what ``results.json`` holds)."""
     study = STUDIES["audit"]
@@ -583,7 +584,7 @@ def audit(model: str | ModelSpec, data: str, *, ood: tuple[str, ...] = (), profi
     command = "dlapps " + shlex.join(["audit", "--model", config.model.name, "--data", data, "--profile", profile,
                                       "--out", str(out), *(f"--set={item}" for item in overrides[1:] if "model.name" not in item)])  # fmt: skip
     ctx = RunContext(out=Path(out), device=resolve_device(device), data_root=data_root, download=download,
-                     show_progress=progress, command=command)  # fmt: skip
+                     show_progress=progress, command=command, precision=precision)  # fmt: skip
     return run_study(study, config, ctx)
 
 

@@ -38,6 +38,7 @@ from dlapps.report.html import markdown_to_html
 from dlapps.report.io import read_json, save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block, Heading, render
 from dlapps.train import ClassifierRecipe, obtain_classifier
+from dlapps.train.device import resolve_precision
 
 COMPARISON_TITLE = "Against the write-up and the literature"
 
@@ -88,9 +89,11 @@ class RunContext:
     command: str = ""
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
     compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
+    precision: str = "auto"  # training: fp32, bf16 or auto (bf16 where native); not part of any result's identity
     cache: RunCache = field(init=False)
 
     def __post_init__(self) -> None:
+        resolve_precision(self.precision, self.device)  # a bad value fails here, before any work
         object.__setattr__(self, "cache", RunCache(self.out / "runs"))
 
     @property
@@ -102,7 +105,7 @@ class RunContext:
         a reused run); keyword arguments as :func:`~dlapps.train.obtain_classifier`'s."""
         classifier, reused = obtain_classifier(
             recipe, self.model_dir, self.device, data_root=self.data_root, download=self.download,
-            compile=self.compile, **kwargs,
+            compile=self.compile, precision=self.precision, **kwargs,
         )  # fmt: skip
         self.cache.hits += reused
         return classifier
@@ -346,7 +349,11 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
     results = {
         "study": study.name,
         "config": to_dict(config),
-        "environment": {**environment(), "device": str(ctx.device)},
+        "environment": {
+            **environment(),
+            "device": str(ctx.device),
+            "training_precision": resolve_precision(ctx.precision, ctx.device),
+        },  # fmt: skip
         **output.results,
         "cached_runs": ctx.cache.hits,
         "wall_seconds": time.perf_counter() - started,
@@ -377,7 +384,8 @@ def environment_line(results: dict[str, Any]) -> str:
     cached = f"; {results['cached_runs']} finished run(s) reused" if results.get("cached_runs") else ""
     line = (
         f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), {env['date']}; wall time {results['wall_seconds']:.0f} s{cached}."
+        f"({env['cpu_threads']} CPU threads), training in {env.get('training_precision', 'fp32')}, {env['date']}; "
+        f"wall time {results['wall_seconds']:.0f} s{cached}."
     )
     return line + (f"\n\nRerun: `{results['command']}`" if results.get("command") else "")
 

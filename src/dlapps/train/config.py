@@ -17,7 +17,6 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: NonNegativeFloat = 0.0
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"
-    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
 
     def validate(self) -> None:
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")

@@ -103,6 +103,7 @@ def obtain_classifier(
     data_root: str | Path | None = None,
     download: bool = False,
     compile: bool | None = None,
+    precision: str = "auto",
     progress: Progress | None = None,
     step_loss: StepLoss = cross_entropy_step,
     train: ImageArrays | None = None,
@@ -125,7 +126,7 @@ def obtain_classifier(
         fit(
             wrap(model, device), train_loader, test_loader, recipe.train, seed=recipe.seed, checkpoint=path,
             progress=progress if current_world().is_main else None, run_info=to_dict(recipe), card=card,
-            step_loss=step_loss, compile=compile,
+            step_loss=step_loss, compile=compile, precision=precision,
         )  # fmt: skip
         barrier()  # rank 0 has written the last checkpoint
         model = unwrap(model)
@@ -137,7 +138,13 @@ def obtain_classifier(
         recipe.dataset,
         tuple(card["in_shape"]),
         None,
-        {"kind": "trained", "recipe": recipe.key(), "checkpoint": str(path), "history": info["history"]},
+        {
+            "kind": "trained",
+            "recipe": recipe.key(),
+            "checkpoint": str(path),
+            "history": info["history"],
+            "precision": info.get("precision", "fp32"),
+        },
     )
     return classifier, reused
 

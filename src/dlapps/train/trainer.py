@@ -4,9 +4,9 @@
 augmentation depend only on ``(seed, epoch)``, and the global torch RNG is re-seeded at each epoch from the
 same pair, so a run resumed from a checkpoint reproduces the uninterrupted one exactly on the CPU.
 
-On CUDA the same loop takes a fast path: bf16 autocast (``TrainConfig.amp``), channels-last weights and
-batches, and ``torch.compile`` with static shapes (switch with ``compile=``); the eager path stays the
-default on the CPU, where it is the easiest to debug.
+Where the device computes bf16 natively (CUDA GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX) the same
+loop runs under bf16 autocast with channels-last weights and batches (``precision=``); on CUDA it also runs
+through ``torch.compile`` with static shapes (``compile=``). fp32 and eager stay the default elsewhere.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dlapps.data.resident import epoch_generator
 from dlapps.errors import CheckpointError, TrainingDiverged
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
+from dlapps.train.device import resolve_precision
 from dlapps.train.distributed import all_reduce_sum, current_world, unwrap
 
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -87,15 +88,14 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, amp: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (summed over ranks when data-parallel)."""
+def evaluate(model: nn.Module, loader: Iterable, precision: str = "fp32") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (summed over ranks when data-parallel);
+    ``precision``: ``fp32`` or ``bf16`` (autocast)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -103,7 +103,7 @@ def evaluate(model: nn.Module, loader: Iterable, amp: bool = False) -> tuple[flo
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     for inputs, labels in loader:
-        with _autocast(device, amp):
+        with _autocast(device, precision):
             logits = model(inputs)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
@@ -129,6 +129,7 @@ def fit(
     card: dict[str, Any] | None = None,
     step_loss: StepLoss = cross_entropy_step,
     compile: bool | None = None,
+    precision: str = "auto",
 ) -> list[EpochStats]:
     """Train ``model`` for ``config.epochs`` epochs and return per-epoch statistics.
 
@@ -141,12 +142,15 @@ def fit(
     pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
     alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
     ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
+    ``precision``: ``fp32``, ``bf16`` (autocast, channels-last) or ``auto`` (bf16 where the device computes it
+    natively); the precision used is stored in the checkpoint. Neither is part of the run's identity.
     """
-    on_cuda = next(model.parameters()).device.type == "cuda"
-    if on_cuda:
+    device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    if device.type == "cuda" or precision == "bf16":
         model.to(memory_format=torch.channels_last)
     if compile is None:
-        compile = on_cuda
+        compile = device.type == "cuda"
     runner = torch.compile(model, dynamic=False) if compile else model
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
@@ -168,11 +172,23 @@ def fit(
     try:
         for epoch in range(len(history), config.epochs):
             stats = _train_epoch(
-                runner, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
+                runner,
+                train_loader,
+                test_loader,
+                optimizer,
+                scheduler,
+                config,
+                precision,
+                seed,
+                epoch,
+                progress,
+                task,
+                step_loss,
             )
             history.append(stats)
             if checkpoint is not None and current_world().is_main:
-                info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history]}
+                info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history],
+                        "precision": precision}  # fmt: skip
                 if card is not None:
                     info["card"] = card
                 save_checkpoint(checkpoint, unwrap(model), optimizer=optimizer, scheduler=scheduler, info=info)
@@ -184,9 +200,9 @@ def fit(
     return history
 
 
-def _batches(loader: Iterable, device: torch.device) -> Iterable:
-    """The loader's batches; channels-last image batches on CUDA, to match the weights' layout there."""
-    if device.type != "cuda":
+def _batches(loader: Iterable, device: torch.device, precision: str) -> Iterable:
+    """The loader's batches; channels-last image batches where the weights are (CUDA, bf16)."""
+    if device.type != "cuda" and precision != "bf16":
         yield from loader
         return
     for inputs, labels in loader:
@@ -194,7 +210,7 @@ def _batches(loader: Iterable, device: torch.device) -> Iterable:
 
 
 def _train_epoch(
-    model, train_loader, test_loader, optimizer, scheduler, config, seed, epoch, progress, task, step_loss
+    model, train_loader, test_loader, optimizer, scheduler, config, precision, seed, epoch, progress, task, step_loss
 ) -> EpochStats:
     device = next(model.parameters()).device
     start = time.perf_counter()
@@ -206,8 +222,8 @@ def _train_epoch(
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # the first step whose loss is not finite
     count = 0
     lr = optimizer.param_groups[0]["lr"]
-    for step, (inputs, labels) in enumerate(_batches(train_loader, device)):
-        with _autocast(device, config.amp):
+    for step, (inputs, labels) in enumerate(_batches(train_loader, device, precision)):
+        with _autocast(device, precision):
             loss, logits = step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -222,7 +238,7 @@ def _train_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - start
-    test_loss, test_acc = evaluate(model, _batches(test_loader, device), amp=config.amp)
+    test_loss, test_acc = evaluate(model, _batches(test_loader, device, precision), precision)
     totals = all_reduce_sum(
         torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
     )
