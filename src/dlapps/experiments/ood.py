@@ -319,7 +319,7 @@ class OOD(Study):
         if self.no_reference(config):
             return []
         specs, models, rows = config.specs(), results["models"], []
-        which = {role: _writeup_model(spec) for role, spec in specs.items() if _writeup_model(spec) is not None}
+        which = {role: name for role, spec in specs.items() if (name := _writeup_model(spec)) is not None}
         # where a ResNet-20 is trained here, it is the write-up's (its own, at 81%); the published one is not
         own_resnet = any(name == "resnet20" and specs[role].kind == "train" for role, name in which.items())
         for role, name in which.items():
