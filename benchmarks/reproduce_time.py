@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from _common import write_result
+
+from dlapps.train import resolve_device
+from dlapps.train.device import resolve_precision
 
 
 def main() -> None:
@@ -25,10 +27,11 @@ def main() -> None:
     parser.add_argument("--profile", default="full")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="training precision: auto, fp32 or bf16")
     parser.add_argument("extra", nargs="*", help="further `dlapps reproduce` arguments, after --")
     args = parser.parse_args()
     command = [str(Path(sys.executable).with_name("dlapps")), "reproduce", "--profile", args.profile, "--out", str(args.out),
-               "--device", args.device, "--no-progress", *args.extra]  # fmt: skip
+               "--device", args.device, "--precision", args.precision, "--no-progress", *args.extra]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - started
@@ -38,8 +41,9 @@ def main() -> None:
     for s in studies:
         print(f"{s['name']:14s} {s['status']:8s} {s['seconds']:8.0f}")
     print(f"{'total':14s} {'':8s} {wall:8.0f}")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
-    out = write_result(f"reproduce_time-{args.profile}", device, {"wall_seconds": wall, "studies": studies})
+    device = resolve_device(args.device)
+    record = {"training_precision": resolve_precision(args.precision, device), "wall_seconds": wall, "studies": studies}
+    out = write_result(f"reproduce_time-{args.profile}", device, record)
     print(f"-> {out}")
 
 

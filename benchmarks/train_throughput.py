@@ -1,6 +1,6 @@
 """Training throughput and time-to-accuracy: dlapps' trainer vs a seed-style DataLoader loop.
 
-Same model (CIFAR ResNet-20), data, optimiser, epochs and seeds in one run. The seed-style loop is the
+Same model (CIFAR ResNet-20, or ``--model small_cnn``), data, optimiser, epochs and seeds in one run. The seed-style loop is the
 course's: a torch DataLoader over per-sample torchvision transforms, fp32, batch 128. dlapps keeps uint8
 data on the device and augments whole batches; its rows are fp32 eager, fp32 compiled (torch.compile, static
 shapes) and, where the device computes bf16 natively or --bf16 asks for it, bf16 autocast with channels-last,
@@ -9,7 +9,7 @@ time-to-accuracy is the training time until the test accuracy first reaches the 
 
     DLAPPS_DATA=../shared/data python benchmarks/train_throughput.py --train-size 10000 --epochs 3 --seeds 2
 
-Writes benchmarks/results/train_throughput-<device>.json and prints a table. Run by hand, not in CI.
+Writes benchmarks/results/train_throughput-<device>.json (``-small_cnn-<device>`` for the small CNN) and prints a table. Run by hand, not in CI.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=50_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="runs of every row, from seeds 0, 1, ...")
+    parser.add_argument("--model", default="resnet20", help="resnet20 or small_cnn")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="dlapps batch (default 512 on CUDA, 128 else)")
     parser.add_argument("--bf16", action="store_true", help="bf16 rows even where the device emulates bf16")
@@ -112,7 +113,7 @@ def main() -> None:
     curves: dict[str, list] = {}
     for seed, (name, how) in itertools.product(range(args.seeds), variants(device, args.bf16).items()):
         torch.manual_seed(seed)
-        model = create_model("resnet20", num_classes=10, in_shape=(3, 32, 32), mean=spec.mean, std=spec.std).to(device)
+        model = create_model(args.model, num_classes=10, in_shape=(3, 32, 32), mean=spec.mean, std=spec.std).to(device)
         if how is None:
             curve = seed_style(model, train, test_loader, args.epochs, device)
         else:
@@ -135,9 +136,10 @@ def main() -> None:
         row["speedup"] = speed / base
         accs = " / ".join(f"{a:.3f}" for a in row["final_test_acc"])
         print(f"{name:22s} {speed:8.0f} {row['speedup']:8.2f}x {accs:>20s}")
-    result = {"train_size": args.train_size, "epochs": args.epochs, "seeds": args.seeds, "dlapps_batch": batch,
+    result = {"model": args.model, "train_size": args.train_size, "epochs": args.epochs, "seeds": args.seeds, "dlapps_batch": batch,
               "native_bf16": native_bf16(device), "target_accuracy": target, "results": rows}  # fmt: skip
-    print(f"-> {write_result('train_throughput', device, result)}")
+    name = "train_throughput" if args.model == "resnet20" else f"train_throughput-{args.model}"
+    print(f"-> {write_result(name, device, result)}")
 
 
 if __name__ == "__main__":

@@ -77,3 +77,15 @@ def test_ood_compares_the_resnet_trained_here_with_the_writeups_and_both_resnets
     alone = study.compare(study.config("quick"), _ood_results({"baseline": 0.5, "model": 0.917},
                                                               {"baseline": 0.6, "model": 0.8}))  # fmt: skip
     assert [(r.ours, r.writeup) for r in alone if "test accuracy" in r.quantity] == [(0.5, 0.64), (0.917, 0.81)]
+
+
+@pytest.mark.parametrize("profile, claimed", [("writeup", False), ("quick", True)])
+def test_the_degradation_claim_needs_a_plain_net_of_32_layers(profile, claimed):
+    """He et al.'s plain nets degrade from 32 layers on: the writeup profile's 8 and 20 layers are not tested."""
+    study = get_study("residual-cnn")
+    config = study.config(profile)
+    summary = [{"layers": 6 * b + 2, "skip": s, "mean_test_acc": 0.7 - 0.01 * b + 0.05 * s}
+               for b in config.blocks for s in (False, True)]  # fmt: skip
+    claims = [row.quantity for row in study.compare(config, {"summary": summary})]
+    assert any("deeper plain net is worse" in c for c in claims) == claimed
+    assert any("skip connections give higher accuracy" in c for c in claims)
