@@ -3,7 +3,7 @@
     DLAPPS_DATA=../shared/data python benchmarks/reproduce_time.py --profile full --out /tmp/reproduce-full
 
 A folder that already holds results is reused study by study (so an interrupted benchmark can be finished),
-and the table marks those studies as cached. Writes benchmarks/results/reproduce_time-<profile>-<device>.json
+and the table marks those studies as cached. Writes benchmarks/results/reproduce_time-<profile>-<precision>-<device>.json
 and prints a table. Run by hand, not in CI.
 """
 
@@ -42,8 +42,9 @@ def main() -> None:
         print(f"{s['name']:14s} {s['status']:8s} {s['seconds']:8.0f}")
     print(f"{'total':14s} {'':8s} {wall:8.0f}")
     device = resolve_device(args.device)
-    record = {"training_precision": resolve_precision(args.precision, device), "wall_seconds": wall, "studies": studies}
-    out = write_result(f"reproduce_time-{args.profile}", device, record)
+    precision = resolve_precision(args.precision, device)
+    record = {"training_precision": precision, "wall_seconds": wall, "studies": studies}
+    out = write_result(f"reproduce_time-{args.profile}-{precision}", device, record)
     print(f"-> {out}")
 
 

@@ -68,15 +68,22 @@ def test_bf16_training_on_the_cpu_learns_like_fp32_and_says_so(tmp_path, mnist_t
     assert next(m for m in fp32.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous()
 
 
-def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+def test_auto_precision_is_bf16_only_where_it_trains_faster(monkeypatch):
+    """On a CPU: native bf16 and AMX tiles; AVX-512 BF16 alone trains slower than fp32."""
     from dlapps.errors import ConfigError
     from dlapps.train import device
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(device, "native_bf16", lambda _: False)
-    assert [device.resolve_precision(p, cpu) for p in ("auto", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]
-    monkeypatch.setattr(device, "native_bf16", lambda _: True)
-    assert device.resolve_precision("auto", cpu) == "bf16"
+    for native, amx, expected in [
+        (False, False, "fp32"),
+        (True, False, "fp32"),
+        (False, True, "fp32"),
+        (True, True, "bf16"),
+    ]:
+        monkeypatch.setattr(device, "native_bf16", lambda _, native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert device.resolve_precision("auto", cpu) == expected
+    assert [device.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
     with pytest.raises(ConfigError, match="unknown precision 'fp16'; use auto, fp32, bf16"):
         device.resolve_precision("fp16", cpu)
 

@@ -4,7 +4,7 @@
 augmentation depend only on ``(seed, epoch)``, and the global torch RNG is re-seeded at each epoch from the
 same pair, so a run resumed from a checkpoint reproduces the uninterrupted one exactly on the CPU.
 
-Where the device computes bf16 natively (CUDA GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX) the same
+Where bf16 trains faster than fp32 (CUDA GPUs from Ampere on, CPUs with AMX) the same
 loop runs under bf16 autocast with channels-last weights and batches (``precision=``); on CUDA it also runs
 through ``torch.compile`` with static shapes (``compile=``). fp32 and eager stay the default elsewhere.
 """
@@ -142,8 +142,8 @@ def fit(
     pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
     alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
     ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
-    ``precision``: ``fp32``, ``bf16`` (autocast, channels-last) or ``auto`` (bf16 where the device computes it
-    natively); the precision used is stored in the checkpoint. Neither is part of the run's identity.
+    ``precision``: ``fp32``, ``bf16`` (autocast, channels-last) or ``auto`` (bf16 where it trains faster
+    than fp32); the precision used is stored in the checkpoint. Neither is part of the run's identity.
     """
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
