@@ -35,10 +35,13 @@ def test_runs_then_reuses(reproduced):
     ctx, out, first = reproduced
     assert [(o.name, o.status) for o in first] == [("residual-mlp", "ran")]
     before = (out / "residual-mlp" / "results.json").read_bytes()
+    study_report = (out / "residual-mlp" / "report.md").read_text()
+    (out / "residual-mlp" / "report.md").write_text("written by an older version\n")
     started = time.perf_counter()
     second = reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": TINY_MLP})
     assert [(o.name, o.status) for o in second] == [("residual-mlp", "cached")]
     assert time.perf_counter() - started < 5 and (out / "residual-mlp" / "results.json").read_bytes() == before
+    assert (out / "residual-mlp" / "report.md").read_text() == study_report  # rendered again from the results
     changed = reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": [*TINY_MLP, "train.lr=0.002"]})
     assert changed[0].status == "ran"
 

@@ -365,10 +365,15 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
         write_text(stage / "table.md", study.table(config, results))
         for name, figure in output.figures.items():
             save_figure(figure, stage / name)
-        text = write_text(stage / "report.md", report(study, config, results)).read_text(encoding="utf-8")
-        if study.html:
-            write_text(stage / "report.html", markdown_to_html(text, stage, title=study.title(config, results)))
+        write_report(study, config, results, stage)
     return results
+
+
+def write_report(study: Study, config: Any, results: dict[str, Any], folder: Path) -> None:
+    """``report.md`` (and ``report.html``) from ``results``, in the folder that holds the study's figures."""
+    text = write_text(folder / "report.md", report(study, config, results)).read_text(encoding="utf-8")
+    if study.html:
+        write_text(folder / "report.html", markdown_to_html(text, folder, title=study.title(config, results)))
 
 
 def comparison_blocks(study: Study, config: Any, results: dict[str, Any], rows: list[Comparison]) -> list[Block]:

@@ -27,6 +27,7 @@ from dlapps.experiments.base import (
     environment_line,
     make_progress,
     run_study,
+    write_report,
 )
 from dlapps.report.comparison import Comparison, comparison_table, to_records
 from dlapps.report.html import markdown_to_html
@@ -96,6 +97,8 @@ def reproduce(
                 command = f"dlapps run {study.name} --profile {profile} --out {out} --models-dir {models}"
                 ctx = replace(base, out=out, models_dir=models, command=command, shared_progress=progress)
                 results = run_study(study, config, ctx)
+            else:  # rendered again: the report says what this version concludes from the cached results
+                write_report(study, config, results, out)
             seconds = time.perf_counter() - started
             outcomes.append(StudyOutcome(study, config, status, seconds, out, results, study.compare(config, results)))
             progress.console.print(f"{study.name}: {status} in {seconds:.0f} s")
