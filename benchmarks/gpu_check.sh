@@ -40,7 +40,7 @@ size=$(python3 -c "import numpy as np; print(len(np.load('.gpu-data/cifar10_trai
 if [ "$size" -gt 0 ]; then
   # one run: seed-style, fp32 eager and compiled, bf16 eager and compiled
   python3 benchmarks/train_throughput.py --train-size "$size" --epochs "${EPOCHS:-10}" 2>&1 | tee "$out/train.log"
-  cp benchmarks/results/train_throughput-cuda.json "$out/"
+  cp benchmarks/results/train_throughput-resnet20-cuda.json "$out/"
 fi
 python3 benchmarks/attack_speed.py --images 10000 --batch 1000 2>&1 | tee "$out/attack.log"
 cp benchmarks/results/attack_speed-cuda.json "$out/"

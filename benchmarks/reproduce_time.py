@@ -3,8 +3,8 @@
     DLAPPS_DATA=../shared/data python benchmarks/reproduce_time.py --profile full --out /tmp/reproduce-full
 
 A folder that already holds results is reused study by study (so an interrupted benchmark can be finished),
-and the table marks those studies as cached. Writes benchmarks/results/reproduce_time-<profile>-<precision>-<device>.json
-and prints a table. Run by hand, not in CI.
+and the table marks those studies as cached. Writes
+benchmarks/results/reproduce_time-<profile>-<precision>-<device>.json and prints a table. Run by hand, not in CI.
 """
 
 from __future__ import annotations

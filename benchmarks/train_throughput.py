@@ -1,7 +1,7 @@
 """Training throughput and time-to-accuracy: dlapps' trainer vs a seed-style DataLoader loop.
 
-Same model (CIFAR ResNet-20, or ``--model small_cnn``), data, optimiser, epochs and seeds in one run. The seed-style loop is the
-course's: a torch DataLoader over per-sample torchvision transforms, fp32, batch 128. dlapps keeps uint8
+Same model (CIFAR ResNet-20, or ``--model small_cnn``), data, optimiser, epochs and seeds in one run. The
+seed-style loop is the course's: a torch DataLoader over per-sample torchvision transforms, fp32, batch 128. dlapps keeps uint8
 data on the device and augments whole batches; its rows are fp32 eager, fp32 compiled (torch.compile, static
 shapes) and, where the device computes bf16 natively or --bf16 asks for it, bf16 autocast with channels-last,
 eager and compiled. Throughput counts training steps only (evaluation is timed apart in all);
@@ -9,7 +9,7 @@ time-to-accuracy is the training time until the test accuracy first reaches the 
 
     DLAPPS_DATA=../shared/data python benchmarks/train_throughput.py --train-size 10000 --epochs 3 --seeds 2
 
-Writes benchmarks/results/train_throughput-<device>.json (``-small_cnn-<device>`` for the small CNN) and prints a table. Run by hand, not in CI.
+Writes benchmarks/results/train_throughput-<model>-<device>.json and prints a table. Run by hand, not in CI.
 """
 
 from __future__ import annotations
@@ -138,8 +138,7 @@ def main() -> None:
         print(f"{name:22s} {speed:8.0f} {row['speedup']:8.2f}x {accs:>20s}")
     result = {"model": args.model, "train_size": args.train_size, "epochs": args.epochs, "seeds": args.seeds, "dlapps_batch": batch,
               "native_bf16": native_bf16(device), "target_accuracy": target, "results": rows}  # fmt: skip
-    name = "train_throughput" if args.model == "resnet20" else f"train_throughput-{args.model}"
-    print(f"-> {write_result(name, device, result)}")
+    print(f"-> {write_result(f'train_throughput-{args.model}', device, result)}")
 
 
 if __name__ == "__main__":

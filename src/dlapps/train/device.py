@@ -44,9 +44,7 @@ def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 training is faster than fp32 on ``device``: where it is native on CUDA, and on CPUs with
     AMX tiles. AVX-512 BF16 alone is not enough: ResNet-20 trains at 0.87x the fp32 speed on such a Xeon
     (benchmarks/RESULTS.md), against 2.1x with AMX."""
-    if device.type == "cpu":
-        return native_bf16(device) and torch.cpu._is_amx_tile_supported()
-    return native_bf16(device)
+    return native_bf16(device) and (device.type != "cpu" or torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
