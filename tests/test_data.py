@@ -147,6 +147,16 @@ def test_corrupt_member(tmp_path):
     assert "unreadable" in _error(load_arrays, "mnist", "test", tmp_path)
 
 
+def test_an_archive_is_decoded_once_until_it_changes(tmp_path):
+    images, labels, classes = _mnist_like()
+    _write_npz(tmp_path / "mnist_test.npz", images, labels, classes)
+    first = load_arrays("mnist", "test", tmp_path)
+    assert load_arrays("mnist", "test", tmp_path).images is first.images  # shared, not decoded again
+    assert len(load_arrays("mnist", "test", tmp_path, limit=5)) == 5  # a subset of the same decoded split
+    _write_npz(tmp_path / "mnist_test.npz", images[:12], labels[:12], classes)
+    assert len(load_arrays("mnist", "test", tmp_path)) == 12  # the new file, not the remembered one
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -19,6 +19,7 @@ from dlapps.data.datasets import looks_like_path
 from dlapps.errors import CheckpointError, ConfigError, DataError
 from dlapps.models.hooks import find_head
 from dlapps.models.imagenet import imagenet_categories
+from dlapps.models.layout import fast_layout
 from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
 from dlapps.models.registry import ARCHITECTURE, MODELS, TORCHVISION, architecture_title, create_model
 from dlapps.models.weights import load_state_dict_checked, read_safetensors, read_weights, strip_module_prefix
@@ -42,7 +43,8 @@ class Classifier:
         return find_head(self.module)[1].out_features
 
     def to(self, device: torch.device | str) -> Classifier:
-        self.module.to(device)
+        """Move to ``device``, in the layout that runs fastest there (:func:`~dlapps.models.layout.fast_layout`)."""
+        fast_layout(self.module.to(device), torch.device(device))
         return self
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dlapps.models.layout import fast_layout
+
 
 @dataclass(frozen=True)
 class World:
@@ -53,9 +55,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``model`` when in a process group of more than one rank."""
+    """DistributedDataParallel around ``model`` when in a process group of more than one rank (its layout set
+    first: DDP's gradient buckets follow the parameters' strides)."""
     if current_world().size == 1:
         return model
+    fast_layout(model, device)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -4,9 +4,10 @@
 augmentation depend only on ``(seed, epoch)``, and the global torch RNG is re-seeded at each epoch from the
 same pair, so a run resumed from a checkpoint reproduces the uninterrupted one exactly on the CPU.
 
-Where bf16 trains faster than fp32 (CUDA GPUs from Ampere on, CPUs with AMX) the same
-loop runs under bf16 autocast with channels-last weights and batches (``precision=``); on CUDA it also runs
-through ``torch.compile`` with static shapes (``compile=``). fp32 and eager stay the default elsewhere.
+Where bf16 trains faster than fp32 (CUDA GPUs from Ampere on, CPUs with AMX) the same loop runs under bf16
+autocast (``precision=``); weights are channels-last wherever that is faster
+(:mod:`dlapps.models.layout`); on CUDA it also runs through ``torch.compile`` with static shapes
+(``compile=``). fp32 and eager stay the default elsewhere.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from dlapps.config import fingerprint, to_dict
 from dlapps.data.resident import epoch_generator
 from dlapps.errors import CheckpointError, TrainingDiverged
+from dlapps.models.layout import fast_layout
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
 from dlapps.train.device import resolve_precision
@@ -142,13 +144,12 @@ def fit(
     pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
     alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
     ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
-    ``precision``: ``fp32``, ``bf16`` (autocast, channels-last) or ``auto`` (bf16 where it trains faster
+    ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where it trains faster
     than fp32); the precision used is stored in the checkpoint. Neither is part of the run's identity.
     """
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    if device.type == "cuda" or precision == "bf16":
-        model.to(memory_format=torch.channels_last)
+    fast_layout(model, device)  # the batches need no conversion: channels-last weights compute channels-last
     if compile is None:
         compile = device.type == "cuda"
     runner = torch.compile(model, dynamic=False) if compile else model
@@ -200,15 +201,6 @@ def fit(
     return history
 
 
-def _batches(loader: Iterable, device: torch.device, precision: str) -> Iterable:
-    """The loader's batches; channels-last image batches where the weights are (CUDA, bf16)."""
-    if device.type != "cuda" and precision != "bf16":
-        yield from loader
-        return
-    for inputs, labels in loader:
-        yield (inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs), labels
-
-
 def _train_epoch(
     model, train_loader, test_loader, optimizer, scheduler, config, precision, seed, epoch, progress, task, step_loss
 ) -> EpochStats:
@@ -222,7 +214,7 @@ def _train_epoch(
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # the first step whose loss is not finite
     count = 0
     lr = optimizer.param_groups[0]["lr"]
-    for step, (inputs, labels) in enumerate(_batches(train_loader, device, precision)):
+    for step, (inputs, labels) in enumerate(train_loader):
         with _autocast(device, precision):
             loss, logits = step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -238,7 +230,7 @@ def _train_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - start
-    test_loss, test_acc = evaluate(model, _batches(test_loader, device, precision), precision)
+    test_loss, test_acc = evaluate(model, test_loader, precision)
     totals = all_reduce_sum(
         torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
     )
