@@ -128,8 +128,8 @@ class Cam(Study):
             # for the grid alone, so the quick profile leaves it to the full one.
             "methods": ("cam", "gradcam", "gradcam++", "layercam"),
             "residual_cnn": "quick",
-            "faithfulness_images": 100,
-            "deletion_images": 20,
+            "faithfulness_images": 50,
+            "deletion_images": 10,
             "deletion_steps": 8,
         },
         "full": {},
