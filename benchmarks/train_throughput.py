@@ -104,14 +104,21 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="dlapps batch (default 512 on CUDA, 128 else)")
     parser.add_argument("--bf16", action="store_true", help="bf16 rows even where the device emulates bf16")
+    parser.add_argument("--rows", help="only these dlapps rows, comma-separated (the seed-style loop always runs)")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    chosen = variants(device, args.bf16)
+    if args.rows:
+        keep = {"seed-style", *args.rows.split(",")}
+        if keep - set(chosen):
+            parser.error(f"unknown rows {sorted(keep - set(chosen))}; rows here: {', '.join(chosen)}")
+        chosen = {name: how for name, how in chosen.items() if name in keep}
     spec = get_dataset("cifar10")
     train = load_arrays("cifar10", "train").subset(args.train_size)
     test_loader = ResidentLoader(load_arrays("cifar10", "test").subset(2000), batch_size=1000, device=device)
     batch = args.batch_size or (512 if device.type == "cuda" else 128)
     curves: dict[str, list] = {}
-    for seed, (name, how) in itertools.product(range(args.seeds), variants(device, args.bf16).items()):
+    for seed, (name, how) in itertools.product(range(args.seeds), chosen.items()):
         torch.manual_seed(seed)
         model = create_model(args.model, num_classes=10, in_shape=(3, 32, 32), mean=spec.mean, std=spec.std).to(device)
         if how is None:

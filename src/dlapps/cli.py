@@ -39,7 +39,7 @@ Compile = Annotated[
 Precision = Annotated[
     str,
     typer.Option(
-        help="Training precision: fp32, bf16 (autocast, channels-last) or auto (bf16 where it trains "
+        help="Training precision: fp32, bf16 (autocast) or auto (bf16 where it trains "
         "faster: CUDA from Ampere on, CPUs with AMX)."
     ),  # fmt: skip
 ]
