@@ -180,3 +180,14 @@ def test_read_weights_refuses_pickles_and_unwraps_state_dict(tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError):
         read_weights(tmp_path / "broken.pt")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizers_use_their_fused_kernels_on_the_cpu(optimizer):
+    """The per-tensor loop costs more than a width-16 MLP's forward and backward passes."""
+    from dlapps.train.trainer import build_optimizer
+
+    model = create_model("residual_mlp", num_classes=10, in_shape=(1, 28, 28), width=16, depth=4)
+    built = build_optimizer(model.parameters(), TrainConfig(optimizer=optimizer, lr=0.01))
+    assert built.defaults["fused"] is True and built.defaults["lr"] == 0.01
+    assert type(built).__name__.lower() == optimizer
