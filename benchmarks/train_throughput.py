@@ -2,9 +2,10 @@
 
 Same model (CIFAR ResNet-20, or ``--model small_cnn``), data, optimiser, epochs and seeds in one run. The
 seed-style loop is the course's: a torch DataLoader over per-sample torchvision transforms, fp32, batch 128. dlapps keeps uint8
-data on the device and augments whole batches; its rows are fp32 eager, fp32 compiled (torch.compile, static
-shapes) and, where the device computes bf16 natively or --bf16 asks for it, bf16 autocast with channels-last,
-eager and compiled. Throughput counts training steps only (evaluation is timed apart in all);
+data on the device, augments whole batches and trains as its studies do (channels-last weights where they are
+faster, fused optimizer kernels); its rows are fp32 eager, fp32 compiled (torch.compile, static shapes) and,
+where the device computes bf16 natively or --bf16 asks for it, bf16 autocast, eager and compiled; ``--rows``
+picks some of them. Throughput counts training steps only (evaluation is timed apart in all);
 time-to-accuracy is the training time until the test accuracy first reaches the seed-style loop's final one.
 
     DLAPPS_DATA=../shared/data python benchmarks/train_throughput.py --train-size 10000 --epochs 3 --seeds 2
