@@ -36,6 +36,13 @@ Compile = Annotated[
     bool | None,
     typer.Option("--compile/--no-compile", help="torch.compile training (default: on CUDA only).", show_default=False),
 ]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        help="Runs of a study trained side by side, one thread each (default: one per core on a Linux CPU).",
+        show_default=False,
+    ),
+]
 Precision = Annotated[
     str,
     typer.Option(
@@ -134,6 +141,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
     precision: Precision = "auto",
+    workers: Workers = None,
 ) -> None:
     """Run a study; write results.json/.csv, figures and report.md into the output folder."""
     from dlapps.experiments import RunContext, get_study, run_study
@@ -156,6 +164,7 @@ def run(
         command="dlapps " + shlex.join(sys.argv[1:]),
         compile=compile_,
         precision=precision,
+        workers=workers,
     )
     results = run_study(chosen, resolved, ctx)
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
@@ -273,6 +282,7 @@ def reproduce(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     compile_: Compile = None,
     precision: Precision = "auto",
+    workers: Workers = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a study's setting: STUDY.key=value (repeatable).")
     ] = None,
@@ -300,6 +310,7 @@ def reproduce(
         show_progress=progress,
         compile=compile_,
         precision=precision,
+        workers=workers,
     )
     outcomes = run_all(ctx, profile, tuple(only or ()), overrides)
     table = Table(title=f"dlapps reproduce --profile {profile}")

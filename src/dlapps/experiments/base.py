@@ -39,6 +39,7 @@ from dlapps.report.io import read_json, save_figure, staged_output, write_csv, w
 from dlapps.report.markdown import Block, Heading, render
 from dlapps.train import ClassifierRecipe, obtain_classifier
 from dlapps.train.device import resolve_precision
+from dlapps.train.side_by_side import check_workers, default_workers, train_side_by_side
 
 COMPARISON_TITLE = "Against the write-up and the literature"
 
@@ -90,11 +91,20 @@ class RunContext:
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
     compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
     precision: str = "auto"  # training: fp32, bf16 or auto (bf16 where native); not part of any result's identity
+    workers: int | None = None  # runs trained side by side; None: one per core on a CPU (not part of any identity)
     cache: RunCache = field(init=False)
+    trained_side_by_side: set[str] = field(init=False)  # keys of the models workers trained for this run
 
     def __post_init__(self) -> None:
-        resolve_precision(self.precision, self.device)  # a bad value fails here, before any work
+        resolve_precision(self.precision, self.device)  # bad values fail here, before any work
+        if self.workers is not None:
+            check_workers(self.workers, self.device)
         object.__setattr__(self, "cache", RunCache(self.out / "runs"))
+        object.__setattr__(self, "trained_side_by_side", set())
+
+    @property
+    def training_workers(self) -> int:
+        return default_workers(self.device) if self.workers is None else self.workers
 
     @property
     def model_dir(self) -> Path:
@@ -107,8 +117,21 @@ class RunContext:
             recipe, self.model_dir, self.device, data_root=self.data_root, download=self.download,
             compile=self.compile, precision=self.precision, **kwargs,
         )  # fmt: skip
-        self.cache.hits += reused
+        self.cache.hits += reused and recipe.key() not in self.trained_side_by_side
         return classifier
+
+    def train_side_by_side(
+        self, runs: list[tuple[str, ClassifierRecipe]], train: ImageArrays, test: ImageArrays, progress: Progress
+    ) -> None:
+        """Train the runs (label, recipe) that are not in the model folder yet side by side, where that is how
+        they train soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
+        if self.compile:  # compiling in forked workers is not supported: compiled runs train one at a time
+            return
+        trained = train_side_by_side(
+            runs, self.model_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
+            progress=progress,
+        )  # fmt: skip
+        self.trained_side_by_side.update(trained)
 
     def progress(self) -> AbstractContextManager[Progress]:
         """A progress display to use as a context manager: the shared one if any, else a new one."""
@@ -317,6 +340,7 @@ def trained_runs(
     records, models = [], {}
     with ctx.progress() as progress:
         overall = progress.add_task(title, total=len(plan))
+        ctx.train_side_by_side([(label, recipe) for label, _, recipe in plan], train, test, progress)
         for label, fields, recipe in plan:
             progress.update(overall, description=label)
             started = time.perf_counter()
@@ -353,6 +377,7 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
             **environment(),
             "device": str(ctx.device),
             "training_precision": resolve_precision(ctx.precision, ctx.device),
+            "training_workers": 1 if ctx.compile else ctx.training_workers,
         },  # fmt: skip
         **output.results,
         "cached_runs": ctx.cache.hits,

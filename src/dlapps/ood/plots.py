@@ -32,7 +32,10 @@ def _histogram(axis: Axes, id_scores: torch.Tensor, ood_scores: torch.Tensor, oo
         low, high = low - 0.5, high + 0.5
     bins = np.linspace(low, high, 41)
     for values, color, label in ((a, ID_COLOR, "ID"), (b, OOD_COLOR, ood_label)):
-        axis.hist(np.clip(values, low, high), bins=bins, density=True, alpha=0.55, color=color, label=label)
+        axis.hist(  # one filled outline, not a patch per bar: drawing 40 bars per histogram made grids take seconds
+            np.clip(values, low, high), bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=color,
+            label=label,
+        )  # fmt: skip
     axis.set_yticks([])
     axis.xaxis.set_major_locator(MaxNLocator(4))
     axis.text(

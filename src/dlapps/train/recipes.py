@@ -95,6 +95,11 @@ def recipe_loaders(
     return train_loader, ResidentLoader(test, batch_size=1000, **shard)
 
 
+def checkpoint_path(recipe: ClassifierRecipe, folder: Path) -> Path:
+    """Where the recipe's model is trained in ``folder``."""
+    return folder / f"{recipe.key()}.safetensors"
+
+
 def obtain_classifier(
     recipe: ClassifierRecipe,
     folder: Path,
@@ -116,7 +121,7 @@ def obtain_classifier(
     card = recipe.card(train)
     seed_everything(recipe.seed)
     model = build_from_card(card).to(device)
-    path = folder / f"{recipe.key()}.safetensors"
+    path = checkpoint_path(recipe, folder)
     info = _load_or_set_aside(path, model)
     reused = info is not None and info.get("epoch") == recipe.train.epochs
     if not reused:

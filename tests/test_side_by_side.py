@@ -1,0 +1,117 @@
+"""Runs trained side by side in forked workers: the same models as trained alone, errors that surface."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlapps.errors import ConfigError, TrainingDiverged
+from dlapps.experiments.base import RunContext, trained_runs
+from dlapps.train import ClassifierRecipe, TrainConfig, load_checkpoint, obtain_classifier
+from dlapps.train.recipes import checkpoint_path
+from dlapps.train.side_by_side import is_trained, train_side_by_side
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="runs train side by side on Linux only")
+
+CPU = torch.device("cpu")
+
+
+def _recipe(depth: int, seed: int = 0, lr: float = 5e-3, epochs: int = 3) -> ClassifierRecipe:
+    return ClassifierRecipe(
+        "residual_mlp", (("depth", depth), ("width", 16)), "mnist", train=TrainConfig(epochs=epochs, lr=lr),
+        train_subset=3000, test_subset=500, augment=False, seed=seed,
+    )  # fmt: skip
+
+
+class RecordedProgress:
+    """The part of rich's Progress the relay uses, recording what it is told."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, float]] = []
+        self.advanced: dict[int, float] = {}
+        self.live: set[int] = set()
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0) -> int:
+        self.added.append((description, total))
+        task = len(self.added) - 1
+        self.live.add(task)
+        self.advanced[task] = completed
+        return task
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.advanced[task] += advance
+
+    def remove_task(self, task: int) -> None:
+        self.live.discard(task)
+
+
+def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_path, mnist_train, mnist_test):
+    recipes = [("deep", _recipe(8)), ("shallow", _recipe(2, seed=1))]
+    progress = RecordedProgress()
+    trained = train_side_by_side(
+        recipes, tmp_path / "side", workers=2, train=mnist_train, test=mnist_test, progress=progress
+    )
+    assert trained == {r.key() for _, r in recipes}
+    assert all(is_trained(r, tmp_path / "side") for _, r in recipes)
+    # one bar per run, named by its label, removed when done
+    assert sorted(label for label, _ in progress.added) == ["deep", "shallow"]
+    assert progress.live == set()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _, recipe in recipes:
+            alone, reused = obtain_classifier(recipe, tmp_path / "alone", CPU, train=mnist_train, test=mnist_test)
+            side, reused_side = obtain_classifier(recipe, tmp_path / "side", CPU, train=mnist_train, test=mnist_test)
+            assert (reused, reused_side) == (False, True)
+            for a, b in zip(alone.module.state_dict().values(), side.module.state_dict().values(), strict=True):
+                assert torch.equal(a, b)
+            assert alone.info["history"][-1]["test_acc"] == side.info["history"][-1]["test_acc"] > 0.5
+    finally:
+        torch.set_num_threads(threads)
+    # nothing left to train: no workers are started
+    assert train_side_by_side(recipes, tmp_path / "side", workers=2, train=mnist_train, test=mnist_test) == set()
+
+
+def test_trained_runs_trains_side_by_side_and_counts_no_cache_hits(tmp_path, mnist_train, mnist_test):
+    ctx = RunContext(out=tmp_path / "study", device=CPU, show_progress=False, workers=2)
+    plan = [(f"depth {d}", {"depth": d}, _recipe(d)) for d in (2, 4, 6)]
+    records, models = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
+    assert [r["depth"] for r in records] == [2, 4, 6] and list(models) == ["depth 2", "depth 4", "depth 6"]
+    assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
+    assert ctx.cache.hits == 0
+    assert all(r["train_seconds"] > 0 and r["test_acc"] > 0.5 for r in records)
+    again = RunContext(out=tmp_path / "study", device=CPU, show_progress=False, workers=2)
+    trained_runs(again, "runs", plan, mnist_train, mnist_test)
+    assert again.cache.hits == 3 and again.trained_side_by_side == set()
+
+
+def test_an_error_in_a_worker_stops_the_others_and_keeps_their_finished_epochs(tmp_path, mnist_train, mnist_test):
+    slow = _recipe(64, epochs=40)  # trains for minutes unless stopped
+    diverging = _recipe(2, lr=1e12, epochs=1)
+    started = time.perf_counter()
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        train_side_by_side(
+            [("slow", slow), ("diverging", diverging)], tmp_path, workers=2, train=mnist_train, test=mnist_test
+        )
+    assert time.perf_counter() - started < 60
+    assert not is_trained(slow, tmp_path) and not checkpoint_path(diverging, tmp_path).exists()
+    if checkpoint_path(slow, tmp_path).exists():  # an epoch finished before the stop: it is there to resume
+        info = load_checkpoint(checkpoint_path(slow, tmp_path), _model_of(slow, mnist_train))
+        assert 1 <= info["epoch"] < 40
+
+
+def _model_of(recipe: ClassifierRecipe, train) -> torch.nn.Module:
+    from dlapps.models.classifier import build_from_card
+
+    return build_from_card(recipe.card(train))
+
+
+def test_worker_counts_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="workers must be at least 1"):
+        RunContext(out=tmp_path, device=CPU, workers=0)
+    with pytest.raises(ConfigError, match="only on the CPU"):
+        RunContext(out=tmp_path, device=torch.device("meta"), workers=2)
+    assert RunContext(out=tmp_path, device=torch.device("meta")).training_workers == 1
+    assert RunContext(out=Path(tmp_path), device=CPU).training_workers == torch.get_num_threads()
