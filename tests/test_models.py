@@ -84,21 +84,30 @@ def test_small_cnn_shapes_and_normalisation():
 
 
 def test_channels_last_where_it_runs_faster_with_the_same_outputs():
-    """On the CPU: convnets go channels-last, except those with batch norms under 16 channels (whose
-    channels-last backward is slower); MLPs stay as they are. The outputs do not change."""
+    """On the CPU: convnets go channels-last, except, on several threads, those with batch norms under 16
+    channels (whose multithreaded channels-last backward is slower); MLPs stay as they are. The outputs do
+    not change."""
     from dlapps.models import Classifier
     from dlapps.models.layout import channels_last_pays
 
     cpu, cifar = torch.device("cpu"), {"num_classes": 10, "in_shape": (3, 32, 32)}
     torch.manual_seed(0)
     wide, narrow = create_model("cifar_resnet", **cifar), create_model("cifar_resnet", **cifar, widths=(8, 16, 32))
-    assert channels_last_pays(wide, cpu) and channels_last_pays(create_model("small_cnn", **cifar), cpu)
-    assert not channels_last_pays(narrow, cpu) and not channels_last_pays(create_model("mlp", **MNIST), cpu)
     assert channels_last_pays(narrow, torch.device("cuda"))  # cuDNN has no such exception
-    x = torch.rand(8, 3, 32, 32)
-    for model in (wide.eval(), narrow.eval()):
-        expected = model(x)
-        classifier = Classifier(model, "test").to("cpu")
-        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (model is wide)
-        torch.testing.assert_close(classifier.module(x), expected, atol=1e-5, rtol=1e-4)
+    threads = torch.get_num_threads()
+    try:
+        for count in (2, 1):  # 1: as in a worker training side by side
+            torch.set_num_threads(count)
+            assert channels_last_pays(wide, cpu) and channels_last_pays(create_model("small_cnn", **cifar), cpu)
+            assert channels_last_pays(narrow, cpu) == (count == 1)
+            assert not channels_last_pays(create_model("mlp", **MNIST), cpu)
+        torch.set_num_threads(2)
+        x = torch.rand(8, 3, 32, 32)
+        for model in (wide.eval(), narrow.eval()):
+            expected = model(x)
+            classifier = Classifier(model, "test").to("cpu")
+            conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (model is wide)
+            torch.testing.assert_close(classifier.module(x), expected, atol=1e-5, rtol=1e-4)
+    finally:
+        torch.set_num_threads(threads)

@@ -35,7 +35,7 @@ from dlapps.registry import Registry
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Image, format_mean_std, mean_std, table
-from dlapps.train import ClassifierRecipe, TrainConfig
+from dlapps.train import ClassifierRecipe, TrainConfig, Training
 from dlapps.train.trainer import cross_entropy_step
 
 WONG_2020 = {"clean accuracy": 0.861, "PGD accuracy": 0.461}  # PreAct ResNet-18, FGSM-RS, ε = 8/255
@@ -222,6 +222,12 @@ class AdvTrain(Study):
         test = full_test.subset(config.eval_subset or config.test_subset, config.seed)
         records = []
         with ctx.progress() as progress:
+            ctx.train_side_by_side(
+                [Training(f"{variant}, seed {seed}", config.recipe(loss, seed), loss or cross_entropy_step)
+                 for seed in range(config.seed, config.seed + config.seeds)
+                 for variant, loss in config.objectives().items()],
+                train, full_test, progress,
+            )  # fmt: skip
             for seed in range(config.seed, config.seed + config.seeds):
                 for variant, loss in config.objectives().items():
                     recipe = config.recipe(loss, seed)

@@ -37,9 +37,9 @@ from dlapps.report.comparison import Comparison, comparison_table
 from dlapps.report.html import markdown_to_html
 from dlapps.report.io import read_json, save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block, Heading, render
-from dlapps.train import ClassifierRecipe, obtain_classifier
+from dlapps.train import ClassifierRecipe, Training, obtain_classifier, train_side_by_side
 from dlapps.train.device import resolve_precision
-from dlapps.train.side_by_side import check_workers, default_workers, train_side_by_side
+from dlapps.train.side_by_side import check_workers, default_workers
 
 COMPARISON_TITLE = "Against the write-up and the literature"
 
@@ -121,10 +121,10 @@ class RunContext:
         return classifier
 
     def train_side_by_side(
-        self, runs: list[tuple[str, ClassifierRecipe]], train: ImageArrays, test: ImageArrays, progress: Progress
+        self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress
     ) -> None:
-        """Train the runs (label, recipe) that are not in the model folder yet side by side, where that is how
-        they train soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
+        """Train the runs that are not in the model folder yet side by side, where that is how they train
+        soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
         if self.compile:  # compiling in forked workers is not supported: compiled runs train one at a time
             return
         trained = train_side_by_side(
@@ -340,7 +340,7 @@ def trained_runs(
     records, models = [], {}
     with ctx.progress() as progress:
         overall = progress.add_task(title, total=len(plan))
-        ctx.train_side_by_side([(label, recipe) for label, _, recipe in plan], train, test, progress)
+        ctx.train_side_by_side([Training(label, recipe) for label, _, recipe in plan], train, test, progress)
         for label, fields, recipe in plan:
             progress.update(overall, description=label)
             started = time.perf_counter()

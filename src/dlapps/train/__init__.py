@@ -1,15 +1,18 @@
-"""Training: config, loop, checkpoints, device choice, and trained models cached by their recipe."""
+"""Training: config, loop, checkpoints, device choice, trained models cached by their recipe, and runs trained
+side by side."""
 
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import TrainConfig
 from dlapps.train.device import resolve_device, seed_everything
 from dlapps.train.recipes import ClassifierRecipe, obtain_classifier, recipe_loaders
+from dlapps.train.side_by_side import Training, train_side_by_side
 from dlapps.train.trainer import EpochStats, evaluate, fit
 
 __all__ = [
     "ClassifierRecipe",
     "EpochStats",
     "TrainConfig",
+    "Training",
     "evaluate",
     "fit",
     "load_checkpoint",
@@ -18,4 +21,5 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "train_side_by_side",
 ]

@@ -21,7 +21,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from rich.progress import Progress
@@ -32,6 +32,16 @@ from dlapps.errors import ConfigError
 from dlapps.models.classifier import build_from_card
 from dlapps.train.distributed import current_world
 from dlapps.train.recipes import ClassifierRecipe, checkpoint_path, obtain_classifier
+from dlapps.train.trainer import StepLoss, cross_entropy_step
+
+
+class Training(NamedTuple):
+    """One run to train: its label (for the progress display), its recipe, its objective (a picklable
+    ``step_loss``, as :func:`~dlapps.train.fit` takes)."""
+
+    label: str
+    recipe: ClassifierRecipe
+    step_loss: StepLoss = cross_entropy_step
 
 
 def default_workers(device: torch.device) -> int:
@@ -66,7 +76,7 @@ def is_trained(recipe: ClassifierRecipe, folder: Path) -> bool:
 
 
 def train_side_by_side(
-    runs: list[tuple[str, ClassifierRecipe]],
+    runs: list[Training],
     folder: Path,
     *,
     workers: int,
@@ -75,21 +85,21 @@ def train_side_by_side(
     precision: str = "auto",
     progress: Progress | None = None,
 ) -> set[str]:
-    """Train the runs (label, recipe) not yet finished in ``folder``, ``workers`` at a time, largest model
-    first; return the keys of those trained. Nothing is done with fewer than two runs to train or workers."""
-    todo = [(label, recipe) for label, recipe in runs if not is_trained(recipe, folder)]
+    """Train the runs not yet finished in ``folder``, ``workers`` at a time, largest model first; return the
+    keys of those trained. Nothing is done with fewer than two runs to train or workers."""
+    todo = [run for run in runs if not is_trained(run.recipe, folder)]
     workers = min(workers, len(todo))
     if workers < 2:
         return set()
-    todo.sort(key=lambda run: -_parameters(run[1], train))
+    todo.sort(key=lambda run: -_parameters(run.recipe, train))
     context = multiprocessing.get_context("fork")
     events = context.Queue()
-    relay = _ProgressRelay(progress, {index: label for index, (label, _) in enumerate(todo)})
+    relay = _ProgressRelay(progress, {index: run.label for index, run in enumerate(todo)})
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(train, test, folder, precision, events)
     )
     try:
-        pending = {pool.submit(_train, index, recipe) for index, (_, recipe) in enumerate(todo)}
+        pending = {pool.submit(_train, index, run.recipe, run.step_loss) for index, run in enumerate(todo)}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             relay.drain(events)
@@ -103,7 +113,7 @@ def train_side_by_side(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         relay.close()
-    return {recipe.key() for _, recipe in todo}
+    return {run.recipe.key() for run in todo}
 
 
 def _parameters(recipe: ClassifierRecipe, train: ImageArrays) -> int:
@@ -129,10 +139,11 @@ def _start_worker(train: ImageArrays, test: ImageArrays, folder: Path, precision
     events.put(("worker", os.getpid()))
 
 
-def _train(index: int, recipe: ClassifierRecipe) -> None:
+def _train(index: int, recipe: ClassifierRecipe, step_loss: StepLoss) -> None:
     obtain_classifier(
         recipe, _worker["folder"], torch.device("cpu"), precision=_worker["precision"],
-        progress=_RelayedProgress(_worker["events"], index), train=_worker["train"], test=_worker["test"],
+        progress=_RelayedProgress(_worker["events"], index), step_loss=step_loss, train=_worker["train"],
+        test=_worker["test"],
     )  # fmt: skip
 
 
