@@ -1,18 +1,20 @@
 """Runs trained side by side in forked workers: the same models as trained alone, errors that surface."""
 
+import io
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from dlapps.attacks import AdversarialStepLoss
 from dlapps.errors import ConfigError, TrainingDiverged
 from dlapps.experiments.base import RunContext, trained_runs
-from dlapps.train import ClassifierRecipe, TrainConfig, Training, load_checkpoint, obtain_classifier
+from dlapps.train import ClassifierRecipe, TrainConfig, Training, load_checkpoint, obtain_classifier, side_by_side
 from dlapps.train.recipes import checkpoint_path
-from dlapps.train.side_by_side import is_trained, train_side_by_side
+from dlapps.train.side_by_side import is_trained, side_by_side_pays, train_side_by_side
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="runs train side by side on Linux only")
 
@@ -32,6 +34,7 @@ class RecordedProgress:
     """The part of rich's Progress the relay uses, recording what it is told."""
 
     def __init__(self) -> None:
+        self.console = Console(file=io.StringIO(), width=200)
         self.added: list[tuple[str, float]] = []
         self.advanced: dict[int, float] = {}
         self.live: set[int] = set()
@@ -66,6 +69,7 @@ def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_p
     # one bar per run, named by its label, removed when done
     assert sorted(label for label, _ in progress.added) == ["adversarial", "deep", "shallow"]
     assert progress.live == set()
+    assert "training 3 runs side by side, 2 at a time" in progress.console.file.getvalue()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -120,6 +124,25 @@ def _model_of(recipe: ClassifierRecipe, train) -> torch.nn.Module:
     from dlapps.models.classifier import build_from_card
 
     return build_from_card(recipe.card(train))
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one core: nothing to train side by side")
+def test_by_default_runs_go_side_by_side_where_a_few_steps_measure_it_faster(
+    tmp_path, monkeypatch, mnist_train, mnist_test
+):
+    # a width-16 MLP trains no faster on every thread than on one
+    assert side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
+    ctx = RunContext(out=tmp_path / "study", device=CPU, show_progress=False)
+    plan = [(f"depth {d}", {"depth": d}, _recipe(d, epochs=1)) for d in (2, 4)]
+    trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
+    assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
+    # where two threads train 1.9x faster than one, one run after the other is sooner
+    seconds = {1: 1.0, torch.get_num_threads(): 1 / 1.9}
+    monkeypatch.setattr(side_by_side, "_step_seconds", lambda run, train, threads: seconds[threads])
+    assert not side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
+    ctx = RunContext(out=tmp_path / "other", device=CPU, show_progress=False, models_dir=tmp_path / "other-models")
+    records, _ = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
+    assert ctx.trained_side_by_side == set() and len(records) == 2 and ctx.cache.hits == 0
 
 
 def test_worker_counts_are_checked(tmp_path):

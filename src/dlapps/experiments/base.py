@@ -91,7 +91,8 @@ class RunContext:
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
     compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
     precision: str = "auto"  # training: fp32, bf16 or auto (bf16 where native); not part of any result's identity
-    workers: int | None = None  # runs trained side by side; None: one per core on a CPU (not part of any identity)
+    workers: int | None = None  # runs trained side by side; None: one per core on a CPU where that is faster
+    # (not part of any result's identity)
     cache: RunCache = field(init=False)
     trained_side_by_side: set[str] = field(init=False)  # keys of the models workers trained for this run
 
@@ -129,7 +130,7 @@ class RunContext:
             return
         trained = train_side_by_side(
             runs, self.model_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
-            progress=progress,
+            progress=progress, only_if_faster=self.workers is None,
         )  # fmt: skip
         self.trained_side_by_side.update(trained)
 
@@ -377,7 +378,6 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
             **environment(),
             "device": str(ctx.device),
             "training_precision": resolve_precision(ctx.precision, ctx.device),
-            "training_workers": 1 if ctx.compile else ctx.training_workers,
         },  # fmt: skip
         **output.results,
         "cached_runs": ctx.cache.hits,

@@ -1,8 +1,11 @@
 """Train independent runs side by side on a CPU: one forked worker per core, one thread each.
 
 Small networks use a CPU's cores poorly. On a 2-core Xeon a width-16 MLP trains no faster on two threads
-than on one, and a narrow ResNet-32 only 1.76x faster; two such runs at once, one thread each, finish 2x
-(the MLPs) and 1.13-1.25x (narrow ResNets) sooner than one after the other on both threads.
+than on one, and a narrow ResNet-32 on one thread (channels-last) about as fast as on two; two such runs at
+once, one thread each, finish about twice as soon. Wider convnets (the small CNN, ResNet-20) train 1.9x faster
+on two threads, which is more than running side by side gains them, since runs side by side also share caches
+and memory bandwidth. So whether it pays is measured, on a few training steps of the largest model, before
+any worker starts (:func:`side_by_side_pays`).
 
 Workers are forked, so they share the datasets the parent has decoded without copying them; a forked
 process cannot start OpenMP threads of its own, so each keeps to one. Each worker trains a run exactly as
@@ -17,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -30,9 +34,10 @@ from safetensors import SafetensorError, safe_open
 from dlapps.data import ImageArrays
 from dlapps.errors import ConfigError
 from dlapps.models.classifier import build_from_card
+from dlapps.models.layout import fast_layout
 from dlapps.train.distributed import current_world
 from dlapps.train.recipes import ClassifierRecipe, checkpoint_path, obtain_classifier
-from dlapps.train.trainer import StepLoss, cross_entropy_step
+from dlapps.train.trainer import StepLoss, build_optimizer, cross_entropy_step
 
 
 class Training(NamedTuple):
@@ -75,6 +80,42 @@ def is_trained(recipe: ClassifierRecipe, folder: Path) -> bool:
     return isinstance(info, dict) and info.get("epoch") == recipe.train.epochs
 
 
+# Two one-thread runs side by side each train at about 0.85x the speed of one alone (a narrow ResNet-32 on a
+# 2-core Xeon: 350 against 420 img/s), as they share caches and memory bandwidth.
+SIDE_BY_SIDE_EFFICIENCY = 0.85
+
+
+def side_by_side_pays(run: Training, train: ImageArrays, workers: int) -> bool:
+    """Whether ``workers`` one-thread copies of ``run`` train more images per second together than one run on
+    every thread, measured on a few training steps of each (synthetic batches of the run's shape)."""
+    threads = torch.get_num_threads()
+    try:
+        one = _step_seconds(run, train, threads=1)
+        every = _step_seconds(run, train, threads=threads)
+    finally:
+        torch.set_num_threads(threads)
+    return workers * SIDE_BY_SIDE_EFFICIENCY / one > 1 / every
+
+
+def _step_seconds(run: Training, train: ImageArrays, threads: int, steps: int = 4) -> float:
+    """The median time of a training step of ``run`` on ``threads`` threads, after two to warm up."""
+    torch.set_num_threads(threads)
+    with torch.random.fork_rng():
+        model = fast_layout(build_from_card(run.recipe.card(train)).train(), torch.device("cpu"))
+        optimizer = build_optimizer(model.parameters(), run.recipe.train)
+        inputs = torch.rand(run.recipe.train.batch_size, *train.image_shape)  # as the models take them: [0, 1]
+        labels = torch.randint(0, len(train.classes), (len(inputs),))
+        seconds = []
+        for _ in range(steps + 2):
+            started = time.perf_counter()
+            loss, _ = run.step_loss(model, inputs, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[2:])
+
+
 def train_side_by_side(
     runs: list[Training],
     folder: Path,
@@ -84,14 +125,20 @@ def train_side_by_side(
     test: ImageArrays,
     precision: str = "auto",
     progress: Progress | None = None,
+    only_if_faster: bool = True,
 ) -> set[str]:
     """Train the runs not yet finished in ``folder``, ``workers`` at a time, largest model first; return the
-    keys of those trained. Nothing is done with fewer than two runs to train or workers."""
+    keys of those trained. Nothing is done with fewer than two runs to train or workers, nor, when
+    ``only_if_faster``, where that is slower than one run after the other (:func:`side_by_side_pays`)."""
     todo = [run for run in runs if not is_trained(run.recipe, folder)]
     workers = min(workers, len(todo))
     if workers < 2:
         return set()
     todo.sort(key=lambda run: -_parameters(run.recipe, train))
+    if only_if_faster and not side_by_side_pays(todo[0], train, workers):
+        return set()
+    if progress is not None:
+        progress.console.print(f"training {len(todo)} runs side by side, {workers} at a time on one thread each")
     context = multiprocessing.get_context("fork")
     events = context.Queue()
     relay = _ProgressRelay(progress, {index: run.label for index, run in enumerate(todo)})
