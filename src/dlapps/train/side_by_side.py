@@ -97,16 +97,17 @@ def side_by_side_pays(run: Training, train: ImageArrays, workers: int) -> bool:
     return workers * SIDE_BY_SIDE_EFFICIENCY / one > 1 / every
 
 
-def _step_seconds(run: Training, train: ImageArrays, threads: int, steps: int = 4) -> float:
-    """The median time of a training step of ``run`` on ``threads`` threads, after two to warm up."""
+def _step_seconds(run: Training, train: ImageArrays, threads: int, budget: float = 0.4) -> float:
+    """The median time of a training step of ``run`` on ``threads`` threads: two steps to warm up, then at
+    least four, and as many as fit in ``budget`` seconds."""
     torch.set_num_threads(threads)
     with torch.random.fork_rng():
         model = fast_layout(build_from_card(run.recipe.card(train)).train(), torch.device("cpu"))
         optimizer = build_optimizer(model.parameters(), run.recipe.train)
         inputs = torch.rand(run.recipe.train.batch_size, *train.image_shape)  # as the models take them: [0, 1]
         labels = torch.randint(0, len(train.classes), (len(inputs),))
-        seconds = []
-        for _ in range(steps + 2):
+        seconds: list[float] = []
+        while len(seconds) < 6 or sum(seconds[2:]) < budget:
             started = time.perf_counter()
             loss, _ = run.step_loss(model, inputs, labels)
             optimizer.zero_grad(set_to_none=True)
