@@ -8,7 +8,7 @@ and memory bandwidth. So whether it pays is measured, on a few training steps of
 any worker starts (:func:`side_by_side_pays`).
 
 Workers are forked, so they share the datasets the parent has decoded without copying them; a forked
-process cannot start OpenMP threads of its own, so each keeps to one. Each worker trains a run exactly as
+process that starts OpenMP threads of its own hangs (GNU OpenMP is not fork-safe), so each keeps to one. Each worker trains a run exactly as
 :func:`~dlapps.train.obtain_classifier` does (checkpoint per epoch, resume, reuse) into the shared model
 folder, where the parent then finds it. Its progress bar is relayed to the parent's display.
 """
@@ -165,7 +165,8 @@ def train_side_by_side(
 
 
 def _parameters(recipe: ClassifierRecipe, train: ImageArrays) -> int:
-    return sum(p.numel() for p in build_from_card(recipe.card(train)).parameters())
+    with torch.random.fork_rng():  # building a model draws its initial weights: leave the caller's stream alone
+        return sum(p.numel() for p in build_from_card(recipe.card(train)).parameters())
 
 
 def _kill(pid: int) -> None:
