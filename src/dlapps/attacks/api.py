@@ -24,6 +24,7 @@ from dlapps.attacks.iterative import attack_in_slots, meets_goal
 from dlapps.data import ImageArrays
 from dlapps.errors import AttackError
 from dlapps.models.hooks import model_device, model_mode
+from dlapps.models.layout import inference_batch
 from dlapps.registry import Registry
 
 
@@ -78,7 +79,8 @@ def attack(
     whose target is their label are skipped. With ``early_stop`` a sample stops as soon as it meets its
     goal (one that meets it unperturbed is not attacked), so its iteration count is exact and its example
     the first that succeeded; without it every sample takes every step, as in torchattacks. At most
-    ``batch_size`` samples (default: all) go through the model at once, in slots that are refilled as
+    ``batch_size`` samples (default: as many as run fastest on the device,
+    :func:`~dlapps.models.layout.inference_batch`) go through the model at once, in slots that are refilled as
     samples finish. The model runs in eval mode and every submodule gets its own mode back afterwards.
     Random starts and random targets come from ``generator`` (else the global RNG); ``on_done`` is called
     with the number of samples finished, as they finish.
@@ -94,7 +96,7 @@ def attack(
     x = x.detach()
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise AttackError(f"batch_size must be a positive integer, got {batch_size!r}")
-    slots = batch_size or len(x)
+    slots = batch_size or inference_batch(x.shape[1:], x.device)
     with model_mode(model, False):
         with torch.no_grad():
             clean = torch.cat([check_logits(model(chunk), len(chunk)) for chunk in x.split(slots)]).float()

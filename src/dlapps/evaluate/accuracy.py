@@ -7,12 +7,15 @@ from torch import nn
 
 from dlapps.data import ImageArrays
 from dlapps.models.hooks import eval_mode, model_device
+from dlapps.models.layout import inference_batch
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageArrays, batch_size: int = 500) -> torch.Tensor:
-    """The model's logits (N, classes) for a whole split, batched on the model's device (in eval mode); on the CPU."""
+def predict(model: nn.Module, data: ImageArrays, batch_size: int | None = None) -> torch.Tensor:
+    """The model's logits (N, classes) for a whole split, batched on the model's device (in eval mode); on the CPU.
+    ``batch_size`` None: :func:`~dlapps.models.layout.inference_batch`."""
     device = model_device(model)
+    batch_size = batch_size or inference_batch(data.image_shape, device)
     with eval_mode(model):
         parts = [model(data.images[i : i + batch_size].to(device).float() / 255).float().cpu()
                  for i in range(0, len(data), batch_size)]  # fmt: skip

@@ -29,6 +29,7 @@ from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_labe
 from dlapps.experiments.attacks import PIXEL, eps_label
 from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
 from dlapps.experiments.zoo import WRITEUP_CNN_TRAINING
+from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
 from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
 from dlapps.registry import Registry
@@ -67,7 +68,7 @@ class AdvTrainConfig(OnDataset):
     eval_eps: GreyLevels = 8.0  # grey levels
     eval_alpha: GreyLevels = 2.0  # grey levels, PGD step
     eval_steps: tuple[PositiveInt, ...] = (10, 20)
-    eval_batch_size: PositiveInt = 500
+    eval_batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest)
     ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it
     resize_ood: bool = False  # resize / convert OOD images that do not fit
     attack_eps: GreyLevels = 1.0  # targeting: untargeted against targeted iterative FGSM at this ε ...
@@ -136,7 +137,7 @@ def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx:
 
     PGD stops a sample once it is misclassified, so a sample counts as robust only if no step fooled it.
     """
-    eps, batch = config.eval_eps * PIXEL, config.eval_batch_size
+    eps, batch = config.eval_eps * PIXEL, config.eval_batch_size or inference_batch(test.image_shape, ctx.device)
     fgsm = attack_arrays(model, test, method="fgsm", eps=eps, batch_size=batch, early_stop=False)
     metrics = {"clean accuracy": clean_accuracy(fgsm), "FGSM accuracy": robust_accuracy(fgsm)}
     for steps in config.eval_steps:
@@ -174,7 +175,7 @@ def targeting(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: 
     for mode, target in (("untargeted", None), ("targeted", "random")):
         result = attack_arrays(
             model, test, method="bim", eps=eps, alpha=config.attack_alpha_fraction * eps, steps=config.attack_steps,
-            target=target, batch_size=config.eval_batch_size, generator=torch.Generator().manual_seed(config.seed),
+            target=target, batch_size=config.eval_batch_size or inference_batch(test.image_shape, ctx.device), generator=torch.Generator().manual_seed(config.seed),
         )  # fmt: skip
         summary = summarize(result)
         for key, label in TARGETING_METRICS.items():

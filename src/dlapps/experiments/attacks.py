@@ -24,10 +24,11 @@ from dlapps.attacks import ATTACKS, TargetSpec, attack, attack_arrays, cumulativ
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, batch_for, register_study
+from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, register_study
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model, writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
+from dlapps.models.layout import inference_batch
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
@@ -60,7 +61,7 @@ class AttackConfig(OnDataset):
     alpha_fraction: PositiveFloat = 0.25  # step size as a fraction of ε (one-step FGSM always steps ε)
     targets: tuple[str, ...] = ()  # each beside the untargeted attack: random, least-likely, a class or its index
     test_subset: PositiveInt | None = None  # None: the whole test split
-    batch_size: PositiveInt | None = None  # None: 250 images of 32×32 pixels, fewer for larger images
+    batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
     example_eps: GreyLevels = 1.0  # grey levels; the course write-up showed FGSM examples at 1/255
     examples: PositiveInt = 6
     seed: int = 0  # test subset, random starts, random targets
@@ -144,7 +145,7 @@ class AttackSweep(Study):
             data = align_labels(classifier, dataset, data, config.model.class_map)
             modes = config.modes(data.classes)
             victim = describe(classifier)
-            batch = config.batch_size or batch_for(data.image_shape, 250)
+            batch = config.batch_size or inference_batch(data.image_shape, ctx.device)
             rows = []
             for eps in config.epsilons:
                 for mode, target in modes.items():

@@ -50,7 +50,6 @@ from dlapps.experiments.base import (
     RunContext,
     Study,
     StudyOutput,
-    batch_for,
     register_study,
     run_study,
 )
@@ -59,6 +58,7 @@ from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, head_ra
 from dlapps.models import Classifier
 from dlapps.models.classifier import class_outputs, restrict
 from dlapps.models.hooks import feature_layer
+from dlapps.models.layout import inference_batch
 from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
 from dlapps.ood.tables import beats_msp_lines, detector_table
 from dlapps.report import figures
@@ -92,7 +92,7 @@ class AuditConfig(OnDataset):
     strong_steps: PositiveInt = 50
     restarts: PositiveInt = 5
     attack_images: PositiveInt | None = 1000
-    batch_size: PositiveInt | None = None  # None: 250 images of 32×32 pixels, fewer for larger images
+    batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
     scale_counts: bool = False  # the image counts above are for 32×32 images: fewer for larger ones (quick)
     seed: int = 0
 
@@ -155,7 +155,7 @@ class Audit(Study):
                 names = tuple(classifier.classes[o] for o in outputs) if classifier.classes else test.classes
                 classifier, test = restrict(classifier, outputs, names), replace(test, classes=names)
             ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
-            batch = config.batch_size or batch_for(test.image_shape, 250)
+            batch = config.batch_size or inference_batch(test.image_shape, ctx.device)
             identity = {"model": describe(classifier), "data": test.source, "n": len(test), "seed": config.seed}
             sections, found = {}, {}
             for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),

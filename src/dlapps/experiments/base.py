@@ -175,12 +175,6 @@ class OnDataset:
         return self.dataset == name and self.image_size is None
 
 
-def batch_for(shape: tuple[int, int, int], per_32px: int) -> int:
-    """A batch size: ``per_32px`` images of 32×32 pixels, as many times fewer as larger images have more pixels
-    (a batch of 224-pixel images holds 49 times fewer), so memory stays bounded whatever the images."""
-    return max(1, per_32px * 32 * 32 // (shape[1] * shape[2]))
-
-
 @dataclass
 class StudyOutput:
     """What a study's run hands to the skeleton."""

@@ -27,6 +27,7 @@ from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_
 from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
 from dlapps.models.hooks import feature_layer
+from dlapps.models.layout import inference_batch
 from dlapps.models.pretrained import weights_need
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -52,7 +53,7 @@ class CamConfig(OnDataset):
     deletion_images: PositiveInt = 200  # deletion / insertion AUC (17 forward passes per image and curve)
     deletion_steps: PositiveInt = 16
     scorecam_images: PositiveInt = 50  # Score-CAM needs one forward pass per channel of the layer
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
     seed: int = 0
 
     def validate(self) -> None:
@@ -85,7 +86,8 @@ def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
 def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config: CamConfig, device) -> dict[str, Any]:
     """Grid maps and faithfulness of every method for one classifier on ``data`` (labels: its outputs)."""
     model, images, labels = classifier.module, data.images.to(device).float() / 255, data.labels
-    prediction, confidence = _predict(model, images, config.batch_size)
+    batch = config.batch_size or inference_batch(data.image_shape, device)
+    prediction, confidence = _predict(model, images, batch)
     grid = _one_per_class(labels.cpu(), config.grid_images)
     titles = [f"true: {data.classes[labels[i]]}\npred: {data.classes[prediction[i]]} ({confidence[i]:.2f})"
               for i in grid.tolist()]  # fmt: skip
@@ -94,12 +96,12 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
         started = time.perf_counter()
         limit = min(len(images), config.scorecam_images if method == "scorecam" else config.faithfulness_images)
         x, targets = images[:limit], prediction[:limit]
-        maps = _batched_maps(method, model, x, layer, targets, config.batch_size)
-        grid_maps[method] = _batched_maps(method, model, images[grid], layer, prediction[grid], config.batch_size)
-        conf = masked_confidence(model, x, maps, targets, batch_size=config.batch_size)
+        maps = _batched_maps(method, model, x, layer, targets, batch)
+        grid_maps[method] = _batched_maps(method, model, images[grid], layer, prediction[grid], batch)
+        conf = masked_confidence(model, x, maps, targets, batch_size=batch)
         n_del = min(limit, config.deletion_images)
         deletion, insertion = deletion_insertion(
-            model, x[:n_del], maps[:n_del], targets[:n_del], steps=config.deletion_steps, batch_size=config.batch_size
+            model, x[:n_del], maps[:n_del], targets[:n_del], steps=config.deletion_steps, batch_size=batch
         )
         rows.append({
             "model": classifier.title, "method": method, "images": limit, "average_drop": conf.average_drop,

@@ -99,7 +99,7 @@ class OodConfig(OnDataset):
     ood_subset: PositiveInt | None = None  # images per OOD set (None: all; 2,000 generated)
     fit_subset: PositiveInt | None = 20_000  # ID training images for detector statistics (None: all)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
-    batch_size: PositiveInt = 500
+    batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
     seed: int = 0
 
     def validate(self) -> None:

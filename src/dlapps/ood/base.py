@@ -38,7 +38,12 @@ class Detector:
         self._head: str | None = None
 
     def fit(
-        self, model: nn.Module, id_train_data: Batches | None = None, *, head: str | None = None, batch_size: int = 500
+        self,
+        model: nn.Module,
+        id_train_data: Batches | None = None,
+        *,
+        head: str | None = None,
+        batch_size: int | None = None,
     ) -> Detector:
         """Bind to ``model`` (its classifier head ``head``, default its last ``nn.Linear``); learn ID statistics."""
         head_name, _ = find_head(model, head)

@@ -16,6 +16,7 @@ from torch import nn
 from dlapps.data.arrays import ImageArrays
 from dlapps.errors import DataError
 from dlapps.models.hooks import capture, model_device, require_eval
+from dlapps.models.layout import inference_batch
 
 # What detectors accept as data: a whole split, or batches of (images in [0, 1], labels) like a DataLoader's.
 Batches = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -35,11 +36,15 @@ def head_outputs(model: nn.Module, inputs: torch.Tensor, head: str) -> Outputs:
     return Outputs(logits=logits, features=features[-1].flatten(1))
 
 
-def iter_batches(data: Batches, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(images in [0, 1], labels)`` batches on ``device``; uint8 images are moved one batch at a time."""
+def iter_batches(
+    data: Batches, batch_size: int | None, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images in [0, 1], labels)`` batches on ``device``; uint8 images are moved one batch at a time, in
+    batches of ``batch_size`` (None: :func:`~dlapps.models.layout.inference_batch`)."""
     if isinstance(data, ImageArrays):
         if len(data) == 0:
             raise DataError(f"{data.source}: the set is empty")
+        batch_size = batch_size or inference_batch(data.image_shape, device)
         for start in range(0, len(data), batch_size):
             images = data.images[start : start + batch_size].to(device)
             yield images.float() / 255.0, data.labels[start : start + batch_size].to(device)
@@ -49,7 +54,7 @@ def iter_batches(data: Batches, batch_size: int, device: torch.device) -> Iterat
 
 
 @torch.no_grad()
-def collect_outputs(model: nn.Module, data: Batches, head: str, batch_size: int = 500) -> Outputs:
+def collect_outputs(model: nn.Module, data: Batches, head: str, batch_size: int | None = None) -> Outputs:
     """Logits, head features and labels of ``model`` over all of ``data``, on the model's device."""
     require_eval(model)
     parts = [(head_outputs(model, x, head), y) for x, y in iter_batches(data, batch_size, model_device(model))]

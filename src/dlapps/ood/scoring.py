@@ -35,7 +35,7 @@ def fit_detectors(
     id_train_data: Batches | None,
     *,
     head: str | None = None,
-    batch_size: int = 500,
+    batch_size: int | None = None,
 ) -> None:
     """Fit every detector to ``model``; ID statistics come from one pass over ``id_train_data``."""
     head_name, _ = find_head(model, head)
@@ -60,8 +60,9 @@ def _common_binding(detectors: Mapping[str, Detector]) -> tuple[nn.Module, str]:
 
 
 @torch.no_grad()
-def score_detectors(detectors: Mapping[str, Detector], data: Batches, *, batch_size: int = 500) -> Scored:
-    """Score all of ``data`` with every (fitted) detector."""
+def score_detectors(detectors: Mapping[str, Detector], data: Batches, *, batch_size: int | None = None) -> Scored:
+    """Score all of ``data`` with every (fitted) detector, ``batch_size`` images at a time (None: as many as run
+    fastest, :func:`~dlapps.models.layout.inference_batch`)."""
     model, head = _common_binding(detectors)
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in detectors}
     predictions, labels = [], []

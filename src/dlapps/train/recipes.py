@@ -24,6 +24,7 @@ from dlapps.data.downloads import Need
 from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
 from dlapps.models.classifier import build_from_card
+from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, TORCHVISION, architecture_title
 from dlapps.train.checkpoint import load_checkpoint
 from dlapps.train.config import TrainConfig
@@ -92,7 +93,7 @@ def recipe_loaders(
     augment = {"crop_padding": 4, "hflip": True} if recipe.augment else {}
     batch = recipe.train.batch_size // world.size
     train_loader = ResidentLoader(train, batch_size=batch, shuffle=True, seed=recipe.seed, **shard, **augment)
-    return train_loader, ResidentLoader(test, batch_size=1000, **shard)
+    return train_loader, ResidentLoader(test, batch_size=inference_batch(test.image_shape, device), **shard)
 
 
 def checkpoint_path(recipe: ClassifierRecipe, folder: Path) -> Path:
