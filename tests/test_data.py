@@ -157,6 +157,31 @@ def test_an_archive_is_decoded_once_until_it_changes(tmp_path):
     assert len(load_arrays("mnist", "test", tmp_path)) == 12  # the new file, not the remembered one
 
 
+def test_preloaded_archives_are_read_from_memory_and_no_thread_is_left(tmp_path, monkeypatch):
+    """What ``reproduce`` and ``run`` decode up front (several archives at once) is what the datasets then
+    return; nothing else is decoded, and the decoding threads are gone (workers are forked afterwards)."""
+    import threading
+
+    from dlapps.data import sources
+
+    images, labels, classes = _mnist_like()
+    for split in ("train", "test"):
+        _write_npz(tmp_path / f"mnist_{split}.npz", images, labels, classes)
+    (tmp_path / "notes.txt").write_text("not an archive")
+    decoded = []
+    read = sources.read_archive
+    monkeypatch.setattr(sources, "read_archive", lambda path: decoded.append(path.name) or read(path))
+    threads = threading.active_count()
+    sources.preload_archives([tmp_path / "mnist_train.npz", tmp_path / "mnist_test.npz", tmp_path / "notes.txt",
+                              tmp_path / "missing.npz", tmp_path / "mnist_test.npz"])  # fmt: skip
+    assert sorted(decoded) == ["mnist_test.npz", "mnist_train.npz"] and threading.active_count() == threads
+    monkeypatch.undo()
+    hits = sources._read_archive.cache_info().hits
+    assert torch.equal(load_arrays("mnist", "train", tmp_path).images, torch.from_numpy(images).permute(0, 3, 1, 2))
+    load_arrays("mnist", "test", tmp_path)
+    assert sources._read_archive.cache_info().hits == hits + 2  # both from memory
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

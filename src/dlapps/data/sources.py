@@ -16,6 +16,8 @@ import re
 import textwrap
 import zipfile
 import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,22 @@ def check_archive_headers(path: Path) -> None:
         raise DataError(f"{path} is unreadable ({type(exc).__name__}: {message}); replace or re-create it") from None
 
 
+ARCHIVES_KEPT = 6  # decoded archives kept per process
+
+
+def preload_archives(paths: Iterable[Path]) -> None:
+    """Decode the ``.npz`` archives among ``paths`` (as many as are kept), several at once, largest first, so that
+    what reads them later finds them decoded: LZMA decoding releases the GIL, so on two cores the five archives
+    of the course's data take 11 s instead of 16. The threads are gone when this returns (a process that forks
+    must not have any)."""
+    archives = sorted(
+        {p.resolve() for p in paths if p.suffix == ".npz" and p.is_file()}, key=lambda p: -p.stat().st_size
+    )
+    if len(archives) > 1:
+        with ThreadPoolExecutor(min(len(archives), torch.get_num_threads())) as pool:
+            list(pool.map(read_archive, archives[:ARCHIVES_KEPT]))
+
+
 def read_archive(path: Path) -> ImageArrays:
     """A ``.npz`` archive (``images`` uint8 NHWC, ``labels`` integers, ``classes``) as NCHW tensors.
 
@@ -94,7 +112,7 @@ def read_archive(path: Path) -> ImageArrays:
     return _read_archive(path.resolve(), stat and (stat.st_mtime_ns, stat.st_size))
 
 
-@functools.lru_cache(maxsize=6)
+@functools.lru_cache(maxsize=ARCHIVES_KEPT)
 def _read_archive(path: Path, version: tuple[int, int] | None) -> ImageArrays:
     check_archive_headers(path)
     try:

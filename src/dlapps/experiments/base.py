@@ -29,6 +29,7 @@ from dlapps.data import DATASET, DATASETS, ImageArrays, get_dataset, resolve_dat
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need, ensure
 from dlapps.data.ood import OOD_SET, ood_set_needs
+from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError, DlappsError
 from dlapps.models import Classifier
 from dlapps.models.pretrained import weights_need
@@ -357,7 +358,9 @@ def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     for folder in (ctx.out, ctx.model_dir):
         check_output_folder(folder)
     root = resolve_data_root(ctx.data_root)
-    ensure(study.needs(config, root, ctx.download), root, ctx.download, progress=ctx.show_progress)
+    needs = study.needs(config, root, ctx.download)
+    ensure(needs, root, ctx.download, progress=ctx.show_progress)
+    preload_archives(path for need in needs for path in need.paths)
     with output_lock(ctx.out):
         return _run_and_write(study, config, ctx)
 

@@ -17,6 +17,7 @@ from typing import Any
 from dlapps.config import to_dict
 from dlapps.data import resolve_data_root
 from dlapps.data.downloads import ensure
+from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import (
     STUDIES,
@@ -82,8 +83,9 @@ def reproduce(
     configs = {s.name: s.config(profile, (overrides or {}).get(s.name, [])) for s in chosen}  # fail fast
     root = resolve_data_root(base.data_root)
     pending = [s for s in chosen if _finished(base.out / s.name, configs[s.name]) is None]
-    ensure([need for s in pending for need in s.needs(configs[s.name], root, base.download)], root, base.download,
-           progress=base.show_progress)  # everything missing at once, before hours of work  # fmt: skip
+    needs = [need for s in pending for need in s.needs(configs[s.name], root, base.download)]
+    ensure(needs, root, base.download, progress=base.show_progress)  # everything missing at once, before hours of work
+    preload_archives(path for need in needs for path in need.paths)
     models = base.models_dir or base.out / "models"
     outcomes = []
     with make_progress(base.show_progress) as progress:
