@@ -150,5 +150,8 @@ def test_worker_counts_are_checked(tmp_path):
         RunContext(out=tmp_path, device=CPU, workers=0)
     with pytest.raises(ConfigError, match="only on the CPU"):
         RunContext(out=tmp_path, device=torch.device("meta"), workers=2)
+    with pytest.raises(ConfigError, match="compiled runs train one at a time"):
+        RunContext(out=tmp_path, device=CPU, workers=2, compile=True)
+    assert RunContext(out=tmp_path, device=CPU, workers=1, compile=True).training_workers == 1
     assert RunContext(out=tmp_path, device=torch.device("meta")).training_workers == 1
     assert RunContext(out=Path(tmp_path), device=CPU).training_workers == torch.get_num_threads()

@@ -40,7 +40,7 @@ Workers = Annotated[
     int | None,
     typer.Option(
         help="Runs of a study trained side by side, one thread each (default: one per core on a Linux CPU, "
-        "where a few steps measure it faster).",
+        "where a few steps measure it faster; compiled runs train one at a time).",
         show_default=False,
     ),
 ]

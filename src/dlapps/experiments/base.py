@@ -101,6 +101,8 @@ class RunContext:
         resolve_precision(self.precision, self.device)  # bad values fail here, before any work
         if self.workers is not None:
             check_workers(self.workers, self.device)
+            if self.compile and self.workers > 1:
+                raise ConfigError(f"{self.workers} workers asked for with compile: compiled runs train one at a time")
         object.__setattr__(self, "cache", RunCache(self.out / "runs"))
         object.__setattr__(self, "trained_side_by_side", set())
 
@@ -127,7 +129,7 @@ class RunContext:
     ) -> None:
         """Train the runs that are not in the model folder yet side by side, where that is how they train
         soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
-        if self.compile:  # compiling in forked workers is not supported: compiled runs train one at a time
+        if self.compile:  # compiled runs train one at a time (forked workers cannot compile)
             return
         trained = train_side_by_side(
             runs, self.model_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,

@@ -4,7 +4,8 @@ The studies are those registered with an ``exercise`` of the write-up, in the wr
 one model folder (the OOD and attack studies use the same CIFAR models, ``cam`` explains the network
 ``residual-cnn`` trained). A study whose ``results.json`` exists with the same configuration is not run
 again; an interrupted one restarts from its cached runs and checkpoints. Result files are written
-atomically, so a kill at any moment leaves either the old file or the new one.
+atomically, so a kill at any moment leaves either the old file or the new one. The data archives the pending
+studies read are decoded up front, several at once.
 """
 
 from __future__ import annotations
