@@ -11,9 +11,10 @@ a CPU with several threads. On one thread (runs trained side by side) channels-l
 weights computes channels-last.
 
 Inference (evaluation, OOD scores, attacks, CAMs) on a CPU runs fastest in batches of about 128 images of
-32×32 pixels: on the same Xeon, at 2 threads, the small CNN scores 2.6x as many images per second in batches
-of 125 as in batches of 1,000, ResNet-20 2.3x, a narrow ResNet-32 1.6x; input gradients gain 4-40%
-(benchmarks/RESULTS.md). Larger batches spill the activations out of the caches. A GPU wants large batches.
+32×32 pixels: on the same Xeon, at 2 threads, the small CNN scores 2.5x as many images per second in batches
+of 128 as in batches of 1,000 and ResNet-20 1.9x (input gradients: 1.8x and 1.1x); a narrow ResNet-32 gains
+little (benchmarks/RESULTS.md). Larger batches spill the activations out of the caches. A GPU wants large
+batches.
 """
 
 from __future__ import annotations
