@@ -12,6 +12,7 @@ from rich.console import Console
 from dlapps.attacks import AdversarialStepLoss
 from dlapps.errors import ConfigError, TrainingDiverged
 from dlapps.experiments.base import RunContext, trained_runs
+from dlapps.models.classifier import build_from_card
 from dlapps.train import ClassifierRecipe, TrainConfig, Training, load_checkpoint, obtain_classifier, side_by_side
 from dlapps.train.recipes import checkpoint_path
 from dlapps.train.side_by_side import is_trained, side_by_side_pays, train_side_by_side
@@ -155,3 +156,28 @@ def test_worker_counts_are_checked(tmp_path):
     assert RunContext(out=tmp_path, device=CPU, workers=1, compile=True).training_workers == 1
     assert RunContext(out=tmp_path, device=torch.device("meta")).training_workers == 1
     assert RunContext(out=Path(tmp_path), device=CPU).training_workers == torch.get_num_threads()
+
+
+def test_runs_start_by_the_work_they_compute_not_their_weights(cifar10_test):
+    """A residual net computes more than its plain twin of the same weights, an adversarial objective more than
+    the clean one, a convolution over a 32×32 map more than a linear layer of as many weights; work grows with
+    images and epochs; and measuring it leaves the random stream alone."""
+
+    def cnn(blocks: int, skip: bool = True, epochs: int = 2, subset: int = 1000) -> ClassifierRecipe:
+        hparams = (("blocks", blocks), ("skip", skip), ("widths", (8, 16, 32)))
+        return ClassifierRecipe("cifar_resnet", hparams, train=TrainConfig(epochs=epochs), train_subset=subset)
+
+    def work(recipe: ClassifierRecipe, step_loss=None) -> int:
+        return side_by_side.run_work(Training("run", recipe, *([step_loss] if step_loss else [])), cifar10_test)
+
+    state = torch.random.get_rng_state()
+    plain, residual = work(cnn(5, skip=False)), work(cnn(5))
+    assert residual > plain > work(cnn(2)) and work(cnn(5, epochs=4)) == 2 * residual
+    assert work(cnn(5, subset=2000)) == 2 * residual
+    small = ClassifierRecipe("small_cnn", train=TrainConfig(epochs=2), train_subset=1000)
+    assert work(small, AdversarialStepLoss("fgsm-rs", eps=8 / 255)) > 2 * work(small)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    wide_mlp = ClassifierRecipe("mlp", (("depth", 2), ("width", 64)), train=TrainConfig(epochs=2), train_subset=1000)
+    mlp_weights = sum(p.numel() for p in build_from_card(wide_mlp.card(cifar10_test)).parameters())
+    cnn_weights = sum(p.numel() for p in build_from_card(cnn(2).card(cifar10_test)).parameters())
+    assert mlp_weights > cnn_weights and work(wide_mlp) < work(cnn(2))

@@ -4,8 +4,9 @@ Small networks use a CPU's cores poorly. On a 2-core Xeon a width-16 MLP trains 
 than on one, and a narrow ResNet-32 on one thread (channels-last) about as fast as on two; two such runs at
 once, one thread each, finish about twice as soon. Wider convnets (the small CNN, ResNet-20) train 1.9x faster
 on two threads, which is more than running side by side gains them, since runs side by side also share caches
-and memory bandwidth. So whether it pays is measured, on a few training steps of the largest model, before
-any worker starts (:func:`side_by_side_pays`).
+and memory bandwidth. So whether it pays is measured, on a few training steps of the largest run, before
+any worker starts (:func:`side_by_side_pays`). Runs start largest first (:func:`run_work`), so that the last to
+finish are short ones.
 
 Workers are forked, so they share the datasets the parent has decoded without copying them; a forked
 process that starts OpenMP threads of its own hangs (GNU OpenMP is not fork-safe), so each keeps to one. Each worker trains a run exactly as
@@ -30,6 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from rich.progress import Progress
 from safetensors import SafetensorError, safe_open
+from torch.overrides import TorchFunctionMode
 
 from dlapps.data import ImageArrays
 from dlapps.errors import ConfigError
@@ -128,14 +130,14 @@ def train_side_by_side(
     progress: Progress | None = None,
     only_if_faster: bool = True,
 ) -> set[str]:
-    """Train the runs not yet finished in ``folder``, ``workers`` at a time, largest model first; return the
+    """Train the runs not yet finished in ``folder``, ``workers`` at a time, largest first; return the
     keys of those trained. Nothing is done with fewer than two runs to train or workers, nor, when
     ``only_if_faster``, where that is slower than one run after the other (:func:`side_by_side_pays`)."""
     todo = [run for run in runs if not is_trained(run.recipe, folder)]
     workers = min(workers, len(todo))
     if workers < 2:
         return set()
-    todo.sort(key=lambda run: -_parameters(run.recipe, train))
+    todo.sort(key=lambda run: -run_work(run, train))
     if only_if_faster and not side_by_side_pays(todo[0], train, workers):
         return set()
     if progress is not None:
@@ -164,9 +166,32 @@ def train_side_by_side(
     return {run.recipe.key() for run in todo}
 
 
-def _parameters(recipe: ClassifierRecipe, train: ImageArrays) -> int:
+class _ValuesComputed(TorchFunctionMode):
+    """Counts the values of every tensor the torch functions called under it return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outputs = out if isinstance(out, tuple | list) else (out,)
+        self.values += sum(t.numel() for t in outputs if isinstance(t, torch.Tensor))
+        return out
+
+
+def run_work(run: Training, train: ImageArrays) -> int:
+    """How much a run computes, for ordering runs by it: the values its objective computes on a batch of two
+    images, times its training images and epochs. Unlike a parameter count, this sees that a convolution over
+    a 32×32 map computes more per weight than a linear layer, that a residual net adds its shortcuts where its
+    plain twin of the same weights does not, and that an adversarial objective runs the model more than once."""
     with torch.random.fork_rng():  # building a model draws its initial weights: leave the caller's stream alone
-        return sum(p.numel() for p in build_from_card(recipe.card(train)).parameters())
+        model = build_from_card(run.recipe.card(train)).train()
+        inputs = torch.rand(2, *train.image_shape)
+        with _ValuesComputed() as counted:
+            run.step_loss(model, inputs, torch.zeros(2, dtype=torch.long))
+    images = min(run.recipe.train_subset or len(train), len(train))
+    return counted.values * images * run.recipe.train.epochs
 
 
 def _kill(pid: int) -> None:
