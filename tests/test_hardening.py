@@ -63,19 +63,52 @@ def test_output_folders_that_cannot_be_written(tmp_path, data_root):
         assert time.perf_counter() - started < 60  # refused before any training
 
 
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a killed run's side-by-side workers: Linux /proc")
 def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_taken_over(tmp_path, data_root):
     out = tmp_path / "shared"
     env = {**os.environ, "DLAPPS_DATA": str(data_root)}
-    slow = [sys.executable, "-m", "dlapps", "run", "residual-mlp", *MLP, "--set", "train.epochs=200", "--out", str(out)]
+    slow = [
+        sys.executable,
+        "-m",
+        "dlapps",
+        "run",
+        "residual-mlp",
+        *MLP,
+        "--set",
+        "train.epochs=5000",
+        "--out",
+        str(out),
+    ]
     first = subprocess.Popen(slow, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out / ".lock").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     second = dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
     assert_one_line_error(second, f"another dlapps run (pid {first.pid}) is writing to {out}")
+    deadline = time.monotonic() + 60
+    while not (workers := _children(first.pid)) and time.monotonic() < deadline:  # its runs train side by side
+        time.sleep(0.05)
+    assert workers
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert (out / ".lock").read_text() == str(first.pid)  # left behind by the killed run
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # the workers died with it
     third = dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
     assert third.returncode == 0, third.stderr
     assert not (out / ".lock").exists() and (out / "results.json").is_file()

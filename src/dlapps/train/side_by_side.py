@@ -11,11 +11,13 @@ finish are short ones.
 Workers are forked, so they share the datasets the parent has decoded without copying them; a forked
 process that starts OpenMP threads of its own hangs (GNU OpenMP is not fork-safe), so each keeps to one. Each worker trains a run exactly as
 :func:`~dlapps.train.obtain_classifier` does (checkpoint per epoch, resume, reuse) into the shared model
-folder, where the parent then finds it. Its progress bar is relayed to the parent's display.
+folder, where the parent then finds it. Its progress bar is relayed to the parent's display. A worker dies
+with its parent (Linux's parent-death signal), so a run killed even by SIGKILL leaves none training on.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
@@ -146,8 +148,9 @@ def train_side_by_side(
     events = context.Queue()
     relay = _ProgressRelay(progress, {index: run.label for index, run in enumerate(todo)})
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(train, test, folder, precision, events)
-    )
+        workers, mp_context=context, initializer=_start_worker,
+        initargs=(os.getpid(), train, test, folder, precision, events),
+    )  # fmt: skip
     try:
         pending = {pool.submit(_train, index, run.recipe, run.step_loss) for index, run in enumerate(todo)}
         while pending:
@@ -206,7 +209,16 @@ def _kill(pid: int) -> None:
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(train: ImageArrays, test: ImageArrays, folder: Path, precision: str, events: Any) -> None:
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
+
+
+def _start_worker(
+    parent: int, train: ImageArrays, test: ImageArrays, folder: Path, precision: str, events: Any
+) -> None:
+    # A parent that is killed (even by SIGKILL) takes its workers with it, rather than leave them training on.
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
     _worker.update(train=train, test=test, folder=folder, precision=precision, events=events)
