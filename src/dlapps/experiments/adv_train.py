@@ -131,13 +131,17 @@ Evaluation = Callable[[nn.Module, ImageArrays, AdvTrainConfig, RunContext], dict
 EVALUATIONS: Registry[Evaluation] = Registry("evaluation")
 
 
+def _eval_batch(config: AdvTrainConfig, test: ImageArrays, ctx: RunContext) -> int:
+    return config.eval_batch_size or inference_batch(test.image_shape, ctx.device)
+
+
 @EVALUATIONS.register("robustness")
 def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
     """Clean accuracy, and robust accuracy under FGSM and under PGD of each ``eval_steps`` with random start.
 
     PGD stops a sample once it is misclassified, so a sample counts as robust only if no step fooled it.
     """
-    eps, batch = config.eval_eps * PIXEL, config.eval_batch_size or inference_batch(test.image_shape, ctx.device)
+    eps, batch = config.eval_eps * PIXEL, _eval_batch(config, test, ctx)
     fgsm = attack_arrays(model, test, method="fgsm", eps=eps, batch_size=batch, early_stop=False)
     metrics = {"clean accuracy": clean_accuracy(fgsm), "FGSM accuracy": robust_accuracy(fgsm)}
     for steps in config.eval_steps:
@@ -175,7 +179,7 @@ def targeting(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: 
     for mode, target in (("untargeted", None), ("targeted", "random")):
         result = attack_arrays(
             model, test, method="bim", eps=eps, alpha=config.attack_alpha_fraction * eps, steps=config.attack_steps,
-            target=target, batch_size=config.eval_batch_size or inference_batch(test.image_shape, ctx.device), generator=torch.Generator().manual_seed(config.seed),
+            target=target, batch_size=_eval_batch(config, test, ctx), generator=torch.Generator().manual_seed(config.seed),
         )  # fmt: skip
         summary = summarize(result)
         for key, label in TARGETING_METRICS.items():
