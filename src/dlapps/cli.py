@@ -32,6 +32,11 @@ DataRoot = Annotated[
     Path | None,
     typer.Option("--data-root", help="Folder holding the datasets (default: $DLAPPS_DATA, else ~/.cache/dlapps/data)."),
 ]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Download = Annotated[
+    bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
+]
+ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Compile = Annotated[
     bool | None,
     typer.Option("--compile/--no-compile", help="torch.compile training (default: on CUDA only).", show_default=False),
@@ -78,7 +83,7 @@ def fetch(
         list[str] | None, typer.Option(help="Fetch only this (repeatable; default: everything listed below).")
     ] = None,
     data_root: DataRoot = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ShowProgress = True,
 ) -> None:
     """Download the course's datasets and published weights into the data root, once, checking every checksum:
     what `--download` does for a run, ahead of it (e.g. on a cluster's login node)."""
@@ -126,20 +131,21 @@ def config(
 def run(
     study: Annotated[str, typer.Argument(help="Study name (see `dlapps studies`).")],
     profile: Annotated[
-        str | None, typer.Option(help="quick (minutes on a CPU) or full (the write-up's scale).")
+        str | None,
+        typer.Option(
+            help="quick (a CPU's minutes), writeup (the write-up's own setups) or full (default: the study's)."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/<study>-<profile>).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     seeds: Annotated[int | None, typer.Option(help="Number of seeds per configuration.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")] = None,
     data_root: DataRoot = None,
     models_dir: Annotated[
         Path | None, typer.Option(help="Trained models shared between studies (default: models/ beside --out).")
     ] = None,
-    download: Annotated[
-        bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    download: Download = False,
+    progress: ShowProgress = True,
     compile_: Compile = None,
     precision: Precision = "auto",
     workers: Workers = None,
@@ -187,12 +193,10 @@ def train(
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the checkpoint and its metrics.")] = Path("runs/models"),
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     data_root: DataRoot = None,
-    download: Annotated[
-        bool, typer.Option(help="Download missing datasets into the data root (checksums checked).")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    download: Download = False,
+    progress: ShowProgress = True,
     compile_: Compile = None,
     precision: Precision = "auto",
 ) -> None:
@@ -241,12 +245,10 @@ def audit(
         list[str] | None,
         typer.Option("--set", help="Any audit setting: model.weights=FILE, attack_images=200... (repeatable)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     data_root: DataRoot = None,
-    download: Annotated[
-        bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    download: Download = False,
+    progress: ShowProgress = True,
     precision: Precision = "auto",
 ) -> None:
     """Audit one classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
@@ -275,12 +277,10 @@ def reproduce(
     ] = "quick",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: runs/reproduce-<profile>).")] = None,
     only: Annotated[list[str] | None, typer.Option(help="Run only this study (repeatable).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     data_root: DataRoot = None,
-    download: Annotated[
-        bool, typer.Option(help="Download missing datasets and weights into the data root (checksums checked).")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    download: Download = False,
+    progress: ShowProgress = True,
     compile_: Compile = None,
     precision: Precision = "auto",
     workers: Workers = None,

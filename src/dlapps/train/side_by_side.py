@@ -26,13 +26,16 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from rich.progress import Progress
 from safetensors import SafetensorError, safe_open
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from dlapps.data import ImageArrays
@@ -105,11 +108,9 @@ def _step_seconds(run: Training, train: ImageArrays, threads: int, budget: float
     """The median time of a training step of ``run`` on ``threads`` threads: two steps to warm up, then at
     least four, and as many as fit in ``budget`` seconds."""
     torch.set_num_threads(threads)
-    with torch.random.fork_rng():
-        model = fast_layout(build_from_card(run.recipe.card(train)).train(), torch.device("cpu"))
+    with _trial(run, train, run.recipe.train.batch_size) as (model, inputs, labels):
+        model = fast_layout(model, torch.device("cpu"))
         optimizer = build_optimizer(model.parameters(), run.recipe.train)
-        inputs = torch.rand(run.recipe.train.batch_size, *train.image_shape)  # as the models take them: [0, 1]
-        labels = torch.randint(0, len(train.classes), (len(inputs),))
         seconds: list[float] = []
         while len(seconds) < 6 or sum(seconds[2:]) < budget:
             started = time.perf_counter()
@@ -119,6 +120,17 @@ def _step_seconds(run: Training, train: ImageArrays, threads: int, budget: float
             optimizer.step()
             seconds.append(time.perf_counter() - started)
     return statistics.median(seconds[2:])
+
+
+@contextmanager
+def _trial(run: Training, train: ImageArrays, batch: int) -> Iterator[tuple[nn.Module, Tensor, Tensor]]:
+    """A throwaway model of ``run`` in training mode and a synthetic batch of ``batch`` images of the run's
+    shape (in [0, 1], as the models take them), drawn without touching the caller's random stream."""
+    with torch.random.fork_rng():
+        model = build_from_card(run.recipe.card(train)).train()
+        inputs = torch.rand(batch, *train.image_shape)
+        labels = torch.randint(0, len(train.classes), (batch,))
+        yield model, inputs, labels
 
 
 def train_side_by_side(
@@ -188,11 +200,8 @@ def run_work(run: Training, train: ImageArrays) -> int:
     images, times its training images and epochs. Unlike a parameter count, this sees that a convolution over
     a 32×32 map computes more per weight than a linear layer, that a residual net adds its shortcuts where its
     plain twin of the same weights does not, and that an adversarial objective runs the model more than once."""
-    with torch.random.fork_rng():  # building a model draws its initial weights: leave the caller's stream alone
-        model = build_from_card(run.recipe.card(train)).train()
-        inputs = torch.rand(2, *train.image_shape)
-        with _ValuesComputed() as counted:
-            run.step_loss(model, inputs, torch.zeros(2, dtype=torch.long))
+    with _trial(run, train, 2) as (model, inputs, labels), _ValuesComputed() as counted:
+        run.step_loss(model, inputs, labels)
     images = min(run.recipe.train_subset or len(train), len(train))
     return counted.values * images * run.recipe.train.epochs
 
