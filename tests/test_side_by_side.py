@@ -63,8 +63,9 @@ def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_p
     ]
     progress = RecordedProgress()
     trained = train_side_by_side(
-        recipes, tmp_path / "side", workers=2, train=mnist_train, test=mnist_test, progress=progress
-    )
+        recipes, tmp_path / "side", workers=2, train=mnist_train, test=mnist_test, progress=progress,
+        only_if_faster=False,
+    )  # fmt: skip
     assert trained == {run.recipe.key() for run in recipes}
     assert all(is_trained(run.recipe, tmp_path / "side") for run in recipes)
     # one bar per run, named by its label, removed when done
@@ -139,7 +140,7 @@ def test_by_default_runs_go_side_by_side_where_a_few_steps_measure_it_faster(
     assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
     # where two threads train 1.9x faster than one, one run after the other is sooner
     seconds = {1: 1.0, torch.get_num_threads(): 1 / 1.9}
-    monkeypatch.setattr(side_by_side, "_step_seconds", lambda run, train, threads: seconds[threads])
+    monkeypatch.setattr(side_by_side, "_step_seconds", lambda run, train, counts: {n: seconds[n] for n in counts})
     assert not side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
     ctx = RunContext(out=tmp_path / "other", device=CPU, show_progress=False, models_dir=tmp_path / "other-models")
     records, _ = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)

@@ -17,6 +17,7 @@ with its parent (Linux's parent-death signal), so a run killed even by SIGKILL l
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import json
 import multiprocessing
@@ -97,29 +98,35 @@ def side_by_side_pays(run: Training, train: ImageArrays, workers: int) -> bool:
     every thread, measured on a few training steps of each (synthetic batches of the run's shape)."""
     threads = torch.get_num_threads()
     try:
-        one = _step_seconds(run, train, threads=1)
-        every = _step_seconds(run, train, threads=threads)
+        seconds = _step_seconds(run, train, (1, threads))
     finally:
         torch.set_num_threads(threads)
-    return workers * SIDE_BY_SIDE_EFFICIENCY / one > 1 / every
+    return workers * SIDE_BY_SIDE_EFFICIENCY / seconds[1] > 1 / seconds[threads]
 
 
-def _step_seconds(run: Training, train: ImageArrays, threads: int, budget: float = 0.4) -> float:
-    """The median time of a training step of ``run`` on ``threads`` threads: two steps to warm up, then at
-    least four, and as many as fit in ``budget`` seconds."""
-    torch.set_num_threads(threads)
+def _step_seconds(
+    run: Training, train: ImageArrays, thread_counts: tuple[int, ...], budget: float = 0.4
+) -> dict[int, float]:
+    """The median time of a training step of ``run`` on each of ``thread_counts``: two steps each to warm up,
+    then at least four each, and as many as fit in ``budget`` seconds per count. The counts take turns step by
+    step, so that a slow spell of the machine weighs on all of them alike rather than on the one it fell in."""
     with _trial(run, train, run.recipe.train.batch_size) as (model, inputs, labels):
-        model = fast_layout(model, torch.device("cpu"))
-        optimizer = build_optimizer(model.parameters(), run.recipe.train)
-        seconds: list[float] = []
-        while len(seconds) < 6 or sum(seconds[2:]) < budget:
-            started = time.perf_counter()
-            loss, _ = run.step_loss(model, inputs, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds[2:])
+        trials = {}
+        for threads in thread_counts:  # a copy each, in the layout it would train in on that many threads
+            torch.set_num_threads(threads)
+            copied = fast_layout(copy.deepcopy(model), torch.device("cpu"))
+            trials[threads] = (copied, build_optimizer(copied.parameters(), run.recipe.train))
+        seconds: dict[int, list[float]] = {threads: [] for threads in thread_counts}
+        while any(len(times) < 6 or sum(times[2:]) < budget for times in seconds.values()):
+            for threads, (copied, optimizer) in trials.items():
+                torch.set_num_threads(threads)
+                started = time.perf_counter()
+                loss, _ = run.step_loss(copied, inputs, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seconds[threads].append(time.perf_counter() - started)
+    return {threads: statistics.median(times[2:]) for threads, times in seconds.items()}
 
 
 @contextmanager
