@@ -333,7 +333,7 @@ def test_adversarial_step_loss():
     }
     assert len(objectives) == 8  # every setting names a different model in the classifier cache
     for bad, message in [
-        ({"method": "mifgsm"}, "must be fgsm, fgsm-rs or pgd"),
+        ({"method": "deepfool"}, "unknown attack 'deepfool'; known: fgsm, fgsm-rs"),
         ({"eps": -0.1}, "eps must be in \\[0, 1\\]"),
         ({"steps": 3}, "fgsm-rs takes a single step"),
         ({"w_adv": 0.0}, "weights must be w_clean >= 0 and w_adv > 0"),

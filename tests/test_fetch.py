@@ -19,9 +19,9 @@ from PIL import Image
 
 from dlapps.data import load_arrays
 from dlapps.data.downloads import RESOURCES, _install_imagenette
-from dlapps.errors import DataError
 from dlapps.experiments import STUDIES
 from dlapps.models import create_model, load_pretrained
+from dlapps.models.pretrained import downloadable
 from helpers import assert_one_line_error, dlapps
 
 pytestmark = pytest.mark.slow  # whole studies and commands, end to end
@@ -30,14 +30,20 @@ WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n0339
          "n03445777", "n03888605")  # fmt: skip
 PLUGIN = """
 import json, os
-from dataclasses import replace
+from dataclasses import fields, replace
 from dlapps.data.downloads import RESOURCES
-import dlapps.models  # registers the published weights
+from dlapps.models import PRETRAINED
 
 for name, files in json.loads(open(os.environ["STANDINS"]).read()).items():
+    if name in PRETRAINED:  # published weights: their checksum and size are the stand-in's
+        spec, [(checksum, size)] = PRETRAINED[name], files
+        info = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in ("name", "build")}
+        PRETRAINED.register(name, replace=True, **{**info, "sha256": checksum.split(":")[1], "size": size})(spec.build)
+        continue
     resource = RESOURCES[name]
     downloads = tuple(replace(d, checksum=c, size=n) for d, (c, n) in zip(resource.downloads, files, strict=True))
-    RESOURCES.register(name, replace(resource, downloads=downloads), replace=True)
+    RESOURCES.register(name, replace=True, title=resource.title, downloads=downloads,
+                       provides=resource.provides)(resource.install)
 """
 
 
@@ -98,8 +104,8 @@ def _stand_ins() -> tuple[dict[str, list[tuple[str, bytes]]], dict[str, np.ndarr
         "imagenette": [(RESOURCES["imagenette"].downloads[0].url, _tar({
             f"imagenette2-320/{split}/{wnid}/{i}.JPEG": _jpeg(i) for split in ("train", "val") for wnid in WNIDS
             for i in range(2)} | {"imagenette2-320/noisy_imagenette.csv": b"path,label\n"}))],
-        "resnet20_cifar10": [(RESOURCES["resnet20_cifar10"].downloads[0].url, state.getvalue())],
-        "resnet18_imagenet": [(RESOURCES["resnet18_imagenet"].downloads[0].url, b"stand-in weights" * 64)],
+        "resnet20_cifar10": [(downloadable()["resnet20_cifar10"].downloads[0].url, state.getvalue())],
+        "resnet18_imagenet": [(downloadable()["resnet18_imagenet"].downloads[0].url, b"stand-in weights" * 64)],
     }  # fmt: skip
     arrays = {"mnist_test": mnist["t10k"][0], "cifar10_train": cifar10["train"][0], "cifar10_test": cifar10["test"][0],
               "cifar100_test": cifar100["test"][0], "cifar100_test_labels": cifar100["test"][1]}  # fmt: skip
@@ -264,8 +270,7 @@ def test_an_archive_that_writes_outside_its_folder_is_refused(tmp_path):
     assert not (tmp_path / "escaped.JPEG").exists() and not list(tmp_path.parent.glob("escaped*"))
 
 
-def test_fetch_names_an_unknown_resource():
-    with pytest.raises(DataError, match="unknown downloadable resource 'cifar11'; known: mnist, cifar10"):
-        from dlapps.data.downloads import fetch
-
-        fetch(["cifar11"], Path("/nonexistent"))
+def test_fetch_names_an_unknown_resource(tmp_path):
+    result = dlapps("fetch", "--only", "cifar11", data_root=tmp_path)
+    assert_one_line_error(result, "unknown downloadable resource 'cifar11'; known: mnist, cifar10")
+    assert not list(tmp_path.iterdir())  # nothing was fetched

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from dlapps.data import DATASETS, Dataset, find_datasets, get_dataset, load_arrays, normalization, register_dataset
+from dlapps.data import DATASETS, Dataset, find_datasets, get_dataset, load_arrays, normalization
 from dlapps.data.sources import limited
 from dlapps.errors import CheckpointError, ConfigError, DataError
 from dlapps.experiments import STUDIES, RunContext
@@ -20,7 +20,7 @@ from dlapps.experiments.zoo import ModelSpec, obtain_model
 from dlapps.models import create_model, from_checkpoint, from_weights
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import feature_layer
-from dlapps.ood import DETECTORS, create_detector, register_detector
+from dlapps.ood import DETECTORS, create_detector
 from dlapps.ood.msp import MSP
 from dlapps.train import ClassifierRecipe, TrainConfig, obtain_classifier
 
@@ -148,7 +148,7 @@ def test_measured_normalisation_is_cached(tmp_path, monkeypatch):
 
 
 def test_a_plug_in_dataset_is_one_decorated_reader(tmp_path):
-    @register_dataset("test-tiles", title="Tiles", splits=("train", "test"), num_classes=2, image_shape=(1, 4, 4))
+    @DATASETS.register("test-tiles", title="Tiles", splits=("train", "test"), num_classes=2, image_shape=(1, 4, 4))
     def tiles(split, request):
         images = torch.full((6, 1, 4, 4), 7 if split == "train" else 9, dtype=torch.uint8)
         return limited(torchvision_free_arrays(images), request)
@@ -160,7 +160,7 @@ def test_a_plug_in_dataset_is_one_decorated_reader(tmp_path):
         assert config.dataset == "test-tiles"
         assert any(row.name == "test-tiles" for row in find_datasets(tmp_path))
         with pytest.raises(ValueError, match="registered twice"):
-            register_dataset("test-tiles", title="again", splits=())(tiles)
+            DATASETS.register("test-tiles", title="again", splits=())(tiles)
     finally:
         DATASETS._entries.pop("test-tiles")
 
@@ -172,7 +172,7 @@ def torchvision_free_arrays(images: torch.Tensor):
 
 
 def test_a_plug_in_detector_is_accepted_by_the_study_config():
-    @register_detector("test-negative-msp")
+    @DETECTORS.register("test-negative-msp")
     class NegativeMSP(MSP):
         def score_outputs(self, outputs):
             return -super().score_outputs(outputs)

@@ -145,11 +145,11 @@ def test_bad_data_and_models_are_one_line(pairs, fragments, tmp_path, data_root)
 
 PLUGIN = """
 import torch
-from dlapps.data import ImageArrays, register_dataset
+from dlapps.data import DATASETS, ImageArrays
 from dlapps.data.sources import limited
 
 
-@register_dataset("stripes", title="Stripes", splits=("train", "test"), num_classes=2, image_shape=(1, 8, 8))
+@DATASETS.register("stripes", title="Stripes", splits=("train", "test"), num_classes=2, image_shape=(1, 8, 8))
 def stripes(split, request):
     generator = torch.Generator().manual_seed(0 if split == "train" else 1)
     labels = torch.randint(0, 2, (400,), generator=generator)

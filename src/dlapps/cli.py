@@ -88,18 +88,23 @@ def fetch(
     """Download the course's datasets and published weights into the data root, once, checking every checksum:
     what `--download` does for a run, ahead of it (e.g. on a cluster's login node)."""
     from dlapps.data import resolve_data_root
-    from dlapps.data.downloads import RESOURCES, megabytes
     from dlapps.data.downloads import fetch as fetch_resources
-    from dlapps.models import PRETRAINED  # noqa: F401 - registers the published weights
+    from dlapps.data.downloads import megabytes
+    from dlapps.errors import DataError
+    from dlapps.models.pretrained import downloadable
 
     root = resolve_data_root(data_root)
-    names = list(only or RESOURCES.names())
-    fetched = fetch_resources(names, root, progress=progress)
+    resources = downloadable()
+    names = list(only or resources)
+    unknown = [name for name in names if name not in resources]
+    if unknown:
+        raise DataError(f"unknown downloadable resource {unknown[0]!r}; known: {', '.join(resources)}")
+    fetched = fetch_resources([resources[name] for name in names], root, progress=progress)
     table = Table(title=f"data root: {root}")
     for column in ("name", "what", "size", "status"):
         table.add_column(column)
     for name in names:
-        resource = RESOURCES[name]
+        resource = resources[name]
         table.add_row(name, resource.title, megabytes(resource.size), "fetched" if name in fetched else "already there")
     console.print(table)
 

@@ -1,8 +1,10 @@
 """One registration convention for every kind of plug-in: datasets, models, detectors, attacks, CAM methods,
 OOD sets and studies.
 
-Each kind has one :class:`Registry`; an entry is added where it is defined, with ``@REGISTRY.register(name)``
-on a class or function, or ``REGISTRY.register(name, value)``. Config fields name an entry with
+Each kind has one :class:`Registry`, and every entry is added the same way, where it is defined: with
+``@REGISTRY.register("name", **metadata)`` on the class or function itself. A registry whose entries carry
+metadata (a dataset's title, a detector's nothing, a pretrained model's file) says how the thing and its
+metadata make the entry it keeps (``entry=``); the others keep the thing itself. Config fields name an entry with
 ``Annotated[str, REGISTRY]``: the config layer then checks the name against the live registry, so an entry
 registered by a user's own module is as valid as a built-in one. The command line imports a user's modules
 first (:func:`load_plugins`).
@@ -15,7 +17,7 @@ import os
 import pkgutil
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 from dlapps.errors import ConfigError, DlappsError
 
@@ -23,29 +25,33 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Named entries of one kind, in registration order; an unknown name is a one-line error listing the known."""
+    """Named entries of one kind, in registration order; an unknown name is a one-line error listing the known.
 
-    def __init__(self, kind: str, error: type[DlappsError] = ConfigError) -> None:
+    ``entry(name, thing, **metadata)`` makes what is kept from what is decorated and its metadata (default: the
+    thing itself, which then takes no metadata).
+    """
+
+    def __init__(
+        self, kind: str, error: type[DlappsError] = ConfigError, entry: Callable[..., T] | None = None
+    ) -> None:
         self.kind = kind
         self.error = error  # what an unknown name raises
+        self._entry = entry
         self._entries: dict[str, T] = {}
 
-    @overload
-    def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]: ...
-    @overload
-    def register(self, name: str, entry: T, *, replace: bool = False) -> T: ...
+    def register(self, name: str, *, replace: bool = False, **metadata: Any) -> Callable[[Any], Any]:
+        """A decorator that adds what it decorates under ``name``, with ``metadata``, and returns it unchanged. A
+        name is registered once, unless ``replace`` says a plug-in means to replace it (e.g. a mirror's files)."""
 
-    def register(self, name: str, entry=None, *, replace: bool = False):
-        """Add ``entry`` under ``name``; without ``entry``, a decorator that adds what it decorates. A name is
-        registered once, unless ``replace`` says a plug-in means to replace it (e.g. a mirror's own files)."""
-
-        def add(value: T) -> T:
+        def add(thing: Any) -> Any:
             if name in self._entries and not replace:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = value
-            return value
+            if self._entry is None and metadata:
+                raise TypeError(f"a {self.kind} takes no metadata, got {', '.join(metadata)}")
+            self._entries[name] = thing if self._entry is None else self._entry(name, thing, **metadata)
+            return thing
 
-        return add if entry is None else add(entry)
+        return add
 
     def __getitem__(self, name: str) -> T:
         self.check(name)

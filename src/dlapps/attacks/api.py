@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,32 +27,62 @@ from dlapps.models.layout import inference_batch
 from dlapps.registry import Registry
 
 
-@dataclass(frozen=True)
 class Method:
-    """How a named attack sets up the common loop (:func:`dlapps.attacks.iterative.attack_in_slots`)."""
+    """A registered attack: how it sets up the common loop (:func:`dlapps.attacks.iterative.attack_in_slots`),
+    as class attributes. ``@ATTACKS.register(name)`` on a subclass adds one; attacks and adversarial training
+    take any of them by name."""
 
-    summary: str
-    random_start: bool = False
-    momentum: bool = False
-    single_step: bool = False  # one step of size ε
+    summary: ClassVar[str]  # what it does, with its paper, for reports
+    random_start: ClassVar[bool] = False  # from a uniform random point of the ε-ball
+    momentum: ClassVar[bool] = False  # MI-FGSM's momentum of L1-normalised gradients
+    single_step: ClassVar[bool] = False  # one step
+    alpha_per_eps: ClassVar[float | None] = (
+        None  # its step size in units of ε (None: ε in one step, else 2.5 ε / steps)
+    )
+
+    @classmethod
+    def default_alpha(cls, eps: float, steps: int) -> float:
+        """ε for one step; else 2.5 ε / steps (Madry et al.), enough to cross the ball and come back."""
+        if cls.alpha_per_eps is not None:
+            return cls.alpha_per_eps * eps
+        return eps if cls.single_step else 2.5 * eps / steps
 
 
-ATTACKS: Registry[Method] = Registry("attack", AttackError)
-ATTACKS.register(
-    "fgsm", Method("one step of size ε along the gradient's sign (Goodfellow et al. 2015)", single_step=True)
-)
-ATTACKS.register("bim", Method("iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"))
-ATTACKS.register(
-    "pgd", Method("iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)", random_start=True)
-)
-ATTACKS.register(
-    "mifgsm", Method("iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)", momentum=True)
-)
+ATTACKS: Registry[type[Method]] = Registry("attack", AttackError)
+
+
+@ATTACKS.register("fgsm")
+class FGSM(Method):
+    summary = "one step of size ε along the gradient's sign (Goodfellow et al. 2015)"
+    single_step = True
+
+
+@ATTACKS.register("fgsm-rs")
+class FGSMRandomStart(Method):
+    summary = "FGSM from a uniform random point of the ε-ball, a step of 1.25 ε (Wong et al. 2020)"
+    single_step, random_start, alpha_per_eps = True, True, 1.25
+
+
+@ATTACKS.register("bim")
+class BIM(Method):
+    summary = "iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"
+
+
+@ATTACKS.register("pgd")
+class PGD(Method):
+    summary = "iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)"
+    random_start = True
+
+
+@ATTACKS.register("mifgsm")
+class MIFGSM(Method):
+    summary = "iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)"
+    momentum = True
 
 
 def default_alpha(method: str, eps: float, steps: int) -> float:
-    """ε for one-step FGSM; else 2.5 ε / steps (Madry et al.), enough to cross the ball and come back."""
-    return eps if ATTACKS[method].single_step else 2.5 * eps / steps
+    """The step size of ``method`` for ``eps`` in ``steps`` steps (:meth:`Method.default_alpha`)."""
+    return ATTACKS[method].default_alpha(eps, steps)
 
 
 def attack(

@@ -76,16 +76,20 @@ def perturb(
     alpha: float,
     steps: int,
     random_start: bool = False,
+    decay: float | None = None,
 ) -> torch.Tensor:
-    """Untargeted adversarial examples after exactly ``steps`` steps for every sample, nothing measured.
+    """Untargeted adversarial examples after exactly ``steps`` steps for every sample, nothing measured;
+    ``decay``: MI-FGSM's momentum factor (None: plain signed steps).
 
     For adversarial training: the model runs in the mode it is in (random starts from the global RNG),
     and there is no forward pass beyond the ones the steps need.
     """
     adv, lower, upper = start_point(x.detach(), eps, random_start, None)
+    momentum = None if decay is None else torch.zeros_like(adv)
     for _ in range(steps):
         adv, logits = forward(model, adv)
-        adv, _ = signed_step(adv, loss_gradient(adv, logits, labels, targeted=False), lower, upper, alpha)
+        grad = loss_gradient(adv, logits, labels, targeted=False)
+        adv, momentum = signed_step(adv, grad, lower, upper, alpha, momentum, decay)
     return adv.detach()
 
 

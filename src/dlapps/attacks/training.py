@@ -10,29 +10,29 @@ move the running statistics, like the training forward passes on perturbed batch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlapps.attacks.api import ATTACKS
 from dlapps.attacks.base import check_budget, check_inputs
 from dlapps.attacks.iterative import perturb
 from dlapps.errors import AttackError
 
-TrainingAttack = Literal["fgsm", "fgsm-rs", "pgd"]
-_ALPHA_PER_EPS = {"fgsm": 1.0, "fgsm-rs": 1.25}  # Wong et al.'s step for FGSM from a random start
+MOMENTUM_DECAY = 1.0  # MI-FGSM's, when it makes the adversarial batch
 
 
 @dataclass(frozen=True)
 class AdversarialStepLoss:
     """``step_loss(model, inputs, labels) -> (loss, adversarial logits)``: train accuracy is robust accuracy.
 
-    ``alpha`` defaults to ε (fgsm), 1.25 ε (fgsm-rs) or 2.5 ε / steps (pgd); FGSM variants take one step.
+    ``method`` is any registered attack (:data:`~dlapps.attacks.ATTACKS`); ``alpha`` defaults to its own step
+    (ε for fgsm, 1.25 ε for fgsm-rs, 2.5 ε / steps for the iterative ones); single-step attacks take one step.
     :attr:`objective` names every setting, for a :class:`~dlapps.train.ClassifierRecipe`.
     """
 
-    method: TrainingAttack
+    method: str
     eps: float
     alpha: float | None = None
     steps: int = 1
@@ -40,19 +40,16 @@ class AdversarialStepLoss:
     w_adv: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.method not in ("fgsm", "fgsm-rs", "pgd"):
-            raise AttackError(f"adversarial training method must be fgsm, fgsm-rs or pgd, got {self.method!r}")
+        spec = ATTACKS[self.method]
         check_budget(self.eps, self.alpha, self.steps)
-        if self.method != "pgd" and self.steps != 1:
+        if spec.single_step and self.steps != 1:
             raise AttackError(f"{self.method} takes a single step; use method 'pgd' for {self.steps} steps")
         if not (self.w_clean >= 0 and self.w_adv > 0):
             raise AttackError(f"weights must be w_clean >= 0 and w_adv > 0, got {self.w_clean} and {self.w_adv}")
 
     @property
     def step_size(self) -> float:
-        if self.alpha is not None:
-            return self.alpha
-        return self.eps * _ALPHA_PER_EPS[self.method] if self.method in _ALPHA_PER_EPS else 2.5 * self.eps / self.steps
+        return ATTACKS[self.method].default_alpha(self.eps, self.steps) if self.alpha is None else self.alpha
 
     @property
     def objective(self) -> str:
@@ -65,15 +62,11 @@ class AdversarialStepLoss:
         self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         check_inputs(inputs, labels)
+        spec = ATTACKS[self.method]
         adversarial = perturb(
-            model,
-            inputs,
-            labels,
-            eps=self.eps,
-            alpha=self.step_size,
-            steps=self.steps,
-            random_start=self.method != "fgsm",
-        )
+            model, inputs, labels, eps=self.eps, alpha=self.step_size, steps=self.steps,
+            random_start=spec.random_start, decay=MOMENTUM_DECAY if spec.momentum else None,
+        )  # fmt: skip
         adversarial_logits = model(adversarial)
         loss = self.w_adv * F.cross_entropy(adversarial_logits.float(), labels)
         if self.w_clean > 0:

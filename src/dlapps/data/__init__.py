@@ -9,7 +9,6 @@ from dlapps.data.datasets import (
     get_dataset,
     load_arrays,
     normalization,
-    register_dataset,
 )
 from dlapps.data.resident import ResidentLoader
 from dlapps.data.roots import resolve_data_root
@@ -24,6 +23,5 @@ __all__ = [
     "get_dataset",
     "load_arrays",
     "normalization",
-    "register_dataset",
     "resolve_data_root",
 ]

@@ -3,7 +3,7 @@
 A dataset is named as
 
 - a registered name (``mnist``, ``cifar10``, ``cifar100``, ``fakedata``, ``imagenette``, or one a user's
-  module added with :func:`register_dataset`);
+  module added with ``@DATASETS.register(name, ...)``);
 - a torchvision dataset class, ``torchvision:SVHN`` or just ``svhn``, read from the data root with its own
   split names (``--download`` lets torchvision fetch it);
 - a path to a ``.npz`` archive (``x_train.npz`` with ``x_test.npz`` beside it, or one archive as a test split);
@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -125,44 +126,25 @@ def normalization(dataset: Dataset, data: ImageArrays) -> tuple[tuple[float, ...
     return mean, tuple(s if s > 1e-6 else 1.0 for s in std)  # a constant channel is only centred
 
 
-DATASETS: Registry[Dataset] = Registry("dataset")
+def _dataset_entry(name: str, read: Reader | type, **metadata: Any) -> Dataset:
+    """A registered reader (a function, or a class of readers, instantiated) and its metadata as a dataset."""
+    read = read() if isinstance(read, type) else read
+    return Dataset(name, read=read, registered=True, candidates=getattr(read, "candidates", None), **metadata)
 
 
-def register_dataset(
-    name: str,
-    *,
-    title: str,
-    splits: tuple[str, ...],
-    num_classes: int | None = None,
-    image_shape: tuple[int, int, int] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    label_spaces: Mapping[str, tuple[int, ...]] | None = None,
-) -> Callable[[Reader], Reader]:
-    """Register the reader ``read(split, request) -> ImageArrays`` it decorates as the dataset ``name``.
-
-    ``request`` carries the data root, ``download``, and the size and subset asked for (readers that load a
-    whole split may leave those to :func:`dlapps.data.sources.limited`).
-    """
-
-    def decorator(read: Reader) -> Reader:
-        DATASETS.register(
-            name,
-            Dataset(
-                name, title, splits, read, num_classes, image_shape, mean, std, label_spaces or {},
-                registered=True, candidates=getattr(read, "candidates", None),
-            ),
-        )  # fmt: skip
-        return read
-
-    return decorator
+# ``@DATASETS.register(name, title=..., splits=(...), num_classes=..., image_shape=..., mean=..., std=...,
+# label_spaces=...)`` on a reader ``read(split, request) -> ImageArrays``. ``request`` carries the data root,
+# ``download``, and the size and subset asked for (readers that load a whole split may leave those to
+# :func:`dlapps.data.sources.limited`).
+DATASETS: Registry[Dataset] = Registry("dataset", entry=_dataset_entry)
 
 
 class ArchiveOrTorchvision:
     """Reads ``<root>/<name>_<split>.npz``, else torchvision's layout ``<root>/<folder>`` (downloading if allowed)."""
 
-    def __init__(self, name: str, cls: type, folder: str) -> None:
-        self.name, self.cls, self.folder = name, cls, folder
+    name: str  # of the archives
+    torchvision_class: type
+    folder: str  # torchvision's folder under the root
 
     def candidates(self, split: str, root: Path) -> list[Path]:
         return [root / f"{self.name}_{split}.npz", root / self.folder]
@@ -173,7 +155,7 @@ class ArchiveOrTorchvision:
             return limited(read_archive(archive), request)
         tv_folder = request.root / self.folder
         if tv_folder.is_dir() or request.download:
-            return read_torchvision(self.cls, split, request)
+            return read_torchvision(self.torchvision_class, split, request)
         if not request.root.exists():
             raise DataError(
                 f"data root {request.root} does not exist; point --data-root or $DLAPPS_DATA at your data folder, "
@@ -189,8 +171,7 @@ class ArchiveOrTorchvision:
 class FolderUnderRoot:
     """Reads the image folder ``<root>/<name>/<split>/<class>/<image>``."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    name: str
 
     def candidates(self, split: str, root: Path) -> list[Path]:
         return [root / self.name / split]
@@ -211,22 +192,29 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Imagenette's folders (ImageNet WordNet ids), sorted, are these ImageNet-1k class indices.
 IMAGENETTE_TO_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
 
-register_dataset(
-    "mnist", title="MNIST", splits=("train", "test"), num_classes=10, image_shape=(1, 28, 28), mean=(0.1307,),
-    std=(0.3081,),
-)(ArchiveOrTorchvision("mnist", torchvision.datasets.MNIST, "MNIST"))  # fmt: skip
-register_dataset(
-    "cifar10", title="CIFAR-10", splits=("train", "test"), num_classes=10, image_shape=(3, 32, 32),
-    mean=_CIFAR_MEAN, std=_CIFAR_STD,
-)(ArchiveOrTorchvision("cifar10", torchvision.datasets.CIFAR10, "cifar-10-batches-py"))  # fmt: skip
-register_dataset(
-    "cifar100", title="CIFAR-100", splits=("train", "test"), num_classes=100, image_shape=(3, 32, 32),
-    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-)(ArchiveOrTorchvision("cifar100", torchvision.datasets.CIFAR100, "cifar-100-python"))  # fmt: skip
-register_dataset(
-    "imagenette", title="Imagenette", splits=("train", "val"), num_classes=10, mean=_IMAGENET_MEAN,
-    std=_IMAGENET_STD, label_spaces={"imagenet": IMAGENETTE_TO_IMAGENET},
-)(FolderUnderRoot("imagenette"))  # fmt: skip
+
+@DATASETS.register("mnist", title="MNIST", splits=("train", "test"), num_classes=10, image_shape=(1, 28, 28),
+                   mean=(0.1307,), std=(0.3081,))  # fmt: skip
+class Mnist(ArchiveOrTorchvision):
+    name, torchvision_class, folder = "mnist", torchvision.datasets.MNIST, "MNIST"
+
+
+@DATASETS.register("cifar10", title="CIFAR-10", splits=("train", "test"), num_classes=10, image_shape=(3, 32, 32),
+                   mean=_CIFAR_MEAN, std=_CIFAR_STD)  # fmt: skip
+class Cifar10(ArchiveOrTorchvision):
+    name, torchvision_class, folder = "cifar10", torchvision.datasets.CIFAR10, "cifar-10-batches-py"
+
+
+@DATASETS.register("cifar100", title="CIFAR-100", splits=("train", "test"), num_classes=100,
+                   image_shape=(3, 32, 32), mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))  # fmt: skip
+class Cifar100(ArchiveOrTorchvision):
+    name, torchvision_class, folder = "cifar100", torchvision.datasets.CIFAR100, "cifar-100-python"
+
+
+@DATASETS.register("imagenette", title="Imagenette", splits=("train", "val"), num_classes=10, mean=_IMAGENET_MEAN,
+                   std=_IMAGENET_STD, label_spaces={"imagenet": IMAGENETTE_TO_IMAGENET})  # fmt: skip
+class Imagenette(FolderUnderRoot):
+    name = "imagenette"
 
 
 def fakedata_arrays(
@@ -246,10 +234,8 @@ def fakedata_arrays(
     )
 
 
-@register_dataset(
-    "fakedata", title="FakeData", splits=("train", "test"), num_classes=10, image_shape=(3, 32, 32),
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-)  # fmt: skip
+@DATASETS.register("fakedata", title="FakeData", splits=("train", "test"), num_classes=10, image_shape=(3, 32, 32),
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # fmt: skip
 def fakedata(split: str, request: Request) -> ImageArrays:
     return limited(fakedata_arrays(split), request)
 

@@ -61,6 +61,7 @@ Installer = Callable[[list[Path], Path], None]  # (downloaded files, data root):
 
 @dataclass(frozen=True)
 class Resource:
+    name: str  # what ``dlapps fetch --only`` takes
     title: str
     downloads: tuple[Download, ...]
     provides: tuple[str, ...]  # paths under the data root it installs
@@ -80,7 +81,11 @@ class Resource:
         return all((root / p).exists() for p in self.provides)
 
 
-RESOURCES: Registry[Resource] = Registry("downloadable resource", DataError)
+# The datasets' downloads: ``@RESOURCES.register(name, title=..., downloads=(...), provides=(...))`` on the
+# installer ``install(files, root)``. Published weights carry their own (:mod:`dlapps.models.pretrained`).
+RESOURCES: Registry[Resource] = Registry(
+    "downloadable resource", DataError, entry=lambda name, install, **info: Resource(name, install=install, **info)
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class Need:
 
     what: str
     paths: tuple[Path, ...]
-    resource: str | None
+    resource: Resource | None
 
     def present(self) -> bool:
         return any(p.exists() for p in self.paths)
@@ -105,7 +110,7 @@ def ensure(needs: Iterable[Need], root: Path, download: bool, *, progress: bool 
     :class:`DataError` naming everything missing, where it comes from and how to get it."""
     missing = list(dict.fromkeys(n for n in needs if not n.present()))
     if download:
-        fetch(sorted({n.resource for n in missing if n.resource}), root, progress=progress)
+        fetch([n.resource for n in missing if n.resource], root, progress=progress)
         missing = [n for n in missing if not n.present()]
     if not missing:
         return
@@ -113,10 +118,9 @@ def ensure(needs: Iterable[Need], root: Path, download: bool, *, progress: bool 
     where = f"the data root {root}" if root.is_dir() else f"the data root {root}, which does not exist"
     parts = [f"missing from {where}: " + "; ".join(n.what for n in missing)]
     if fetchable:
-        sources = ", ".join(f"{name} from {RESOURCES[name].source} ({megabytes(RESOURCES[name].size)})"
-                            for name in fetchable)  # fmt: skip
-        only = " ".join(f"--only {name}" for name in fetchable)
-        total = megabytes(sum(RESOURCES[name].size for name in fetchable))
+        sources = ", ".join(f"{r.name} from {r.source} ({megabytes(r.size)})" for r in fetchable)
+        only = " ".join(f"--only {r.name}" for r in fetchable)
+        total = megabytes(sum(r.size for r in fetchable))
         parts.append(f"get {sources} with `dlapps fetch --data-root {root} {only}` ({total} in all), or add "
                      "--download; or point --data-root or $DLAPPS_DATA at a folder that holds them")  # fmt: skip
     placed = [n for n in missing if not n.resource]
@@ -125,12 +129,9 @@ def ensure(needs: Iterable[Need], root: Path, download: bool, *, progress: bool 
     raise DataError("; ".join(parts))
 
 
-def fetch(names: Iterable[str], root: Path, *, progress: bool = True) -> list[str]:
-    """Download and install each named resource that is not installed yet; return the names fetched."""
-    wanted = list(dict.fromkeys(names))
-    for name in wanted:
-        RESOURCES.check(name)
-    todo = [name for name in wanted if not RESOURCES[name].installed(root)]
+def fetch(resources: Iterable[Resource], root: Path, *, progress: bool = True) -> list[str]:
+    """Download and install each resource that is not installed yet; return the names of those fetched."""
+    todo = [r for r in {r.name: r for r in resources}.values() if not r.installed(root)]
     if not todo:
         return []
     staging = root / ".downloads"
@@ -138,15 +139,17 @@ def fetch(names: Iterable[str], root: Path, *, progress: bool = True) -> list[st
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     try:
         with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bars:
-            for name in todo:
-                files = [_download(d, staging, bars) for d in RESOURCES[name].downloads]
+            for resource in todo:
+                files = [_download(d, staging, bars) for d in resource.downloads]
                 try:
-                    RESOURCES[name].install(files, root)
+                    resource.install(files, root)
                 except (ValueError, KeyError, tarfile.TarError) as exc:
-                    raise DataError(f"{name}: the downloaded files do not unpack as published ({exc})") from None
+                    raise DataError(
+                        f"{resource.name}: the downloaded files do not unpack as published ({exc})"
+                    ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # downloaded archives are installed, or refused
-    return todo
+    return [r.name for r in todo]
 
 
 def _download(download: Download, folder: Path, bars: Progress) -> Path:
@@ -190,6 +193,14 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 # --- the course's datasets ---------------------------------------------------------------------------------
 
 
+_MNIST = torchvision.datasets.MNIST
+
+
+@RESOURCES.register(
+    "mnist", title="MNIST", provides=("mnist_train.npz", "mnist_test.npz"),
+    downloads=tuple(Download(_MNIST.mirrors[0] + file, f"md5:{md5}", size) for (file, md5), size
+                    in zip(_MNIST.resources, (9_912_422, 28_881, 1_648_877, 4_542), strict=True)),
+)  # fmt: skip
 def _install_mnist(files: list[Path], root: Path) -> None:
     """The four idx files to ``mnist_train.npz`` and ``mnist_test.npz`` (images N×28×28×1)."""
     from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
@@ -209,30 +220,54 @@ def _install_mnist(files: list[Path], root: Path) -> None:
                    classes=classes)  # fmt: skip
 
 
-def _cifar_installer(name: str, label_bytes: int, splits: dict[str, tuple[str, ...]], names_file: str) -> Installer:
+def _install_cifar(
+    files: list[Path], root: Path, name: str, label_bytes: int, splits: dict[str, tuple[str, ...]], names_file: str
+) -> None:
     """CIFAR's binary distribution to ``<name>_<split>.npz``: each record is its label byte(s) (the last one is
     the class) and 3,072 pixel bytes, channel by channel."""
+    with tarfile.open(files[0]) as archive:
+        members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
 
-    def install(files: list[Path], root: Path) -> None:
-        with tarfile.open(files[0]) as archive:
-            members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+        def read(member: str) -> bytes:
+            return archive.extractfile(members[member]).read()
 
-            def read(member: str) -> bytes:
-                return archive.extractfile(members[member]).read()
-
-            classes = np.array([line.strip() for line in read(names_file).decode().splitlines() if line.strip()])
-            for split, batches in splits.items():
-                records = np.frombuffer(b"".join(read(b) for b in batches), np.uint8)
-                if records.size % (label_bytes + 3072):
-                    raise ValueError(f"{', '.join(batches)}: not whole records of {label_bytes + 3072} bytes")
-                records = records.reshape(-1, label_bytes + 3072)
-                images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-                labels = records[:, label_bytes - 1].astype(np.int64)
-                _write_npz(root / f"{name}_{split}.npz", images=images, labels=labels, classes=classes)
-
-    return install
+        classes = np.array([line.strip() for line in read(names_file).decode().splitlines() if line.strip()])
+        for split, batches in splits.items():
+            records = np.frombuffer(b"".join(read(b) for b in batches), np.uint8)
+            if records.size % (label_bytes + 3072):
+                raise ValueError(f"{', '.join(batches)}: not whole records of {label_bytes + 3072} bytes")
+            records = records.reshape(-1, label_bytes + 3072)
+            images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            labels = records[:, label_bytes - 1].astype(np.int64)
+            _write_npz(root / f"{name}_{split}.npz", images=images, labels=labels, classes=classes)
 
 
+@RESOURCES.register(
+    "cifar10", title="CIFAR-10", provides=("cifar10_train.npz", "cifar10_test.npz"),
+    downloads=(Download("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                        "md5:c32a1d4ab5d03f1284b67883e8d87530", 170_052_171),),
+)  # fmt: skip
+def _install_cifar10(files: list[Path], root: Path) -> None:
+    batches = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
+    _install_cifar(files, root, "cifar10", 1, batches, "batches.meta.txt")
+
+
+@RESOURCES.register(
+    "cifar100", title="CIFAR-100", provides=("cifar100_train.npz", "cifar100_test.npz"),
+    downloads=(Download("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+                        "md5:03b5dce01913d631647c71ecec9e9cb8", 168_513_733),),
+)  # fmt: skip
+def _install_cifar100(files: list[Path], root: Path) -> None:
+    _install_cifar(files, root, "cifar100", 2, {"train": ("train.bin",), "test": ("test.bin",)}, "fine_label_names.txt")
+
+
+_IMAGENETTE_URL, _IMAGENETTE_MD5 = torchvision.datasets.Imagenette._ARCHIVES["320px"]  # the smallest ≥ 224 px
+
+
+@RESOURCES.register(
+    "imagenette", title="Imagenette (320 px)", provides=("imagenette/train", "imagenette/val"),
+    downloads=(Download(_IMAGENETTE_URL, f"md5:{_IMAGENETTE_MD5}", 341_663_724),),
+)  # fmt: skip
 def _install_imagenette(files: list[Path], root: Path) -> None:
     """The archive's ``train`` and ``val`` image folders to ``<root>/imagenette/<split>/<wnid>/``."""
     staging = root / ".imagenette.part"
@@ -252,49 +287,19 @@ def _install_imagenette(files: list[Path], root: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-_MNIST = torchvision.datasets.MNIST
-RESOURCES.register("mnist", Resource(
-    "MNIST",
-    tuple(Download(_MNIST.mirrors[0] + file, f"md5:{md5}", size) for (file, md5), size
-          in zip(_MNIST.resources, (9_912_422, 28_881, 1_648_877, 4_542), strict=True)),
-    ("mnist_train.npz", "mnist_test.npz"),
-    _install_mnist,
-))  # fmt: skip
-RESOURCES.register("cifar10", Resource(
-    "CIFAR-10",
-    (Download("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "md5:c32a1d4ab5d03f1284b67883e8d87530",
-              170_052_171),),
-    ("cifar10_train.npz", "cifar10_test.npz"),
-    _cifar_installer("cifar10", 1, {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-                                    "test": ("test_batch.bin",)}, "batches.meta.txt"),
-))  # fmt: skip
-RESOURCES.register("cifar100", Resource(
-    "CIFAR-100",
-    (Download("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", "md5:03b5dce01913d631647c71ecec9e9cb8",
-              168_513_733),),
-    ("cifar100_train.npz", "cifar100_test.npz"),
-    _cifar_installer("cifar100", 2, {"train": ("train.bin",), "test": ("test.bin",)}, "fine_label_names.txt"),
-))  # fmt: skip
-_IMAGENETTE_URL, _IMAGENETTE_MD5 = torchvision.datasets.Imagenette._ARCHIVES["320px"]  # the smallest ≥ 224 px
-RESOURCES.register("imagenette", Resource(
-    "Imagenette (320 px)",
-    (Download(_IMAGENETTE_URL, f"md5:{_IMAGENETTE_MD5}", 341_663_724),),
-    ("imagenette/train", "imagenette/val"),
-    _install_imagenette,
-))  # fmt: skip
-
-
-def weights_resource(title: str, url: str, sha256: str, size: int, filename: str) -> Resource:
+def weights_resource(name: str, title: str, url: str, sha256: str, size: int, filename: str) -> Resource:
     """A published weights file, installed as ``weights/<filename>``."""
 
     def install(files: list[Path], root: Path) -> None:
         (root / "weights").mkdir(parents=True, exist_ok=True)
         shutil.move(files[0], root / "weights" / filename)
 
-    return Resource(f"{title} weights", (Download(url, f"sha256:{sha256}", size),), (f"weights/{filename}",), install)
+    return Resource(
+        name, f"{title} weights", (Download(url, f"sha256:{sha256}", size),), (f"weights/{filename}",), install
+    )
 
 
-def provider(dataset: str, split: str) -> str | None:
+def provider(dataset: str, split: str) -> Resource | None:
     """The resource that installs ``<dataset>_<split>.npz`` or ``<dataset>/<split>``, if any."""
     wanted = {f"{dataset}_{split}.npz", f"{dataset}/{split}"}
-    return next((name for name, r in RESOURCES.items() if wanted & set(r.provides)), None)
+    return next((r for r in RESOURCES.values() if wanted & set(r.provides)), None)

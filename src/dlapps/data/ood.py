@@ -1,7 +1,7 @@
 """Out-of-distribution sets, as ordinary :class:`ImageArrays`.
 
 Every set is uint8 (N, C, H, W) like any split of the data layer, so detectors and the ``ood`` study treat a
-user's own data exactly like the built-in sets. Registered sets (:data:`OOD_SETS`, ``@register_ood_set``):
+user's own data exactly like the built-in sets. Registered sets (:data:`OOD_SETS`, ``@OOD_SETS.register(name, ...)``):
 
 - ``cifar100``: CIFAR-100 test without the classes that overlap CIFAR-10 (near-OOD for CIFAR-10;
   :data:`CIFAR10_OVERLAP`);
@@ -17,7 +17,7 @@ resized: :func:`conform` says what does not fit unless resizing is asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -130,52 +130,42 @@ class OodSet:
     name: str
     distance: Literal["near", "far"]
     description: str
-    build: Callable[[OodRequest], ImageArrays]
+    build: Callable[[OodRequest], ImageArrays] = field(repr=False)
     reads: tuple[tuple[str, str], ...] = ()  # (dataset, split) it is made from; none: generated
 
 
-OOD_SETS: Registry[OodSet] = Registry("OOD set", DataError)
-
-
-def register_ood_set(
-    name: str, distance: Literal["near", "far"], description: str, reads: tuple[tuple[str, str], ...] = ()
-):
-    """Register the builder ``build(request) -> ImageArrays`` it decorates as the OOD set ``name``, made from the
-    dataset splits ``reads``."""
-
-    def decorator(build: Callable[[OodRequest], ImageArrays]) -> Callable[[OodRequest], ImageArrays]:
-        OOD_SETS.register(name, OodSet(name, distance, description, build, reads))
-        return build
-
-    return decorator
-
-
-@register_ood_set(
-    "cifar100", "near", "CIFAR-100 test without the classes overlapping CIFAR-10", (("cifar100", "test"),)
+# ``@OOD_SETS.register(name, distance=..., description=..., reads=((dataset, split), ...))`` on a builder
+# ``build(request) -> ImageArrays``; ``reads``: the dataset splits it is made from (none: generated).
+OOD_SETS: Registry[OodSet] = Registry(
+    "OOD set", DataError, entry=lambda name, build, **info: OodSet(name, build=build, **info)
 )
+
+
+@OOD_SETS.register("cifar100", distance="near", description="CIFAR-100 test without the classes overlapping CIFAR-10",
+                   reads=(("cifar100", "test"),))  # fmt: skip
 def _cifar100(request: OodRequest) -> ImageArrays:
     return cifar100_ood(request.root, request.download, request.cifar100_exclude).subset(request.size, request.seed)
 
 
-@register_ood_set(
-    "mnist", "far", "MNIST test, resized to the in-distribution images' size and channels", (("mnist", "test"),)
-)
+@OOD_SETS.register("mnist", distance="far", description="MNIST test, resized to the in-distribution images' size "
+                   "and channels", reads=(("mnist", "test"),))  # fmt: skip
 def _mnist(request: OodRequest) -> ImageArrays:
     mnist = load_arrays("mnist", "test", request.root, request.download)
     return conform(mnist, request.shape, resize=True).subset(request.size, request.seed)
 
 
-@register_ood_set("fakedata", "far", "torchvision FakeData of the in-distribution images' shape, fixed seed")
+@OOD_SETS.register("fakedata", distance="far", description="torchvision FakeData of the in-distribution images' "
+                   "shape, fixed seed")  # fmt: skip
 def _fakedata(request: OodRequest) -> ImageArrays:
     return fakedata_arrays("test", request.generated, request.seed, request.shape)
 
 
-@register_ood_set("gaussian", "far", "Gaussian pixel noise N(0.5, 0.25²)")
+@OOD_SETS.register("gaussian", distance="far", description="Gaussian pixel noise N(0.5, 0.25²)")
 def _gaussian(request: OodRequest) -> ImageArrays:
     return noise("gaussian", request.generated, request.seed, request.shape)
 
 
-@register_ood_set("uniform", "far", "uniform pixel noise")
+@OOD_SETS.register("uniform", distance="far", description="uniform pixel noise")
 def _uniform(request: OodRequest) -> ImageArrays:
     return noise("uniform", request.generated, request.seed, request.shape)
 

@@ -1,10 +1,10 @@
 """Studies: each composes data, models, training, analysis and reports into one reproducible run.
 
-A study is a :class:`Study` subclass registered with ``@register_study`` in one module of this package (its
+A study is a :class:`Study` subclass registered with ``@STUDIES.register(name)`` in one module of this package (its
 config, its run, its report body); :func:`run_study` writes its standard files.
 """
 
-from dlapps.experiments.base import STUDIES, RunContext, Study, StudyOutput, register_study, run_study
+from dlapps.experiments.base import STUDIES, RunContext, Study, StudyOutput, run_study
 from dlapps.registry import import_submodules
 
 import_submodules(__name__, __path__)  # each study registers itself
@@ -14,4 +14,4 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-__all__ = ["STUDIES", "RunContext", "Study", "StudyOutput", "get_study", "register_study", "run_study"]
+__all__ = ["STUDIES", "RunContext", "Study", "StudyOutput", "get_study", "run_study"]

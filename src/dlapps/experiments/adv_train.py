@@ -17,17 +17,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
-from dlapps.attacks import AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy, summarize
+from dlapps.attacks import ATTACKS, AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy, summarize
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_dict
 from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
 from dlapps.experiments.attacks import PIXEL, eps_label
-from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.zoo import WRITEUP_CNN_TRAINING
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
@@ -49,10 +49,10 @@ class AdvTrainConfig(OnDataset):
     model: Annotated[str, ARCHITECTURE] = "cifar_resnet"  # any architecture; width and blocks shape two of them
     width: PositiveInt = 64  # cifar_resnet / small_cnn: channels of the first stage, doubled at each later stage
     blocks: PositiveInt = 3  # cifar_resnet only: basic blocks per stage
-    method: Literal["fgsm", "fgsm-rs", "pgd"] = "fgsm-rs"
+    method: Annotated[str, ATTACKS] = "fgsm-rs"  # any registered attack makes the adversarial batches
     eps: GreyLevels = 8.0  # grey levels (units of 1/255)
-    alpha: GreyLevels | None = None  # grey levels; None: fgsm ε, fgsm-rs 1.25 ε, pgd 2.5 ε / steps
-    steps: PositiveInt = 1  # attack steps per batch (pgd only)
+    alpha: GreyLevels | None = None  # grey levels; None: the attack's own (fgsm ε, fgsm-rs 1.25 ε, pgd 2.5 ε / steps)
+    steps: PositiveInt = 1  # attack steps per batch (iterative attacks only)
     weightings: tuple[str, ...] = ("0.5/0.5", "0.2/0.8", "0/1")  # w_clean/w_adv, beside a standard model
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -77,7 +77,8 @@ class AdvTrainConfig(OnDataset):
     seed: int = 0
 
     def validate(self) -> None:
-        require(self.method == "pgd" or self.steps == 1, f"{self.method} takes one step: set steps=1 (or method=pgd)")
+        require(not ATTACKS[self.method].single_step or self.steps == 1,
+                f"{self.method} takes one step: set steps=1 (or method=pgd)")  # fmt: skip
         require(len(self.weightings) == len(set(self.weightings)), f"weightings repeat an entry: {self.weightings}")
         for weighting in self.weightings:
             parts = weighting.split("/")
@@ -202,9 +203,8 @@ def exceeds(first: list[float], second: list[float]) -> tuple[bool, str]:
                    + ("" if holds or a <= b else "; the difference is within the spread over seeds"))  # fmt: skip
 
 
-@register_study
+@STUDIES.register("adv-train")
 class AdvTrain(Study):
-    name = "adv-train"
     summary = "Standard vs adversarially trained models (CIFAR-10 by default; FGSM-RS, weighted losses): clean and PGD accuracy."
     config_type = AdvTrainConfig
     profiles = {

@@ -24,7 +24,7 @@ from dlapps.attacks import ATTACKS, TargetSpec, attack, attack_arrays, cumulativ
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments.base import OnDataset, RunCache, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.base import STUDIES, OnDataset, RunCache, RunContext, Study, StudyOutput
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model, writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
@@ -258,9 +258,8 @@ def _examples_figure(examples: dict[str, Any], mode: str, classes: tuple[str, ..
     )  # fmt: skip
 
 
-@register_study
+@STUDIES.register("fgsm")
 class FGSM(AttackSweep):
-    name = "fgsm"
     summary = "Iterative FGSM with per-sample early stop (CIFAR-10 ResNet-20 by default): success, iterations, confidence vs ε."
     profiles = {
         "quick": {"test_subset": 500, "epsilons": (0.5, 1, 2, 4, 8, 16)},
@@ -334,9 +333,8 @@ class FGSM(AttackSweep):
         return rows
 
 
-@register_study
+@STUDIES.register("targeted")
 class Targeted(AttackSweep):
-    name = "targeted"
     summary = "Targeted (random, least-likely, fixed class) vs untargeted iterative attacks at equal ε and steps."
     config_type = TargetedConfig
     profiles = {

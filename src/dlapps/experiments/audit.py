@@ -50,7 +50,6 @@ from dlapps.experiments.base import (
     RunContext,
     Study,
     StudyOutput,
-    register_study,
     run_study,
 )
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
@@ -121,9 +120,8 @@ def default_ood_sets(dataset: str) -> tuple[str, ...]:
     return ("cifar10" if dataset == "cifar100" else "cifar100", "fakedata", "gaussian", "uniform")
 
 
-@register_study
+@STUDIES.register("audit")
 class Audit(Study):
-    name = "audit"
     summary = "One classifier on one dataset: accuracy, calibration, explanations, OOD detection, robustness."
     config_type = AuditConfig
     profiles = {

@@ -194,7 +194,7 @@ class Study:
     a report (alone, or in ``reproduce``'s combined one) can be rebuilt from finished results.
     """
 
-    name: ClassVar[str]
+    name: str  # as registered
     summary: ClassVar[str]
     config_type: ClassVar[type]
     profiles: ClassVar[dict[str, dict[str, Any]]]
@@ -248,13 +248,15 @@ class Study:
         return None
 
 
-STUDIES: Registry[Study] = Registry("study")
+def _study_entry(name: str, cls: type[Study]) -> Study:
+    """The one instance of a registered study class, named as it was registered."""
+    study = cls()
+    study.name = name
+    return study
 
 
-def register_study(cls: type[Study]) -> type[Study]:
-    """Class decorator: register one instance of the study under its ``name``."""
-    STUDIES.register(cls.name, cls())
-    return cls
+# ``@STUDIES.register(name)`` on a Study subclass.
+STUDIES: Registry[Study] = Registry("study", entry=_study_entry)
 
 
 def environment() -> dict[str, Any]:

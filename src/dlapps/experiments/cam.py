@@ -21,7 +21,7 @@ from torch import nn
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.downloads import Need
-from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
 from dlapps.models import PRETRAINED, Classifier
@@ -119,9 +119,8 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
     }  # fmt: skip
 
 
-@register_study
+@STUDIES.register("cam")
 class Cam(Study):
-    name = "cam"
     summary = "CAM, Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM on a classifier (ImageNet MobileNetV2 by default); faithfulness."
     config_type = CamConfig
     profiles = {

@@ -26,7 +26,7 @@ from dlapps.data.ood import (
     set_distance,
     set_label,
 )
-from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.zoo import (
     WRITEUP_RESNET_TRAINING,
     Classifier,
@@ -147,9 +147,8 @@ def _evaluate(config: OodConfig, classifier: Classifier, fit_data: ImageArrays, 
     return facts, (id_scored.scores, ood_scores)
 
 
-@register_study
+@STUDIES.register("ood")
 class OOD(Study):
-    name = "ood"
     summary = "Post-hoc OOD detectors (MSP ... ReAct) on two classifiers (CIFAR-10 by default): near- and far-OOD."
     config_type = OodConfig
     profiles = {

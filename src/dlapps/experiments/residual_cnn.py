@@ -13,7 +13,7 @@ from typing import Any
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import get_dataset
-from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study, trained_runs
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
 from dlapps.experiments.zoo import WRITEUP_RESNET_TRAINING, training_settings
 from dlapps.explain import layer_gradient_norms
 from dlapps.models.classifier import build_from_card
@@ -58,9 +58,8 @@ def label(blocks: int, skip: bool) -> str:
     return f"{'ResNet' if skip else 'Plain'}-{6 * blocks + 2}"
 
 
-@register_study
+@STUDIES.register("residual-cnn")
 class ResidualCNN(Study):
-    name = "residual-cnn"
     summary = "ResNets with and without skip connections at several depths (CIFAR-10 by default): accuracy curves."
     config_type = ResidualCNNConfig
     profiles = {

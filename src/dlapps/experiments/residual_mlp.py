@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, get_dataset
-from dlapps.experiments.base import OnDataset, RunContext, Study, StudyOutput, register_study, trained_runs
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
 from dlapps.explain import layer_gradient_norms
 from dlapps.models.classifier import build_from_card
 from dlapps.report import figures
@@ -87,9 +87,8 @@ def variant_label(key: str) -> str:
     return f"ResidualMLP ({k} layer{'s' if k > 1 else ''}/block)"
 
 
-@register_study
+@STUDIES.register("residual-mlp")
 class ResidualMLP(Study):
-    name = "residual-mlp"
     summary = "Plain vs residual MLPs of growing depth (MNIST by default): accuracy, training curves, gradient flow."
     config_type = ResidualMLPConfig
     # full is the write-up's own setup (all of MNIST, 10 epochs, width 16), with 3 seeds where it ran once

@@ -1,6 +1,6 @@
 """Explaining models: gradient flow, class activation maps and their faithfulness."""
 
-from dlapps.explain.cam import CAM_METHODS, compute_cam, normalize_maps, register_cam
+from dlapps.explain.cam import CAM_METHODS, compute_cam, normalize_maps
 from dlapps.explain.faithfulness import Confidence, deletion_insertion, masked_confidence
 from dlapps.explain.gradients import LayerGradients, layer_gradient_norms
 from dlapps.explain.sanity import head_randomisation_check, randomised_head, rank_correlation
@@ -17,5 +17,4 @@ __all__ = [
     "normalize_maps",
     "randomised_head",
     "rank_correlation",
-    "register_cam",
 ]

@@ -6,7 +6,7 @@ computed from the activations ``A`` (N, K, h, w) of the chosen layer as ``relu(s
 normalised to [0, 1] per image. Models run in eval mode and come back in the mode they were in; hooks are
 removed after every call.
 
-Methods are registered in :data:`CAM_METHODS` (``@register_cam(name)`` on a function
+Methods are registered in :data:`CAM_METHODS` (``@CAM_METHODS.register(name)`` on a function
 ``method(model, x, layer, targets=None, **options)``).
 
 - CAM (Zhou et al. 2016): ``w_k`` = the class's weights in the linear layer after global average pooling.
@@ -78,7 +78,6 @@ def _target_gradients(model, x, layer, targets):
 
 CamMethod = Callable[..., torch.Tensor]
 CAM_METHODS: Registry[CamMethod] = Registry("CAM method")
-register_cam = CAM_METHODS.register
 
 
 def linear_head(model: nn.Module, classifier: str | None) -> tuple[str, nn.Linear]:
@@ -91,7 +90,7 @@ def linear_head(model: nn.Module, classifier: str | None) -> tuple[str, nn.Linea
     return classifier, head
 
 
-@register_cam("cam")
+@CAM_METHODS.register("cam")
 @torch.no_grad()
 def cam(
     model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, classifier: str | None = None
@@ -112,7 +111,7 @@ def cam(
     return _finish((weights * activations).sum(1), x.shape[-2:])
 
 
-@register_cam("gradcam")
+@CAM_METHODS.register("gradcam")
 def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, **_) -> torch.Tensor:
     with eval_mode(model):
         activations, grads = _target_gradients(model, x, layer, targets)
@@ -120,7 +119,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tenso
     return _finish((weights * activations).sum(1), x.shape[-2:])
 
 
-@register_cam("gradcam++")
+@CAM_METHODS.register("gradcam++")
 def grad_cam_plus_plus(
     model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, **_
 ) -> torch.Tensor:
@@ -134,14 +133,14 @@ def grad_cam_plus_plus(
     return _finish((weights * activations).sum(1), x.shape[-2:])
 
 
-@register_cam("layercam")
+@CAM_METHODS.register("layercam")
 def layer_cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, **_) -> torch.Tensor:
     with eval_mode(model):
         activations, grads = _target_gradients(model, x, layer, targets)
     return _finish((grads.clamp(min=0) * activations).sum(1), x.shape[-2:])
 
 
-@register_cam("scorecam")
+@CAM_METHODS.register("scorecam")
 @torch.no_grad()
 def score_cam(
     model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, batch_size: int = 64, **_

@@ -9,7 +9,7 @@ from dlapps.models.imagenet import imagenet_categories, imagenet_wnids
 from dlapps.models.layers import Normalize
 from dlapps.models.mlp import MLP, ResidualMLP
 from dlapps.models.pretrained import PRETRAINED, PretrainedSpec, load_pretrained, pretrained_path
-from dlapps.models.registry import MODELS, create_model, list_models, register_model, torchvision_model
+from dlapps.models.registry import MODELS, create_model, list_models, torchvision_model
 from dlapps.models.small_cnn import SmallCNN
 from dlapps.models.weights import load_state_dict_checked, load_weights, read_weights
 
@@ -36,6 +36,5 @@ __all__ = [
     "load_weights",
     "pretrained_path",
     "read_weights",
-    "register_model",
     "torchvision_model",
 ]

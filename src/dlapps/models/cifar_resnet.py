@@ -18,7 +18,7 @@ from torch import nn
 
 from dlapps.errors import ConfigError
 from dlapps.models.layers import Normalize
-from dlapps.models.registry import register_model
+from dlapps.models.registry import MODELS
 
 
 class ShortcutA(nn.Module):
@@ -98,26 +98,42 @@ class CifarResNet(nn.Module):
         return self.linear(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def _cifar_resnet(blocks: int):
-    def factory(
-        *,
-        num_classes: int,
-        in_shape: tuple[int, int, int],
-        skip: bool = True,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> CifarResNet:
-        return CifarResNet(blocks, num_classes, skip=skip, in_channels=in_shape[0], mean=mean, std=std)
-
-    factory.__doc__ = f"ResNet-{6 * blocks + 2} for CIFAR (option A shortcuts; ``skip=False`` for the plain net)."
-    return factory
+Stats = Sequence[float] | None  # a normalisation's mean or std (None: the model does not normalise)
 
 
-for _blocks in (3, 5, 7, 9):
-    register_model(f"resnet{6 * _blocks + 2}")(_cifar_resnet(_blocks))
+@MODELS.register("resnet20")
+def resnet20(
+    *, num_classes: int, in_shape: tuple[int, int, int], skip: bool = True, mean: Stats = None, std: Stats = None
+):
+    """ResNet-20 for CIFAR (option A shortcuts; ``skip=False`` for the plain net)."""
+    return CifarResNet(3, num_classes, skip=skip, in_channels=in_shape[0], mean=mean, std=std)
 
 
-@register_model("cifar_resnet")
+@MODELS.register("resnet32")
+def resnet32(
+    *, num_classes: int, in_shape: tuple[int, int, int], skip: bool = True, mean: Stats = None, std: Stats = None
+):
+    """ResNet-32 for CIFAR."""
+    return CifarResNet(5, num_classes, skip=skip, in_channels=in_shape[0], mean=mean, std=std)
+
+
+@MODELS.register("resnet44")
+def resnet44(
+    *, num_classes: int, in_shape: tuple[int, int, int], skip: bool = True, mean: Stats = None, std: Stats = None
+):
+    """ResNet-44 for CIFAR."""
+    return CifarResNet(7, num_classes, skip=skip, in_channels=in_shape[0], mean=mean, std=std)
+
+
+@MODELS.register("resnet56")
+def resnet56(
+    *, num_classes: int, in_shape: tuple[int, int, int], skip: bool = True, mean: Stats = None, std: Stats = None
+):
+    """ResNet-56 for CIFAR."""
+    return CifarResNet(9, num_classes, skip=skip, in_channels=in_shape[0], mean=mean, std=std)
+
+
+@MODELS.register("cifar_resnet")
 def cifar_resnet(
     *,
     num_classes: int,

@@ -9,10 +9,10 @@ from importlib.resources import files
 from torch import nn
 from torchvision import models as tvm
 
-from dlapps.models.registry import register_model, torchvision_model
+from dlapps.models.registry import MODELS, torchvision_model
 
 
-@register_model("mobilenet_v2")
+@MODELS.register("mobilenet_v2")
 def mobilenet_v2(
     *, num_classes: int, in_shape: tuple[int, int, int], mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -20,7 +20,7 @@ def mobilenet_v2(
     return torchvision_model("mobilenet_v2", num_classes=num_classes, mean=mean, std=std)
 
 
-@register_model("resnet18")
+@MODELS.register("resnet18")
 def resnet18(
     *, num_classes: int, in_shape: tuple[int, int, int], mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,

@@ -16,7 +16,7 @@ from torch import nn
 
 from dlapps.errors import ConfigError
 from dlapps.models.layers import Normalize
-from dlapps.models.registry import register_model
+from dlapps.models.registry import MODELS
 
 
 def _check(width: int, depth: int, layers_per_block: int = 1) -> None:
@@ -91,7 +91,7 @@ class ResidualMLP(nn.Module):
         return self.head(self.hidden(self.stem(self.normalize(x))))
 
 
-@register_model("mlp")
+@MODELS.register("mlp")
 def mlp(
     *,
     num_classes: int,
@@ -104,7 +104,7 @@ def mlp(
     return MLP(math.prod(in_shape), width, depth, num_classes, mean=mean, std=std)
 
 
-@register_model("residual_mlp")
+@MODELS.register("residual_mlp")
 def residual_mlp(
     *,
     num_classes: int,

@@ -22,7 +22,6 @@ from dlapps.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
-register_model = MODELS.register
 TORCHVISION = "torchvision:"
 
 

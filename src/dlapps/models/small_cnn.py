@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dlapps.models.layers import Normalize
-from dlapps.models.registry import register_model
+from dlapps.models.registry import MODELS
 
 
 class SmallCNN(nn.Module):
@@ -48,7 +48,7 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(self.normalize(x)))
 
 
-@register_model("small_cnn")
+@MODELS.register("small_cnn")
 def small_cnn(
     *,
     num_classes: int,

@@ -8,7 +8,7 @@ Every detector has one API: ``detector.fit(model, id_train_data)`` binds it to a
 (and, for Mahalanobis, KNN, ViM and ReAct, estimates statistics of the ID training data), then
 ``detector.score(x)`` gives an (N,) tensor for images ``x`` in [0, 1] on the model's device.
 :func:`fit_detectors` and :func:`score_detectors` do the same for many detectors over whole datasets.
-Detectors are classes registered with ``@register_detector(name)``, one module each; build them by name with
+Detectors are classes registered with ``@DETECTORS.register(name)``, one module each; build them by name with
 :func:`create_detector`.
 """
 
@@ -20,7 +20,7 @@ import inspect
 from typing import Any
 
 from dlapps.errors import ConfigError
-from dlapps.ood.base import DETECTORS, Detector, NotFittedError, OutputDetector, register_detector
+from dlapps.ood.base import DETECTORS, Detector, NotFittedError, OutputDetector
 from dlapps.ood.msp import MSP
 from dlapps.ood.maxlogit import MaxLogit
 from dlapps.ood.energy import Energy
@@ -70,7 +70,6 @@ __all__ = [
     "fpr_at_95_tpr",
     "fpr_at_tpr",
     "ood_metrics",
-    "register_detector",
     "score_detectors",
     "summarise",
 ]

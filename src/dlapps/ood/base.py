@@ -90,10 +90,5 @@ class OutputDetector(Detector):
         raise NotImplementedError
 
 
+# ``@DETECTORS.register(name)`` on a Detector subclass; its hyper-parameters are its constructor's keyword arguments.
 DETECTORS: Registry[type[Detector]] = Registry("detector")
-
-
-def register_detector(name: str):
-    """Class decorator: register a :class:`Detector` subclass under ``name`` (its hyper-parameters are its
-    constructor's keyword arguments)."""
-    return DETECTORS.register(name)

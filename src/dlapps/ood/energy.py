@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dlapps.ood.base import OutputDetector, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector
 from dlapps.ood.features import Outputs
 
 
@@ -17,7 +17,7 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     return temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
-@register_detector("energy")
+@DETECTORS.register("energy")
 class Energy(OutputDetector):
     name = "Energy"
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlapps.errors import DataError
-from dlapps.ood.base import OutputDetector, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector
 from dlapps.ood.features import Outputs
 
 
@@ -27,7 +27,7 @@ def knn_score(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tenso
     return -(2 - 2 * kth).clamp_min(0).sqrt()
 
 
-@register_detector("knn")
+@DETECTORS.register("knn")
 class KNN(OutputDetector):
     name = "KNN"
     needs_data = True

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dlapps.errors import DataError
-from dlapps.ood.base import OutputDetector, precise, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector, precise
 from dlapps.ood.features import Outputs
 
 
@@ -49,7 +49,7 @@ def mahalanobis_score(features: torch.Tensor, means: torch.Tensor, precision: to
     return -distances.amin(dim=1)
 
 
-@register_detector("mahalanobis")
+@DETECTORS.register("mahalanobis")
 class Mahalanobis(OutputDetector):
     """``classes``: the outputs that are in-distribution classes, for a model with more outputs than the ID
     data has classes (an ImageNet model on Imagenette); default: every output."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from dlapps.ood.base import OutputDetector, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector
 from dlapps.ood.features import Outputs
 
 
-@register_detector("maxlogit")
+@DETECTORS.register("maxlogit")
 class MaxLogit(OutputDetector):
     name = "MaxLogit"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dlapps.ood.base import OutputDetector, precise, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector, precise
 from dlapps.ood.features import Outputs
 
 
@@ -18,7 +18,7 @@ def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return torch.softmax(precise(logits) / temperature, dim=1).amax(dim=1)
 
 
-@register_detector("msp")
+@DETECTORS.register("msp")
 class MSP(OutputDetector):
     name = "MSP"
 

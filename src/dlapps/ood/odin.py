@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlapps.models.hooks import model_device
-from dlapps.ood.base import Detector, register_detector
+from dlapps.ood.base import DETECTORS, Detector
 from dlapps.ood.msp import max_softmax
 
 
@@ -33,7 +33,7 @@ def odin_perturb(model: nn.Module, x: torch.Tensor, temperature: float, epsilon:
     return x.detach() - epsilon * grad.sign()
 
 
-@register_detector("odin")
+@DETECTORS.register("odin")
 class ODIN(Detector):
     name = "ODIN"
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlapps.ood.base import OutputDetector, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector
 from dlapps.ood.energy import energy_score
 from dlapps.ood.features import Outputs
 
@@ -31,7 +31,7 @@ def percentile(values: torch.Tensor, p: float) -> torch.Tensor:
     return ordered[low] + (position - low) * (ordered[high] - ordered[low])
 
 
-@register_detector("react")
+@DETECTORS.register("react")
 class ReAct(OutputDetector):
     name = "ReAct"
     needs_data = True

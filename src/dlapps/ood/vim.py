@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dlapps.errors import ConfigError
-from dlapps.ood.base import OutputDetector, precise, register_detector
+from dlapps.ood.base import DETECTORS, OutputDetector, precise
 from dlapps.ood.features import Outputs
 
 
@@ -32,7 +32,7 @@ def residual_norm(features: torch.Tensor, origin: torch.Tensor, residual_basis: 
     return ((precise(features) - origin) @ residual_basis).norm(dim=1)
 
 
-@register_detector("vim")
+@DETECTORS.register("vim")
 class ViM(OutputDetector):
     name = "ViM"
     needs_data = True
