@@ -73,7 +73,8 @@ def test_cam_reuses_the_trained_cifar_model_and_writes_grids(cnn_run, data_root)
     [
         (["--set", "methods=gradcam,fancycam"], "methods: unknown CAM method 'fancycam'"),
         (["--set", "model=vgg"], "unknown model 'vgg'"),
-        (["--set", "residual_cnn_set=blokcs=3"], "unknown config key 'blokcs'"),
+        (["--set", "residual_cnn=quick", "--set", "residual_cnn_set=blokcs=3"], "unknown config key 'blokcs'"),
+        (["--set", "residual_cnn_set=blocks=3"], "residual_cnn_set changes the residual net"),
     ],
 )
 def test_cam_config_errors(args, fragment, tmp_path):

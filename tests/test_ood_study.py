@@ -6,7 +6,7 @@ import torch
 
 from dlapps.data import get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments import RunContext, base, get_study, zoo
+from dlapps.experiments import RunContext, base, get_study
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps
 
@@ -106,7 +106,7 @@ def test_models_trained_here_follow_the_config(monkeypatch, tmp_path):
     dataset = get_dataset("cifar10")
     for spec in config.specs().values():
         with pytest.raises(StopIteration):
-            zoo.obtain_model(spec, dataset, None, ctx, test_subset=config.id_subset)
+            ctx.classifier(spec, None, dataset=dataset, test_subset=config.id_subset)
     small, resnet = recipes
     assert (small.model, small.train.epochs, small.train_subset, small.augment) == ("small_cnn", 3, 10_000, True)
     assert (resnet.model, resnet.train.epochs, resnet.train.optimizer, resnet.augment) == ("resnet20", 7, "sgd", True)

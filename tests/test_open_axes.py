@@ -16,13 +16,13 @@ from dlapps.data import DATASETS, Dataset, find_datasets, get_dataset, load_arra
 from dlapps.data.sources import limited
 from dlapps.errors import CheckpointError, ConfigError, DataError
 from dlapps.experiments import STUDIES, RunContext
-from dlapps.experiments.zoo import ModelSpec, obtain_model
 from dlapps.models import create_model, from_checkpoint, from_weights
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import feature_layer
 from dlapps.ood import DETECTORS, create_detector
 from dlapps.ood.msp import MSP
 from dlapps.train import ClassifierRecipe, TrainConfig, obtain_classifier
+from dlapps.train.model_spec import ModelSpec
 
 WNIDS = ("n01440764", "n02102040")  # tench, English springer: ImageNet classes 0 and 217
 
@@ -275,7 +275,7 @@ def test_labels_follow_the_models_outputs(data_root, tmp_path):
     ctx = RunContext(out=tmp_path, device=torch.device("cpu"), data_root=data_root, show_progress=False)
     imagenette = get_dataset("imagenette")
     data = imagenette.load("val", data_root, limit=4, size=224)
-    mobilenet = obtain_model(ModelSpec("mobilenet_v2_imagenet"), imagenette, data, ctx)
+    mobilenet = ctx.classifier(ModelSpec("mobilenet_v2_imagenet"), data, dataset=imagenette)
     aligned = align_labels(mobilenet, imagenette, data)
     assert set(aligned.labels.tolist()) <= {0, 217, 482, 491, 497, 566, 569, 571, 574, 701}
     assert aligned.classes[0] == "tench" and len(aligned.classes) == 1000
@@ -284,7 +284,7 @@ def test_labels_follow_the_models_outputs(data_root, tmp_path):
     with pytest.raises(DataError, match="class_map must give one output .* for each of the 10 classes"):
         align_labels(mobilenet, imagenette, data, class_map=(1, 2))
     cifar100 = get_dataset("cifar100")
-    resnet = obtain_model(ModelSpec("resnet20_cifar10"), cifar100, None, ctx)
+    resnet = ctx.classifier(ModelSpec("resnet20_cifar10"), None, dataset=cifar100)
     with pytest.raises(DataError, match="has 10 outputs but CIFAR-100 has 100 classes .* set model.class_map"):
         align_labels(resnet, cifar100, cifar100.load("test", data_root, limit=4))
     mnist = get_dataset("mnist")

@@ -310,6 +310,7 @@ def reproduce(
     out = out or Path("runs") / f"reproduce-{profile}"
     ctx = RunContext(
         out=out,
+        models_dir=out / "models",
         device=resolve_device(device),
         data_root=data_root,
         download=download,

@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 
 from dlapps.data.arrays import ImageArrays
 from dlapps.data.downloads import Need, provider
+from dlapps.data.imagenet import imagenet_wnids
 from dlapps.data.roots import resolve_data_root, stats_cache
 from dlapps.data.sources import (
     Request,
@@ -268,8 +269,6 @@ def _folder_dataset(name: str, path: Path) -> Dataset:
 
 def imagenet_label_space(classes: list[str]) -> dict[str, tuple[int, ...]]:
     """``{"imagenet": outputs}`` when every class is an ImageNet-1k WordNet id (``n01440764``), else nothing."""
-    from dlapps.models.imagenet import imagenet_wnids
-
     wnids = imagenet_wnids()
     if classes and all(c in wnids for c in classes):
         return {"imagenet": tuple(wnids.index(c) for c in classes)}

@@ -28,7 +28,7 @@ from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
 from dlapps.experiments.attacks import PIXEL, eps_label
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.zoo import WRITEUP_CNN_TRAINING
+from dlapps.experiments.writeup import WRITEUP_CNN_TRAINING
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
 from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors

@@ -25,7 +25,7 @@ from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import STUDIES, OnDataset, RunCache, RunContext, Study, StudyOutput
-from dlapps.experiments.zoo import ModelSpec, describe, obtain_model, writeup_cnn
+from dlapps.experiments.writeup import writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
 from dlapps.models.layout import inference_batch
@@ -33,6 +33,7 @@ from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
 from dlapps.train import TrainConfig
+from dlapps.train.model_spec import ModelSpec
 
 PIXEL = 1 / 255  # studies state ε and step sizes in grey levels, as papers do
 RULES = ("random", "least-likely")
@@ -108,7 +109,7 @@ def cached_attack(
 ) -> dict[str, Any]:  # fmt: skip
     """Attack ``data`` once per distinct setting; the record holds the summary and the timing.
 
-    The cache key names everything the attack depends on: the victim (as :func:`describe` describes it), the
+    The cache key names everything the attack depends on: the victim (as :meth:`~dlapps.models.Classifier.describe` describes it), the
     data, the seed of its random starts and targets, and the attack's arguments.
     """
     settings = {"victim": victim, "data": {"source": data.source, "n": len(data), "seed": seed}, "steps": steps,
@@ -141,10 +142,12 @@ class AttackSweep(Study):
         dataset = get_dataset(config.dataset)
         data = config.load(ctx, model_size=config.model.input_size(), limit=config.test_subset, seed=config.seed)
         with ctx.progress() as progress:
-            classifier = obtain_model(config.model, dataset, data, ctx, image_size=config.image_size, progress=progress)
+            classifier = ctx.classifier(
+                config.model, data, dataset=dataset, image_size=config.image_size, progress=progress
+            )
             data = align_labels(classifier, dataset, data, config.model.class_map)
             modes = config.modes(data.classes)
-            victim = describe(classifier)
+            victim = classifier.describe()
             batch = config.batch_size or inference_batch(data.image_shape, ctx.device)
             rows = []
             for eps in config.epsilons:

@@ -52,7 +52,6 @@ from dlapps.experiments.base import (
     StudyOutput,
     run_study,
 )
-from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, head_randomisation_check, masked_confidence
 from dlapps.models import Classifier
 from dlapps.models.classifier import class_outputs, restrict
@@ -63,6 +62,7 @@ from dlapps.ood.tables import beats_msp_lines, detector_table
 from dlapps.report import figures
 from dlapps.report.markdown import Heading, Image, format_number, percent, table
 from dlapps.train import resolve_device
+from dlapps.train.model_spec import ModelSpec
 
 PIXEL = 1 / 255
 
@@ -147,14 +147,16 @@ class Audit(Study):
         config = config.for_images(test.image_shape)  # the counts the sections use (and are cached under)
         with ctx.progress() as progress:
             task = progress.add_task("audit: model", total=5)
-            classifier = obtain_model(config.model, dataset, test, ctx, image_size=config.image_size, progress=progress)
+            classifier = ctx.classifier(
+                config.model, test, dataset=dataset, image_size=config.image_size, progress=progress
+            )
             outputs = class_outputs(classifier, dataset, test, config.model.class_map)
             if outputs is not None:  # audit it as a classifier of the dataset's classes, named as the model names them
                 names = tuple(classifier.classes[o] for o in outputs) if classifier.classes else test.classes
                 classifier, test = restrict(classifier, outputs, names), replace(test, classes=names)
             ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
             batch = config.batch_size or inference_batch(test.image_shape, ctx.device)
-            identity = {"model": describe(classifier), "data": test.source, "n": len(test), "seed": config.seed}
+            identity = {"model": classifier.describe(), "data": test.source, "n": len(test), "seed": config.seed}
             sections, found = {}, {}
             for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),
                                   ("ood", self._ood), ("robustness", self._robustness)):  # fmt: skip
@@ -170,7 +172,7 @@ class Audit(Study):
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "test": test.source, "test_size": len(test),
                      "classes": list(test.classes)},
-            "model": {**describe(classifier), "restricted_to": None if outputs is None else list(outputs)},
+            "model": {**classifier.describe(), "restricted_to": None if outputs is None else list(outputs)},
             **sections,
         }  # fmt: skip
         results["summary"] = verdicts(results)

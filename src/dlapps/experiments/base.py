@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dlapps import __version__
 from dlapps.config import PositiveInt, apply_overrides, fingerprint, named_by, to_dict
-from dlapps.data import DATASET, DATASETS, ImageArrays, get_dataset, resolve_data_root
+from dlapps.data import DATASET, DATASETS, Dataset, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need, ensure
 from dlapps.data.ood import OOD_SET, ood_set_needs
@@ -40,6 +40,7 @@ from dlapps.report.io import read_json, save_figure, staged_output, write_csv, w
 from dlapps.report.markdown import Block, Heading, render
 from dlapps.train import ClassifierRecipe, Training, obtain_classifier, train_side_by_side
 from dlapps.train.device import resolve_precision
+from dlapps.train.model_spec import ModelSpec, load_classifier
 from dlapps.train.side_by_side import check_workers, default_workers
 
 COMPARISON_TITLE = "Against the write-up and the literature"
@@ -78,14 +79,15 @@ class RunCache:
         write_json(self.folder / f"{key}.json", record)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunContext:
-    """Where and how a study runs; studies own all their I/O through this."""
+    """Where and how a study runs; studies own all their I/O through this. It keeps what a run finds out: the
+    cache's hits and the models trained side by side."""
 
     out: Path
     device: torch.device
     data_root: Path | None = None
-    models_dir: Path | None = None  # trained models shared between studies; default: "models" beside <out>
+    models_dir: Path | None = None  # trained models shared between studies; None: "models" beside <out>
     download: bool = False
     show_progress: bool = True
     command: str = ""
@@ -103,26 +105,38 @@ class RunContext:
             check_workers(self.workers, self.device)
             if self.compile and self.workers > 1:
                 raise ConfigError(f"{self.workers} workers asked for with compile: compiled runs train one at a time")
-        object.__setattr__(self, "cache", RunCache(self.out / "runs"))
-        object.__setattr__(self, "trained_side_by_side", set())
+        self.models_dir = self.models_dir or self.out.parent / "models"
+        self.cache = RunCache(self.out / "runs")
+        self.trained_side_by_side = set()
 
     @property
     def training_workers(self) -> int:
         return default_workers(self.device) if self.workers is None else self.workers
 
-    @property
-    def model_dir(self) -> Path:
-        return self.models_dir or self.out.parent / "models"
-
-    def classifier(self, recipe: ClassifierRecipe, **kwargs: Any) -> Classifier:
-        """The recipe's model from the shared model folder, trained there first when it is not (else counted as
-        a reused run); keyword arguments as :func:`~dlapps.train.obtain_classifier`'s."""
+    def classifier(
+        self,
+        model: ModelSpec | ClassifierRecipe,
+        data: ImageArrays | None = None,
+        *,
+        dataset: Dataset | None = None,
+        image_size: int | None = None,
+        test_subset: int | None = None,
+        **training: Any,
+    ) -> Classifier:
+        """The classifier a :class:`ModelSpec` names, for ``dataset`` (``data``: its evaluation split), or the
+        model of a recipe, on the run's device: published or given weights are loaded; a model trained here comes
+        from the shared model folder, trained there first when it is not (else counted as a reused run).
+        ``training``: keyword arguments of :func:`~dlapps.train.obtain_classifier` (``progress``, ``train`` and
+        ``test`` splits, ``step_loss``)."""
+        if isinstance(model, ModelSpec) and model.kind != "train":
+            return load_classifier(model, dataset, data, self.data_root, self.download).to(self.device)
+        recipe = model.recipe(dataset.name, image_size, test_subset) if isinstance(model, ModelSpec) else model
         classifier, reused = obtain_classifier(
-            recipe, self.model_dir, self.device, data_root=self.data_root, download=self.download,
-            compile=self.compile, precision=self.precision, **kwargs,
+            recipe, self.models_dir, self.device, data_root=self.data_root, download=self.download,
+            compile=self.compile, precision=self.precision, **training,
         )  # fmt: skip
         self.cache.hits += reused and recipe.key() not in self.trained_side_by_side
-        return classifier
+        return classifier.to(self.device)
 
     def train_side_by_side(
         self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress
@@ -132,7 +146,7 @@ class RunContext:
         if self.compile:  # compiled runs train one at a time (forked workers cannot compile)
             return
         trained = train_side_by_side(
-            runs, self.model_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
+            runs, self.models_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
             progress=progress, only_if_faster=self.workers is None,
         )  # fmt: skip
         self.trained_side_by_side.update(trained)
@@ -216,8 +230,6 @@ class Study:
         each dataset the config names (and its training split where the study trains or fits on it, or a model
         is trained here), each published model's weights, and each OOD set's data. ``download``: whether what is
         missing will be fetched, for a study that reads something else when it will not."""
-        from dlapps.experiments.zoo import ModelSpec
-
         specs = [v for v in nested(config) if isinstance(v, ModelSpec)]
         train = self.reads_training_split or any(s.kind == "train" for s in specs)
         found = [split_need(name, split, root) for name in named_by(config, DATASET) if name in DATASETS
@@ -359,7 +371,7 @@ def trained_runs(
 
 def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     """Run ``study`` and write its standard files into ``ctx.out``; return the ``results.json`` content."""
-    for folder in (ctx.out, ctx.model_dir):
+    for folder in (ctx.out, ctx.models_dir):
         check_output_folder(folder)
     root = resolve_data_root(ctx.data_root)
     needs = study.needs(config, root, ctx.download)

@@ -22,7 +22,6 @@ from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.downloads import Need
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.zoo import ModelSpec, describe, obtain_model
 from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
 from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
@@ -32,6 +31,7 @@ from dlapps.models.pretrained import weights_need
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
+from dlapps.train.model_spec import ModelSpec
 
 # torchcam's published faithfulness on Imagenette with the ImageNet ResNet-18 (average drop, increase).
 TORCHCAM_RESNET18 = {"gradcam": (0.2686, 0.2250), "gradcam++": (0.5271, 0.1962), "layercam": (0.1712, 0.2819)}
@@ -45,7 +45,9 @@ class CamConfig(OnDataset):
     # runs instead when the model is published but its weights are not in the data root and have no public address
     stand_in: Annotated[str, MODEL] | None = "resnet18_imagenet"
     layer: str | None = None  # None: the model's known CAM layer, else its last spatial feature map
-    residual_cnn: str | None = "full"  # also explain the deepest residual net of this residual-cnn profile; none: not
+    # also explain the deepest residual net of this residual-cnn profile (the write-up's own CIFAR net in its profile);
+    # none: not, so that explaining a model on its own data trains nothing else
+    residual_cnn: str | None = None
     residual_cnn_set: tuple[str, ...] = ()  # ... with these residual-cnn overrides (key=value, no lists)
     methods: tuple[Annotated[str, CAM_METHODS], ...] = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
     grid_images: PositiveInt = 10
@@ -60,6 +62,8 @@ class CamConfig(OnDataset):
         require(len(self.methods) > 0, "methods must not be empty")
         require(self.stand_in is None or self.stand_in in PRETRAINED,
                 f"stand_in must be a published model ({', '.join(PRETRAINED)}) or none, got {self.stand_in!r}")  # fmt: skip
+        require(self.residual_cnn is not None or not self.residual_cnn_set,
+                "residual_cnn_set changes the residual net that residual_cnn names: set residual_cnn too")  # fmt: skip
         if self.residual_cnn is not None:  # the residual net to explain must be valid
             STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
 
@@ -111,7 +115,7 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
         })  # fmt: skip
     return {
         "summary": {"model": classifier.title, "layer": layer, "dataset": data.source, "images": len(images),
-                    "accuracy": float((prediction.cpu() == labels.cpu()).float().mean()), **describe(classifier)},
+                    "accuracy": float((prediction.cpu() == labels.cpu()).float().mean()), **classifier.describe()},
         "rows": rows,
         "grid_images": images[grid].permute(0, 2, 3, 1).cpu().numpy(),
         "grid_maps": {m: v.cpu().numpy() for m, v in grid_maps.items()},
@@ -128,7 +132,6 @@ class Cam(Study):
             # Score-CAM needs one forward pass per channel (1,280 on MobileNetV2): ten minutes of a 2-core CPU
             # for the grid alone, so the quick profile leaves it to the full one.
             "methods": ("cam", "gradcam", "gradcam++", "layercam"),
-            "residual_cnn": "quick",
             "faithfulness_images": 50,
             "deletion_images": 10,
             "deletion_steps": 8,
@@ -187,7 +190,9 @@ class Cam(Study):
         data = config.load(ctx, model_size=size, limit=config.faithfulness_images, seed=config.seed)
         explained = {}
         with ctx.progress() as progress:
-            classifier = obtain_model(config.model, dataset, data, ctx, image_size=config.image_size, progress=progress)
+            classifier = ctx.classifier(
+                config.model, data, dataset=dataset, image_size=config.image_size, progress=progress
+            )
             data = align_labels(classifier, dataset, data, config.model.class_map)
             layer = config.layer or classifier.cam_layer or feature_layer(classifier.module, _example(data, ctx))
             if config.residual_cnn is not None:

@@ -27,15 +27,8 @@ from dlapps.data.ood import (
     set_label,
 )
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.zoo import (
-    WRITEUP_RESNET_TRAINING,
-    Classifier,
-    ModelSpec,
-    describe,
-    obtain_model,
-    writeup_cnn,
-    writeup_resnet,
-)
+from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
+from dlapps.models import Classifier
 from dlapps.models.classifier import align_labels
 from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
 from dlapps.ood.plots import histogram_grid, overview, roc_pr_grid
@@ -43,6 +36,7 @@ from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metr
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, table
 from dlapps.train import TrainConfig
+from dlapps.train.model_spec import ModelSpec
 
 WRITEUP_ACCURACY = {"small_cnn": 0.64, "resnet20": 0.81}  # the course write-up's CIFAR-10 test accuracies
 WRITEUP_SMALL_CNN_MSP_AUROC = 0.63  # its small CNN, CIFAR-10 vs its CIFAR-100 subset (exercise 2.2's baseline)
@@ -182,12 +176,12 @@ class OOD(Study):
             task = progress.add_task("ood", total=len(config.specs()))
             for role, spec in config.specs().items():
                 progress.update(task, description=f"ood: {role}")
-                classifier = obtain_model(spec, dataset, test, ctx, image_size=config.image_size, progress=progress,
-                                          test_subset=config.id_subset, splits=(train, test))  # fmt: skip
+                classifier = ctx.classifier(spec, test, dataset=dataset, image_size=config.image_size,
+                                            test_subset=config.id_subset, progress=progress, train=train, test=test)  # fmt: skip
                 fit, ids = (align_labels(classifier, dataset, d, spec.class_map) for d in (fit_data, id_data))
                 id_classes = None if fit.classes == fit_data.classes else tuple(sorted(set(fit.labels.tolist())))
                 facts, scores[role] = _evaluate(config, classifier, fit, ids, ood, id_classes)
-                models[role] = {"label": classifier.title, **facts, **describe(classifier),
+                models[role] = {"label": classifier.title, **facts, **classifier.describe(),
                                 "history": classifier.info.get("history")}  # fmt: skip
                 id_scores, ood_scores = scores[role]
                 records += [

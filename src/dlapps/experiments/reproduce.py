@@ -87,7 +87,7 @@ def reproduce(
     needs = [need for s in pending for need in s.needs(configs[s.name], root, base.download)]
     ensure(needs, root, base.download, progress=base.show_progress)  # everything missing at once, before hours of work
     preload_archives(path for need in needs for path in need.paths)
-    models = base.models_dir or base.out / "models"
+    models = base.models_dir
     outcomes = []
     with make_progress(base.show_progress) as progress:
         overall = progress.add_task("reproduce", total=len(chosen))

@@ -14,7 +14,7 @@ from typing import Any
 from dlapps.config import PositiveInt, require
 from dlapps.data import get_dataset
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
-from dlapps.experiments.zoo import WRITEUP_RESNET_TRAINING, training_settings
+from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, training_settings
 from dlapps.explain import layer_gradient_norms
 from dlapps.models.classifier import build_from_card
 from dlapps.models.registry import non_default

@@ -5,7 +5,7 @@ Convention: every model takes images in [0, 1] and owns its input normalisation 
 
 from dlapps.models.cifar_resnet import CifarResNet
 from dlapps.models.classifier import Classifier, check_input, from_checkpoint, from_pretrained, from_weights
-from dlapps.models.imagenet import imagenet_categories, imagenet_wnids
+from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.layers import Normalize
 from dlapps.models.mlp import MLP, ResidualMLP
 from dlapps.models.pretrained import PRETRAINED, PretrainedSpec, load_pretrained, pretrained_path
@@ -29,7 +29,6 @@ __all__ = [
     "from_pretrained",
     "from_weights",
     "imagenet_categories",
-    "imagenet_wnids",
     "list_models",
     "load_pretrained",
     "load_state_dict_checked",

@@ -42,6 +42,14 @@ class Classifier:
     def num_outputs(self) -> int:
         return find_head(self.module)[1].out_features
 
+    def describe(self) -> dict[str, Any]:
+        """What identifies it in results and cache keys: its title, where it came from, and what it is known to
+        score (its published accuracy, or its final test accuracy when trained here)."""
+        info = {k: v for k, v in self.info.items() if k != "history"}
+        history = self.info.get("history")
+        reference = info.get("published") or (f"{history[-1]['test_acc']:.2%} test accuracy" if history else "")
+        return {"title": self.title, **info, "reference": reference}
+
     def to(self, device: torch.device | str) -> Classifier:
         """Move to ``device``, in the layout that runs fastest there (:func:`~dlapps.models.layout.fast_layout`)."""
         fast_layout(self.module.to(device), torch.device(device))

@@ -1,10 +1,9 @@
-"""ImageNet classifiers from torchvision (``mobilenet_v2``, ``resnet18``) and ImageNet's class names and ids."""
+"""ImageNet classifiers from torchvision (``mobilenet_v2``, ``resnet18``) and ImageNet's class names."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from importlib.resources import files
 
 from torch import nn
 from torchvision import models as tvm
@@ -32,9 +31,3 @@ def resnet18(
 def imagenet_categories() -> tuple[str, ...]:
     """The 1,000 ImageNet class names in torchvision's order (shipped with torchvision, no download)."""
     return tuple(tvm.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-@functools.cache
-def imagenet_wnids() -> tuple[str, ...]:
-    """The 1,000 ImageNet-1k WordNet ids (``n01440764``...), sorted: the index of a wnid is its class index."""
-    return tuple((files("dlapps.models") / "imagenet_wnids.txt").read_text(encoding="ascii").split())

@@ -1,4 +1,4 @@
-"""The classifiers studies analyse: a :class:`ModelSpec` names one, :func:`obtain_model` makes it.
+"""The classifier a study analyses, by name: :class:`ModelSpec`.
 
 A model is a published checkpoint by name, a registered (or torchvision) architecture trained here on the
 study's dataset (a :class:`~dlapps.train.ClassifierRecipe` in the run's shared model folder), the same
@@ -11,15 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from rich.progress import Progress
-
-from dlapps.config import PositiveInt, require, to_dict
+from dlapps.config import PositiveInt, require
 from dlapps.data import Dataset, ImageArrays, normalization
-from dlapps.experiments.base import RunContext
 from dlapps.models import MODELS, PRETRAINED, Classifier, from_checkpoint, from_pretrained, from_weights
 from dlapps.models.classifier import MODEL, checkpoint_card
 from dlapps.models.registry import TORCHVISION
-from dlapps.train import ClassifierRecipe, TrainConfig
+from dlapps.train.config import TrainConfig
+from dlapps.train.recipes import ClassifierRecipe
 
 
 @dataclass(frozen=True)
@@ -91,76 +89,21 @@ class ModelSpec:
         )  # fmt: skip
 
 
-WRITEUP_CNN_TRAINING = TrainConfig(epochs=3, batch_size=128, optimizer="adam", lr=3e-4, schedule="constant")
-# The write-up's own ResNet (81% on CIFAR-10, its exercise 1.3 net, explained by its CAMs and compared in its OOD
-# study): a CIFAR ResNet-20 trained briefly, as residual-cnn's writeup profile trains it.
-WRITEUP_RESNET_TRAINING = TrainConfig(
-    epochs=4, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="onecycle"
-)
-
-
-def training_settings(prefix: str, train: TrainConfig) -> dict[str, Any]:
-    """``train`` as profile settings under ``prefix`` (e.g. ``model.train``)."""
-    return {f"{prefix}.{key}": value for key, value in to_dict(train).items()}
-
-
-def writeup_cnn(field: str) -> dict[str, Any]:
-    """Profile settings that make the :class:`ModelSpec` at ``field`` the write-up's small custom CNN (64% on
-    CIFAR-10 there): trained here once on all training images, and shared by every study that names it so. The
-    write-up gives only its accuracy; Adam at 3e-4, batches of 128, no augmentation and 3 epochs are our
-    assumptions, which reach about that accuracy (63.6%; at 1e-3 it reaches 61% after one epoch, 68% after
-    two)."""
-    return {field: "small_cnn", **training_settings(f"{field}.train", WRITEUP_CNN_TRAINING),
-            f"{field}.augment": False, f"{field}.train_subset": None, f"{field}.seed": 0}  # fmt: skip
-
-
-def writeup_resnet(field: str) -> dict[str, Any]:
-    """Profile settings that make the :class:`ModelSpec` at ``field`` the write-up's own ResNet: the ResNet-20
-    (with skip connections, seed 0) that ``residual-cnn --profile writeup`` trains, shared with it. The write-up
-    gives only its accuracy (81%); 4 epochs of one-cycle SGD with crop and flip are our assumption."""
-    return {field: "cifar_resnet", **training_settings(f"{field}.train", WRITEUP_RESNET_TRAINING),
-            f"{field}.augment": True, f"{field}.train_subset": None, f"{field}.seed": 0}  # fmt: skip
-
-
-def obtain_model(
-    spec: ModelSpec,
-    dataset: Dataset,
-    data: ImageArrays,
-    ctx: RunContext,
-    *,
-    image_size: int | None = None,
-    progress: Progress | None = None,
-    test_subset: int | None = None,
-    splits: tuple[ImageArrays, ImageArrays] | None = None,
+def load_classifier(
+    spec: ModelSpec, dataset: Dataset, data: ImageArrays, root: str | Path | None = None, download: bool = False
 ) -> Classifier:
-    """The classifier ``spec`` names, on the run's device, for ``dataset`` (``data``: its evaluation split).
-
-    A model trained here trains on ``splits`` (the whole training and evaluation splits), else loads them.
-    """
+    """The classifier of a spec that is not trained here: published weights, a dlapps checkpoint, or a user's
+    weights for an architecture (normalised with ``spec.mean`` / ``std``, else the dataset's, measured on its
+    evaluation split ``data`` where it publishes none; a torchvision architecture takes ImageNet's)."""
     kind = spec.kind
     if kind == "pretrained":
-        classifier = from_pretrained(spec.name, ctx.data_root, ctx.download, spec.weights)
-    elif kind == "checkpoint":
-        classifier = from_checkpoint(Path(spec.name).expanduser())
-    elif kind == "weights":
-        mean, std = spec.mean, spec.std
-        if mean is None and not spec.name.startswith(TORCHVISION):
-            mean, std = normalization(dataset, data)
-        classifier = from_weights(
-            spec.name, Path(spec.weights).expanduser(), num_classes=len(data.classes), in_shape=data.image_shape,
-            mean=mean, std=std,
-        )  # fmt: skip
-    else:
-        recipe = spec.recipe(dataset.name, image_size, test_subset)
-        train, test = splits or (None, None)
-        classifier = ctx.classifier(recipe, progress=progress, train=train, test=test)
-    return classifier.to(ctx.device)
-
-
-def describe(classifier: Classifier) -> dict[str, Any]:
-    """What identifies a classifier in results and cache keys: its title, where it came from, and what it is
-    known to score (its published accuracy, or its final test accuracy when trained here)."""
-    info = {k: v for k, v in classifier.info.items() if k != "history"}
-    history = classifier.info.get("history")
-    reference = info.get("published") or (f"{history[-1]['test_acc']:.2%} test accuracy" if history else "")
-    return {"title": classifier.title, **info, "reference": reference}
+        return from_pretrained(spec.name, root, download, spec.weights)
+    if kind == "checkpoint":
+        return from_checkpoint(Path(spec.name).expanduser())
+    mean, std = spec.mean, spec.std
+    if mean is None and not spec.name.startswith(TORCHVISION):
+        mean, std = normalization(dataset, data)
+    return from_weights(
+        spec.name, Path(spec.weights).expanduser(), num_classes=len(data.classes), in_shape=data.image_shape,
+        mean=mean, std=std,
+    )  # fmt: skip
