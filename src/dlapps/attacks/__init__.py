@@ -6,7 +6,7 @@ to success, true-class probability and prediction before and after. The model's 
 """
 
 from dlapps.attacks.api import ATTACKS, Method, attack, attack_arrays, default_alpha, survives_restarts
-from dlapps.attacks.base import AttackResult, TargetSpec, resolve_targets
+from dlapps.attacks.base import PIXEL, AttackResult, TargetSpec, eps_label, resolve_targets
 from dlapps.attacks.iterative import perturb
 from dlapps.attacks.metrics import (
     clean_accuracy,
@@ -22,6 +22,7 @@ from dlapps.attacks.training import AdversarialStepLoss
 
 __all__ = [
     "ATTACKS",
+    "PIXEL",
     "AdversarialStepLoss",
     "AttackResult",
     "Method",
@@ -31,6 +32,7 @@ __all__ = [
     "clean_accuracy",
     "cumulative_success",
     "default_alpha",
+    "eps_label",
     "mean_confidence_drop",
     "mean_iterations",
     "perturb",

@@ -20,6 +20,14 @@ from dlapps.errors import AttackError
 TargetSpec = None | int | torch.Tensor | Literal["random", "least-likely"]
 
 
+PIXEL = 1 / 255  # one grey level of an 8-bit image: studies state ε and step sizes in grey levels, as papers do
+
+
+def eps_label(grey_levels: float) -> str:
+    """``8`` -> ``"8/255"``: an ε given in grey levels, as papers write it."""
+    return f"{grey_levels:g}/255"
+
+
 @dataclass(frozen=True)
 class AttackResult:
     """One attacked batch; every field has the batch as its first dimension.

@@ -22,11 +22,19 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from dlapps.attacks import ATTACKS, AdversarialStepLoss, attack_arrays, clean_accuracy, robust_accuracy, summarize
+from dlapps.attacks import (
+    ATTACKS,
+    PIXEL,
+    AdversarialStepLoss,
+    attack_arrays,
+    clean_accuracy,
+    eps_label,
+    robust_accuracy,
+    summarize,
+)
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_dict
 from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
-from dlapps.experiments.attacks import PIXEL, eps_label
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.writeup import WRITEUP_CNN_TRAINING
 from dlapps.models.layout import inference_batch
@@ -271,15 +279,14 @@ class AdvTrain(Study):
             **({"targeting": {k: to_dict(config)[k] for k in ("attack_eps", "attack_steps", "attack_alpha_fraction")}}
                if "targeting" in config.evaluations else {}),
         }  # fmt: skip
-        key = ctx.cache.key(variant.replace(" ", "-").replace("/", "-"), settings)
-        record = ctx.cache.get(key)
-        if record is None:
+
+        def evaluate(key: str) -> dict[str, Any]:
             metrics: dict[str, float] = {}
             for name in config.evaluations:
                 metrics.update(EVALUATIONS[name](model, test, config, ctx))
-            record = {"key": key, "variant": variant, "model": recipe.key(), "metrics": metrics}
-            ctx.cache.put(key, record)
-        return record
+            return {"key": key, "variant": variant, "model": recipe.key(), "metrics": metrics}
+
+        return ctx.cache.get_or_compute(variant.replace(" ", "-").replace("/", "-"), settings, evaluate)
 
     @staticmethod
     def by_variant(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:

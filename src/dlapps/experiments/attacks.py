@@ -20,7 +20,17 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from dlapps.attacks import ATTACKS, TargetSpec, attack, attack_arrays, cumulative_success, showcase, summarize
+from dlapps.attacks import (
+    ATTACKS,
+    PIXEL,
+    TargetSpec,
+    attack,
+    attack_arrays,
+    cumulative_success,
+    eps_label,
+    showcase,
+    summarize,
+)
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
@@ -35,7 +45,6 @@ from dlapps.report.markdown import Heading, Image, format_number, table
 from dlapps.train import TrainConfig
 from dlapps.train.model_spec import ModelSpec
 
-PIXEL = 1 / 255  # studies state ε and step sizes in grey levels, as papers do
 RULES = ("random", "least-likely")
 METRICS = {
     "success_rate": "attack success rate",
@@ -46,11 +55,6 @@ METRICS = {
 MADRY_2018_NATURAL_PGD_ACCURACY = 0.035
 # The course small CNN's recipe, used when the attacked model is an architecture trained here.
 VICTIM_TRAINING = TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, schedule="cosine")
-
-
-def eps_label(value: float) -> str:
-    """``8`` -> ``"8/255"`` for ε given in grey levels."""
-    return f"{value:g}/255"
 
 
 @dataclass(frozen=True)
@@ -114,22 +118,20 @@ def cached_attack(
     """
     settings = {"victim": victim, "data": {"source": data.source, "n": len(data), "seed": seed}, "steps": steps,
                 **attack_kwargs}  # fmt: skip
-    key = cache.key(name, settings)
-    record = cache.get(key)
-    if record is not None:
-        return record
-    task = progress.add_task(name, total=len(data))
-    started = time.perf_counter()
-    result = attack_arrays(
-        model, data, batch_size=batch_size, steps=steps, on_done=lambda n: progress.advance(task, n),
-        generator=torch.Generator().manual_seed(seed), **attack_kwargs,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
-    progress.remove_task(task)
-    record = {"key": key, **summarize(result), "cumulative_success": cumulative_success(result, steps),
-              "seconds": seconds, "images_per_second": len(data) / seconds}  # fmt: skip
-    cache.put(key, record)
-    return record
+
+    def run(key: str) -> dict[str, Any]:
+        task = progress.add_task(name, total=len(data))
+        started = time.perf_counter()
+        result = attack_arrays(
+            model, data, batch_size=batch_size, steps=steps, on_done=lambda n: progress.advance(task, n),
+            generator=torch.Generator().manual_seed(seed), **attack_kwargs,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        progress.remove_task(task)
+        return {"key": key, **summarize(result), "cumulative_success": cumulative_success(result, steps),
+                "seconds": seconds, "images_per_second": len(data) / seconds}  # fmt: skip
+
+    return cache.get_or_compute(name, settings, run)
 
 
 class AttackSweep(Study):

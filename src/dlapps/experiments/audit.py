@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
-from dlapps.attacks import attack_arrays, cumulative_success, summarize, survives_restarts
+from dlapps.attacks import PIXEL, attack_arrays, cumulative_success, summarize, survives_restarts
 from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.data.downloads import Need
@@ -52,19 +52,17 @@ from dlapps.experiments.base import (
     StudyOutput,
     run_study,
 )
-from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, head_randomisation_check, masked_confidence
+from dlapps.explain import CAM_METHODS, compute_cam, faithfulness, head_randomisation_check
 from dlapps.models import Classifier
 from dlapps.models.classifier import class_outputs, restrict
 from dlapps.models.hooks import feature_layer
 from dlapps.models.layout import inference_batch
-from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
+from dlapps.ood import DETECTORS, create_detector, evaluate_detectors, summarize_detectors
 from dlapps.ood.tables import beats_msp_lines, detector_table
 from dlapps.report import figures
 from dlapps.report.markdown import Heading, Image, format_number, percent, table
 from dlapps.train import resolve_device
 from dlapps.train.model_spec import ModelSpec
-
-PIXEL = 1 / 255
 
 
 @dataclass(frozen=True)
@@ -162,12 +160,11 @@ class Audit(Study):
                                   ("ood", self._ood), ("robustness", self._robustness)):  # fmt: skip
                 progress.update(task, advance=1, description=f"audit: {name}")
                 settings = {**identity, "section": name, "config": _section_settings(config, name)}
-                key = ctx.cache.key(name, settings)
-                record = ctx.cache.get(key)
-                if record is None:
-                    record = section(config, ctx, classifier, test, ood=ood, batch=batch)
-                    ctx.cache.put(key, record)
-                sections[name] = record
+                sections[name] = ctx.cache.get_or_compute(
+                    name,
+                    settings,
+                    lambda _, section=section: section(config, ctx, classifier, test, ood=ood, batch=batch),
+                )
             found |= self._cam_grid(config, classifier, test, sections["explanations"], ctx, batch)
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "test": test.source, "test_size": len(test),
@@ -225,15 +222,8 @@ class Audit(Study):
         rows = []
         for method in config.cam_methods:
             limit = min(len(x), config.scorecam_images if method == "scorecam" else len(x))
-            maps = torch.cat([compute_cam(method, model, xb, layer, targets=tb)
-                              for xb, tb in zip(x[:limit].split(32), targets[:limit].split(32), strict=True)])  # fmt: skip
-            confidence = masked_confidence(model, x[:limit], maps, targets[:limit], batch_size=batch)
-            n_del = min(limit, config.deletion_images)
-            deletion, insertion = deletion_insertion(model, x[:n_del], maps[:n_del], targets[:n_del],
-                                                     steps=config.deletion_steps, batch_size=batch)  # fmt: skip
-            rows.append({"method": method, "images": limit, "average_drop": confidence.average_drop,
-                         "increase_in_confidence": confidence.increase_in_confidence, "deletion_images": n_del,
-                         "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())})  # fmt: skip
+            rows.append(faithfulness(method, model, x[:limit], layer, targets[:limit], batch_size=batch,
+                                     deletion_images=config.deletion_images, deletion_steps=config.deletion_steps))  # fmt: skip
         n = min(len(x), config.sanity_images)
         sanity = head_randomisation_check(config.cam_methods[0], model, x[:n], layer, targets[:n], seed=config.seed)
         correct = (targets.cpu() == pool.labels).float().mean().item()
@@ -263,19 +253,14 @@ class Audit(Study):
             scored = min(len(test) // 2, config.id_subset or len(test))
             ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
         detectors = {name: create_detector(name) for name in config.detectors}
-        fit_detectors(detectors, classifier.module, train, batch_size=batch)
-        id_scores = score_detectors(detectors, ids, batch_size=batch).scores
-        records = []
-        for name, data in ood.items():
-            scores = score_detectors(detectors, data, batch_size=batch).scores
-            distance = "near" if name in ("cifar100", "cifar10") else set_distance(name)
-            records += [{"model": "model", "detector": d, "ood_set": name, "distance": distance}
-                        | ood_metrics(id_scores[d], scores[d]) for d in config.detectors]  # fmt: skip
-        sets = {name: {"source": data.source, "size": len(data), "distance": records[i * len(detectors)]["distance"]}
-                for i, (name, data) in enumerate(ood.items())}  # fmt: skip
+        evaluation = evaluate_detectors(detectors, classifier.module, train, ids, ood, batch_size=batch)
+        distances = {name: "near" if name in ("cifar100", "cifar10") else set_distance(name) for name in ood}
+        records = evaluation.records(distances)
+        sets = {name: {"source": data.source, "size": len(data), "distance": distances[name]}
+                for name, data in ood.items()}  # fmt: skip
         fit = {"source": train.source, "size": len(train), "from_test": train.source == test.source}
         return {"fit": fit, "id_size": len(ids), "sets": sets,
-                "metrics": records, "summary": summarise(records)}  # fmt: skip
+                "metrics": records, "summary": summarize_detectors(records)}  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
         """The training split the detectors are fitted on, or None where the dataset has none here."""

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +77,17 @@ class RunCache:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         write_json(self.folder / f"{key}.json", record)
+
+    def get_or_compute(
+        self, name: str, settings: dict[str, Any], compute: Callable[[str], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The record of the run ``name`` with these ``settings``: the cached one, else ``compute(key)``'s, cached."""
+        key = self.key(name, settings)
+        record = self.get(key)
+        if record is None:
+            record = compute(key)
+            self.put(key, record)
+        return record
 
 
 @dataclass

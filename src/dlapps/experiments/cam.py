@@ -22,7 +22,7 @@ from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.downloads import Need
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.explain import CAM_METHODS, compute_cam, deletion_insertion, masked_confidence
+from dlapps.explain import CAM_METHODS, batched_maps, faithfulness
 from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
 from dlapps.models.hooks import feature_layer
@@ -68,11 +68,6 @@ class CamConfig(OnDataset):
             STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
 
 
-def _batched_maps(method: str, model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor, batch_size: int):
-    chunks = zip(x.split(batch_size), targets.split(batch_size), strict=True)
-    return torch.cat([compute_cam(method, model, xb, layer, targets=tb) for xb, tb in chunks])
-
-
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     probs = torch.cat([model(chunk).softmax(1) for chunk in x.split(batch_size)])
@@ -99,20 +94,10 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
     for method in config.methods:
         started = time.perf_counter()
         limit = min(len(images), config.scorecam_images if method == "scorecam" else config.faithfulness_images)
-        x, targets = images[:limit], prediction[:limit]
-        maps = _batched_maps(method, model, x, layer, targets, batch)
-        grid_maps[method] = _batched_maps(method, model, images[grid], layer, prediction[grid], batch)
-        conf = masked_confidence(model, x, maps, targets, batch_size=batch)
-        n_del = min(limit, config.deletion_images)
-        deletion, insertion = deletion_insertion(
-            model, x[:n_del], maps[:n_del], targets[:n_del], steps=config.deletion_steps, batch_size=batch
-        )
-        rows.append({
-            "model": classifier.title, "method": method, "images": limit, "average_drop": conf.average_drop,
-            "increase_in_confidence": conf.increase_in_confidence, "deletion_images": n_del,
-            "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean()),
-            "seconds": time.perf_counter() - started,
-        })  # fmt: skip
+        row = faithfulness(method, model, images[:limit], layer, prediction[:limit], batch_size=batch,
+                           deletion_images=config.deletion_images, deletion_steps=config.deletion_steps)  # fmt: skip
+        grid_maps[method] = batched_maps(method, model, images[grid], layer, prediction[grid], batch)
+        rows.append({"model": classifier.title, **row, "seconds": time.perf_counter() - started})
     return {
         "summary": {"model": classifier.title, "layer": layer, "dataset": data.source, "images": len(images),
                     "accuracy": float((prediction.cpu() == labels.cpu()).float().mean()), **classifier.describe()},

@@ -10,12 +10,11 @@ that says which detectors beat MSP.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require
-from dlapps.data import ImageArrays, get_dataset
+from dlapps.data import get_dataset
 from dlapps.data.ood import (
     CIFAR10_OVERLAP,
     OOD_SET,
@@ -28,9 +27,8 @@ from dlapps.data.ood import (
 )
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
-from dlapps.models import Classifier
 from dlapps.models.classifier import align_labels
-from dlapps.ood import DETECTORS, create_detector, fit_detectors, ood_metrics, score_detectors, summarise
+from dlapps.ood import DETECTORS, Evaluation, create_detector, evaluate_detectors, summarize_detectors
 from dlapps.ood.plots import histogram_grid, overview, roc_pr_grid
 from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metrics_table
 from dlapps.report.comparison import Comparison
@@ -113,32 +111,13 @@ class OodConfig(OnDataset):
         return {role: getattr(self, role) for role, analysed in roles.items() if analysed}
 
 
-# Scores of one model: (ID scores per detector, {OOD set: scores per detector}).
-Scores = tuple[dict[str, Any], dict[str, dict[str, Any]]]
-
-
-def _evaluate(config: OodConfig, classifier: Classifier, fit_data: ImageArrays, id_data: ImageArrays,
-              ood: dict[str, ImageArrays], id_classes: tuple[int, ...] | None) -> tuple[dict[str, Any], Scores]:  # fmt: skip
-    """Fit every detector, score the ID and OOD sets; return facts about the model and all scores.
-
-    ``id_classes``: the outputs that are ID classes, where the model has more outputs than the dataset classes.
-    """
+def _detectors(config: OodConfig, id_classes: tuple[int, ...] | None) -> dict[str, Any]:
+    """The configured detectors; ``id_classes``: the outputs that are ID classes, where the model has more outputs
+    than the dataset classes (Mahalanobis then fits only those)."""
     hparams = {name: config.detector.hparams(name) for name in config.detectors}
     if "mahalanobis" in hparams and id_classes is not None:
         hparams["mahalanobis"] = {"classes": id_classes}
-    detectors = {name: create_detector(name, **hparams[name]) for name in config.detectors}
-    started = time.perf_counter()
-    fit_detectors(detectors, classifier.module, fit_data, batch_size=config.batch_size)
-    id_scored = score_detectors(detectors, id_data, batch_size=config.batch_size)
-    ood_scores = {
-        name: score_detectors(detectors, data, batch_size=config.batch_size).scores for name, data in ood.items()
-    }
-    facts = {
-        "accuracy": id_scored.accuracy(),
-        "parameters": sum(p.numel() for p in classifier.module.parameters()),
-        "detector_seconds": time.perf_counter() - started,
-    }
-    return facts, (id_scored.scores, ood_scores)
+    return {name: create_detector(name, **hparams[name]) for name in config.detectors}
 
 
 @STUDIES.register("ood")
@@ -180,17 +159,15 @@ class OOD(Study):
                                             test_subset=config.id_subset, progress=progress, train=train, test=test)  # fmt: skip
                 fit, ids = (align_labels(classifier, dataset, d, spec.class_map) for d in (fit_data, id_data))
                 id_classes = None if fit.classes == fit_data.classes else tuple(sorted(set(fit.labels.tolist())))
-                facts, scores[role] = _evaluate(config, classifier, fit, ids, ood, id_classes)
-                models[role] = {"label": classifier.title, **facts, **classifier.describe(),
+                scores[role] = evaluation = evaluate_detectors(_detectors(config, id_classes), classifier.module, fit, ids,
+                                                               ood, batch_size=config.batch_size)  # fmt: skip
+                models[role] = {"label": classifier.title, "accuracy": evaluation.accuracy,
+                                "parameters": sum(p.numel() for p in classifier.module.parameters()),
+                                "detector_seconds": evaluation.seconds, **classifier.describe(),
                                 "history": classifier.info.get("history")}  # fmt: skip
-                id_scores, ood_scores = scores[role]
-                records += [
-                    {"model": role, "detector": d, "ood_set": s, "distance": distances[s]}
-                    | ood_metrics(id_scores[d], per_detector[d])
-                    for s, per_detector in ood_scores.items() for d in config.detectors
-                ]  # fmt: skip
-                progress.console.print(f"{classifier.title}: ID accuracy {facts['accuracy']:.4f}; fitting and "
-                                       f"scoring took {facts['detector_seconds']:.0f} s")  # fmt: skip
+                records += evaluation.records(distances, model=role)
+                progress.console.print(f"{classifier.title}: ID accuracy {evaluation.accuracy:.4f}; fitting and "
+                                       f"scoring took {evaluation.seconds:.0f} s")  # fmt: skip
                 progress.advance(task)
         results = {
             "data": {
@@ -202,23 +179,25 @@ class OOD(Study):
             },
             "models": models,
             "metrics": records,
-            "summary": summarise(records),
+            "summary": summarize_detectors(records),
         }  # fmt: skip
         accuracy = {role: info["accuracy"] for role, info in models.items()}
         rows = [{**r, "id_accuracy": accuracy[r["model"]]} for r in records]
         return StudyOutput(results, rows, self._figures(config, results, scores))
 
-    def _figures(self, config: OodConfig, results: dict[str, Any], scores: dict[str, Scores]) -> dict[str, Any]:
+    def _figures(self, config: OodConfig, results: dict[str, Any], scores: dict[str, Evaluation]) -> dict[str, Any]:
         names = {d: DETECTORS[d].name for d in config.detectors}
         models, found = results["models"], {}
         if "msp" in config.detectors:
             near = "cifar100" if "cifar100" in results["data"]["ood"] else next(iter(results["data"]["ood"]))
             per_model = {
-                f"{models[m]['label']} ({100 * models[m]['accuracy']:.1f}%)": (ids["msp"], {s: v["msp"] for s, v in ood.items()})
-                for m, (ids, ood) in scores.items()
+                f"{models[m]['label']} ({100 * models[m]['accuracy']:.1f}%)":
+                    (e.id_scores["msp"], {s: v["msp"] for s, v in e.ood_scores.items()})
+                for m, e in scores.items()
             }  # fmt: skip
             found["overview_msp.png"] = overview(per_model, detector="MSP", near=near)
-        for role, (id_scores, ood_scores) in scores.items():
+        for role, evaluation in scores.items():
+            id_scores, ood_scores = evaluation.id_scores, evaluation.ood_scores
             label = f"{models[role]['label']} (ID accuracy {100 * models[role]['accuracy']:.1f}%)"
             found[f"histograms_{role}.png"] = histogram_grid(
                 {names[d]: id_scores[d] for d in config.detectors},

@@ -85,7 +85,7 @@ class ResidualCNN(Study):
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source, "test": test.source},
             "runs": records,
-            "summary": _summarise(config, records),
+            "summary": _summarize(config, records),
             "gradients": self._gradient_profiles(config, ctx, train, test),
         }
         rows = [{k: v for k, v in r.items() if k != "history"} for r in records]
@@ -208,7 +208,7 @@ class ResidualCNN(Study):
         return None
 
 
-def _summarise(config: ResidualCNNConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summarize(config: ResidualCNNConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for blocks in config.blocks:
         for skip in (False, True):

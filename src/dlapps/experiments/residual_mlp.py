@@ -112,7 +112,7 @@ class ResidualMLP(Study):
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source,
                      "train_size": min(len(train), config.train_subset or len(train)), "test": test.source,
                      "test_size": min(len(test), config.test_subset or len(test))},
-            "summary": _summarise(config, records),
+            "summary": _summarize(config, records),
             "gradients": gradients,
             "runs": records,
         }  # fmt: skip
@@ -240,7 +240,7 @@ class ResidualMLP(Study):
         return rows
 
 
-def _summarise(config: ResidualMLPConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summarize(config: ResidualMLPConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for depth in config.depths:
         for variant in config.variants():

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from dlapps.explain.cam import compute_cam
 from dlapps.models.hooks import eval_mode
 from dlapps.models.layers import Normalize
 
@@ -93,3 +94,34 @@ def deletion_insertion(
             deletion[:, s] = _probabilities(model, torch.where(chosen, baseline, x), targets, batch_size).cpu()
             insertion[:, s] = _probabilities(model, torch.where(chosen, x, blurred), targets, batch_size).cpu()
     return torch.trapezoid(deletion, fractions, dim=1), torch.trapezoid(insertion, fractions, dim=1)
+
+
+def batched_maps(
+    method: str, model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """The maps of ``method`` for ``targets``, ``batch_size`` images at a time."""
+    chunks = zip(x.split(batch_size), targets.split(batch_size), strict=True)
+    return torch.cat([compute_cam(method, model, xb, layer, targets=tb) for xb, tb in chunks])
+
+
+def faithfulness(
+    method: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    targets: torch.Tensor,
+    *,
+    deletion_images: int,
+    deletion_steps: int = 16,
+    batch_size: int = 64,
+) -> dict[str, float | int | str]:
+    """How faithful the maps of ``method`` are on ``x`` for ``targets`` (usually the predicted classes): average
+    drop and increase in confidence on every image, deletion / insertion AUC on the first ``deletion_images``."""
+    maps = batched_maps(method, model, x, layer, targets, batch_size)
+    confidence = masked_confidence(model, x, maps, targets, batch_size=batch_size)
+    n = min(len(x), deletion_images)
+    deletion, insertion = deletion_insertion(model, x[:n], maps[:n], targets[:n], steps=deletion_steps,
+                                             batch_size=batch_size)  # fmt: skip
+    return {"method": method, "images": len(x), "average_drop": confidence.average_drop,
+            "increase_in_confidence": confidence.increase_in_confidence, "deletion_images": n,
+            "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}  # fmt: skip

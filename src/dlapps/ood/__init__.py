@@ -29,8 +29,17 @@ from dlapps.ood.mahalanobis import Mahalanobis
 from dlapps.ood.knn import KNN
 from dlapps.ood.vim import ViM
 from dlapps.ood.react import ReAct
-from dlapps.ood.metrics import METRICS, aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_metrics, summarise
-from dlapps.ood.scoring import Scored, fit_detectors, score_detectors
+from dlapps.ood.metrics import (
+    METRICS,
+    aupr_in,
+    aupr_out,
+    auroc,
+    fpr_at_95_tpr,
+    fpr_at_tpr,
+    ood_metrics,
+    summarize_detectors,
+)
+from dlapps.ood.scoring import Evaluation, Scored, evaluate_detectors, fit_detectors, score_detectors
 from dlapps.registry import import_submodules
 
 import_submodules(__name__, __path__)  # a detector added as one more module registers itself
@@ -55,6 +64,7 @@ __all__ = [
     "ODIN",
     "Detector",
     "Energy",
+    "Evaluation",
     "Mahalanobis",
     "MaxLogit",
     "NotFittedError",
@@ -66,10 +76,11 @@ __all__ = [
     "aupr_out",
     "auroc",
     "create_detector",
+    "evaluate_detectors",
     "fit_detectors",
     "fpr_at_95_tpr",
     "fpr_at_tpr",
     "ood_metrics",
     "score_detectors",
-    "summarise",
+    "summarize_detectors",
 ]

@@ -101,7 +101,7 @@ def _mean(values: list[float]) -> float | None:
 DISTANCES = ("near", "far", "user")
 
 
-def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize_detectors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model and detector: mean AUROC and FPR@95 over each group of OOD sets, and whether it beats MSP.
 
     ``records`` are :func:`ood_metrics` rows with ``model``, ``detector`` and ``distance`` keys (near, far, or user

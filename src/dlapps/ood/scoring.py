@@ -6,8 +6,10 @@ run batched on the model's device under ``no_grad``; ODIN runs its own pass, wit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from torch import nn
 from dlapps.models.hooks import find_head, model_device
 from dlapps.ood.base import Detector, OutputDetector
 from dlapps.ood.features import Batches, collect_outputs, head_outputs, iter_batches
+from dlapps.ood.metrics import ood_metrics
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,43 @@ def score_detectors(detectors: Mapping[str, Detector], data: Batches, *, batch_s
         predictions=torch.cat(predictions),
         labels=torch.cat(labels),
     )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Detectors fitted to one model and scored on its ID test images and on each OOD set."""
+
+    id_scores: dict[str, torch.Tensor]  # detector -> (N,)
+    ood_scores: dict[str, dict[str, torch.Tensor]]  # OOD set -> detector -> (M,)
+    accuracy: float  # of the model on the ID test images
+    seconds: float  # fitting and scoring
+
+    def records(self, distances: Mapping[str, str], model: str = "model") -> list[dict[str, Any]]:
+        """One :func:`~dlapps.ood.metrics.ood_metrics` row per OOD set and detector, labelled with ``model`` and
+        the set's distance (``near``, ``far`` or ``user``)."""
+        return [
+            {"model": model, "detector": detector, "ood_set": name, "distance": distances[name]}
+            | ood_metrics(self.id_scores[detector], scores[detector])
+            for name, scores in self.ood_scores.items()
+            for detector in self.id_scores
+        ]
+
+
+def evaluate_detectors(
+    detectors: Mapping[str, Detector],
+    model: nn.Module,
+    fit_data: Batches | None,
+    id_data: Batches,
+    ood_sets: Mapping[str, Batches],
+    *,
+    batch_size: int | None = None,
+) -> Evaluation:
+    """Fit ``detectors`` to ``model`` on ``fit_data`` (ID training images), then score ``id_data`` and every OOD
+    set: what a study or an audit reports as OOD detection."""
+    started = time.perf_counter()
+    fit_detectors(detectors, model, fit_data, batch_size=batch_size)
+    scored = score_detectors(detectors, id_data, batch_size=batch_size)
+    ood_scores = {
+        name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
+    }
+    return Evaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)

@@ -1,5 +1,5 @@
 """OOD tables in Markdown, from the metric records of :func:`dlapps.ood.ood_metrics` and their
-:func:`dlapps.ood.summarise` rows (records carry ``model``, ``detector``, ``ood_set`` and ``distance``)."""
+:func:`dlapps.ood.summarize_detectors` rows (records carry ``model``, ``detector``, ``ood_set`` and ``distance``)."""
 
 from __future__ import annotations
 
