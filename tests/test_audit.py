@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import top_k_accuracy_score
 from torchmetrics.classification import MulticlassCalibrationError
 
-from dlapps.attacks import survives_restarts
+from dlapps.attacks import half_fooled, survives_restarts
 from dlapps.data import load_arrays
 from dlapps.evaluate import (
     brier_score,
@@ -23,7 +23,6 @@ from dlapps.evaluate import (
     reliability,
     top_k_accuracy,
 )
-from dlapps.experiments.audit import half_fooled
 from dlapps.explain import head_randomisation_check, randomised_head, rank_correlation
 from dlapps.report.io import read_json
 from helpers import assert_one_line_error, dlapps

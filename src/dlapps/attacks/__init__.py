@@ -5,12 +5,21 @@ normalisation) and returns an :class:`AttackResult`: the adversarial batch, per-
 to success, true-class probability and prediction before and after. The model's modes are restored.
 """
 
-from dlapps.attacks.api import ATTACKS, Method, attack, attack_arrays, default_alpha, survives_restarts
+from dlapps.attacks.api import (
+    ATTACKS,
+    Method,
+    attack,
+    attack_arrays,
+    default_alpha,
+    robustness_at,
+    survives_restarts,
+)
 from dlapps.attacks.base import PIXEL, AttackResult, TargetSpec, eps_label, resolve_targets
 from dlapps.attacks.iterative import perturb
 from dlapps.attacks.metrics import (
     clean_accuracy,
     cumulative_success,
+    half_fooled,
     mean_confidence_drop,
     mean_iterations,
     robust_accuracy,
@@ -33,11 +42,13 @@ __all__ = [
     "cumulative_success",
     "default_alpha",
     "eps_label",
+    "half_fooled",
     "mean_confidence_drop",
     "mean_iterations",
     "perturb",
     "resolve_targets",
     "robust_accuracy",
+    "robustness_at",
     "showcase",
     "success_rate",
     "summarize",

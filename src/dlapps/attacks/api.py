@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlapps.attacks.base import (
+    PIXEL,
     AttackResult,
     TargetSpec,
     check_budget,
@@ -20,6 +21,7 @@ from dlapps.attacks.base import (
     resolve_targets,
 )
 from dlapps.attacks.iterative import attack_in_slots, meets_goal
+from dlapps.attacks.metrics import cumulative_success, summarize
 from dlapps.data import ImageArrays
 from dlapps.errors import AttackError
 from dlapps.models.hooks import model_device, model_mode
@@ -218,3 +220,33 @@ def survives_restarts(
         )  # fmt: skip
         robust[left] = result.pred_after == result.labels
     return robust
+
+
+def robustness_at(
+    model: nn.Module,
+    data: ImageArrays,
+    eps_255: float,
+    *,
+    steps: int,
+    strong_steps: int,
+    restarts: int,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """L∞ PGD at ε = ``eps_255`` grey levels on ``data`` with per-sample early stop, then, on what survives, PGD with
+    ``strong_steps`` steps from ``restarts`` random starts, so that gradient masking cannot flatter: the attack's
+    summary, the robust accuracy after both (``robust_accuracy_strong``), the fraction of correctly classified
+    images fooled, and the fraction fooled within k steps."""
+    eps = eps_255 * PIXEL
+    result = attack_arrays(model, data, method="pgd", eps=eps, steps=steps, batch_size=batch_size,
+                           generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    survived = result.pred_after == result.labels
+    if survived.any() and eps > 0:
+        strong = survives_restarts(model, data.take(survived.nonzero().flatten()), eps=eps, steps=strong_steps,
+                                   restarts=restarts, batch_size=batch_size, seed=seed + 1)  # fmt: skip
+        survived[survived.clone()] = strong
+    summary = summarize(result)
+    robust = survived.double().mean().item()
+    return {"eps_255": eps_255, **summary, "robust_accuracy_strong": robust,
+            "fooled": 1 - robust / max(summary["clean_accuracy"], 1e-12),
+            "cumulative_success": cumulative_success(result, steps)}  # fmt: skip

@@ -85,3 +85,17 @@ def showcase(result: AttackResult, count: int) -> torch.Tensor:
     first = list(distinct.values())
     order = first + [i for i in succeeded if i not in first] + [i for i in attacked if i not in succeeded]
     return torch.tensor(order[:count], dtype=torch.int64)
+
+
+def half_fooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ε (grey levels) at which half of the correctly classified images are fooled: interpolated in log ε
+    between the sweep's points (``relation`` "≈"), or bounded by the sweep ("≤" its smallest ε already fools half,
+    ">" its largest does not)."""
+    points = [(r["eps_255"], r["fooled"]) for r in rows if r["eps_255"] > 0]
+    if points and points[0][1] >= 0.5:
+        return {"eps": points[0][0], "relation": "≤"}
+    for (e0, f0), (e1, f1) in zip(points, points[1:], strict=False):
+        if f0 < 0.5 <= f1:
+            t = (0.5 - f0) / (f1 - f0)
+            return {"eps": math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0))), "relation": "≈"}
+    return {"eps": points[-1][0] if points else None, "relation": ">"}

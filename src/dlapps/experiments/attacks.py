@@ -34,7 +34,7 @@ from dlapps.attacks import (
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
-from dlapps.experiments.base import STUDIES, OnDataset, RunCache, RunContext, Study, StudyOutput
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.writeup import writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
@@ -42,6 +42,7 @@ from dlapps.models.layout import inference_batch
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
+from dlapps.report.runs import RunCache
 from dlapps.train import TrainConfig
 from dlapps.train.model_spec import ModelSpec
 

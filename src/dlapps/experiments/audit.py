@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
-from dlapps.attacks import PIXEL, attack_arrays, cumulative_success, summarize, survives_restarts
+from dlapps.attacks import half_fooled, robustness_at
 from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.data.downloads import Need
@@ -277,20 +277,9 @@ class Audit(Study):
     def _robustness(
         self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
     ) -> dict:
-        data, rows = test.subset(config.attack_images, config.seed), []
-        for eps in config.epsilons:
-            result = attack_arrays(classifier.module, data, method="pgd", eps=eps * PIXEL, steps=config.attack_steps,
-                                   batch_size=batch, generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
-            survived = result.pred_after == result.labels
-            if survived.any() and eps > 0:  # a stronger attack on what survived, so masking cannot flatter
-                strong = survives_restarts(classifier.module, data.take(survived.nonzero().flatten()), eps=eps * PIXEL,
-                                           steps=config.strong_steps, restarts=config.restarts,
-                                           batch_size=batch, seed=config.seed + 1)  # fmt: skip
-                survived[survived.clone()] = strong
-            summary = summarize(result)
-            rows.append({"eps_255": eps, **summary, "robust_accuracy_strong": survived.double().mean().item(),
-                         "fooled": 1 - survived.double().mean().item() / max(summary["clean_accuracy"], 1e-12),
-                         "cumulative_success": cumulative_success(result, config.attack_steps)})  # fmt: skip
+        data = test.subset(config.attack_images, config.seed)
+        rows = [robustness_at(classifier.module, data, eps, steps=config.attack_steps, strong_steps=config.strong_steps,
+                              restarts=config.restarts, batch_size=batch, seed=config.seed) for eps in config.epsilons]  # fmt: skip
         return {"images": len(data), "rows": rows}
 
     # --- figures and report ---------------------------------------------------------------------------
@@ -498,20 +487,6 @@ def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:
     }[section]  # fmt: skip
     settings = to_dict(config)
     return {key: settings[key] for key in keys}
-
-
-def half_fooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ε (grey levels) at which half of the correctly classified images are fooled: interpolated in log ε
-    between the sweep's points (``relation`` "≈"), or bounded by the sweep ("≤" its smallest ε already fools half,
-    ">" its largest does not)."""
-    points = [(r["eps_255"], r["fooled"]) for r in rows if r["eps_255"] > 0]
-    if points and points[0][1] >= 0.5:
-        return {"eps": points[0][0], "relation": "≤"}
-    for (e0, f0), (e1, f1) in zip(points, points[1:], strict=False):
-        if f0 < 0.5 <= f1:
-            t = (0.5 - f0) / (f1 - f0)
-            return {"eps": math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0))), "relation": "≈"}
-    return {"eps": points[-1][0] if points else None, "relation": ">"}
 
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:

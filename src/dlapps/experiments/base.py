@@ -9,11 +9,10 @@ and the literature, environment) into a staging folder that replaces nothing unt
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -24,70 +23,27 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dlapps import __version__
-from dlapps.config import PositiveInt, apply_overrides, fingerprint, named_by, to_dict
+from dlapps.config import PositiveInt, apply_overrides, named_by, to_dict
 from dlapps.data import DATASET, DATASETS, Dataset, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need, ensure
 from dlapps.data.ood import OOD_SET, ood_set_needs
 from dlapps.data.sources import preload_archives
-from dlapps.errors import ConfigError, DlappsError
+from dlapps.errors import ConfigError
 from dlapps.models import Classifier
 from dlapps.models.pretrained import weights_need
 from dlapps.registry import Registry
 from dlapps.report.comparison import Comparison, comparison_table
 from dlapps.report.html import markdown_to_html
-from dlapps.report.io import read_json, save_figure, staged_output, write_csv, write_json, write_text
+from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block, Heading, render
+from dlapps.report.runs import RunCache, check_output_folder, output_lock
 from dlapps.train import ClassifierRecipe, Training, obtain_classifier, train_side_by_side
 from dlapps.train.device import resolve_precision
 from dlapps.train.model_spec import ModelSpec, load_classifier
 from dlapps.train.side_by_side import check_workers, default_workers
 
 COMPARISON_TITLE = "Against the write-up and the literature"
-
-
-@dataclass
-class RunCache:
-    """Finished runs of a study, one JSON file each, keyed by a fingerprint of everything that made them.
-
-    A rerun skips what is done; a changed setting changes the key, so stale results are never reused.
-    """
-
-    folder: Path
-    hits: int = field(default=0)
-
-    def key(self, name: str, settings: dict[str, Any]) -> str:
-        return f"{name}-{fingerprint(settings)[:10]}"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The record of ``key``; None when there is none, or when it is damaged (it is then set aside as
-        ``<key>.json.damaged`` and the run is done again: a cache is never a reason to fail)."""
-        path = self.folder / f"{key}.json"
-        if not path.is_file():
-            return None
-        try:
-            record = read_json(path)
-        except (ValueError, OSError):
-            record = None
-        if not isinstance(record, dict):
-            os.replace(path, path.with_name(path.name + ".damaged"))
-            return None
-        self.hits += 1
-        return record
-
-    def put(self, key: str, record: dict[str, Any]) -> None:
-        write_json(self.folder / f"{key}.json", record)
-
-    def get_or_compute(
-        self, name: str, settings: dict[str, Any], compute: Callable[[str], dict[str, Any]]
-    ) -> dict[str, Any]:
-        """The record of the run ``name`` with these ``settings``: the cached one, else ``compute(key)``'s, cached."""
-        key = self.key(name, settings)
-        record = self.get(key)
-        if record is None:
-            record = compute(key)
-            self.put(key, record)
-        return record
 
 
 @dataclass
@@ -301,57 +257,6 @@ def nested(config: Any) -> Iterator[Any]:
         if dataclasses.is_dataclass(value):
             yield value
             yield from nested(value)
-
-
-def check_output_folder(out: Path) -> None:
-    """Fail before any work, with one line, when results could not be written to ``out``."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DlappsError(
-            f"cannot write results to {out} ({exc.strerror or exc}); choose another folder (--out, --models-dir)"
-        ) from None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold ``<out>/.lock`` (the owner's pid) while a run writes there: a second run on the same folder is refused
-    while the first is alive, and takes over the lock a killed run left behind."""
-    lock = out / ".lock"
-    for _ in range(2):
-        try:
-            with open(lock, "x", encoding="ascii") as handle:
-                handle.write(str(os.getpid()))
-            break
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text(encoding="ascii") or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _alive(owner):
-                raise DlappsError(
-                    f"another dlapps run (pid {owner}) is writing to {out}; wait for it to finish, or choose another --out"
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a run that was killed: take it over
-    else:
-        raise DlappsError(f"cannot take the lock {lock}; another run keeps taking it")
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def trained_runs(
