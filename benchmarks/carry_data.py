@@ -1,11 +1,10 @@
-"""Split the shared data into parts small enough for one call of a lent GPU machine (64 MiB each).
+"""Split a data root into parts of at most 64 MiB, to copy to a GPU machine that cannot read it.
 
     python benchmarks/carry_data.py --data ../shared/data --out .carry --mib 56
 
-writes .carry/part0, .carry/part1, ... (git-ignored). Carry one part per call (``carry: [".carry/partK"]``)
-and start each command with ``bash benchmarks/gpu_check.sh assemble``: the parts are gathered into
-.gpu-data (ignored, so the warm machine keeps it between back-to-back calls) and the CIFAR-10 training
-split is put back together once every part has arrived.
+writes .carry/part0, .carry/part1, ... (git-ignored). Copy the parts to the GPU machine's checkout (all at once,
+or one at a time) and run ``bash benchmarks/gpu_check.sh assemble`` after each: the parts are gathered into
+.gpu-data (ignored) and the CIFAR-10 training split is put back together once every part has arrived.
 """
 
 from __future__ import annotations

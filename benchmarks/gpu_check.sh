@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (see benchmarks/RESULTS.md, "On a lent GPU").
-#   bash benchmarks/gpu_check.sh assemble      gather the carried part(s) into .gpu-data
+# The GPU benchmarks, on a machine with a CUDA GPU (see benchmarks/RESULTS.md, "GPU").
+#   bash benchmarks/gpu_check.sh assemble      gather the copied part(s) of .carry/ into .gpu-data
 #   bash benchmarks/gpu_check.sh bench         assemble, then the three benchmarks, results into $OUT
-# dlapps runs from src/ with the machine's own torch; torchattacks comes as a carried wheel in .whl.
+# dlapps runs from src/ with the machine's own torch; torchattacks from a wheel in .whl where pip cannot reach PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DLAPPS_DATA="$PWD/.gpu-data"
