@@ -153,7 +153,8 @@ def test_the_targeted_comparison_reads_the_gap_against_its_spread():
     [
         ("fgsm", "epsilons=-1", "epsilons: must be in \\[0, 255\\] grey levels"),
         ("fgsm", "epsilons=2,300", "epsilons: must be in \\[0, 255\\] grey levels .* got 300.0"),
-        ("fgsm", "method=cw", "method: unknown attack 'cw'; known: fgsm, bim"),
+        ("fgsm", "method=cw", "method: unknown attack 'cw'; known: fgsm, fgsm-rs, bim"),
+        ("adv-train", "method=cw", "method: unknown attack 'cw'; known: fgsm, fgsm-rs, bim"),
         ("fgsm", "example_eps=-2", "example_eps: must be in \\[0, 255\\]"),
         ("targeted", "epsilons=8,2", "epsilons must increase"),
         ("adv-train", "weightings=1", "weighting '1' must be w_clean/w_adv"),
