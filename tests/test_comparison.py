@@ -3,9 +3,9 @@
 import pytest
 
 from dlapps.experiments import STUDIES, Study
-from dlapps.experiments.base import COMPARISON_TITLE, comparison_blocks
 from dlapps.report.comparison import HEADERS, Comparison, comparison_table
 from dlapps.report.markdown import Heading
+from dlapps.report.study import COMPARISON_TITLE, comparison_blocks
 
 
 def test_number_rows_give_signed_differences_to_each_side():

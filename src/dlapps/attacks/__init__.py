@@ -7,12 +7,15 @@ to success, true-class probability and prediction before and after. The model's 
 
 from dlapps.attacks.api import (
     ATTACKS,
+    TARGETING_METRICS,
     Method,
     attack,
     attack_arrays,
     default_alpha,
+    fgsm_and_pgd_accuracy,
     robustness_at,
     survives_restarts,
+    targeted_against_untargeted,
 )
 from dlapps.attacks.base import PIXEL, AttackResult, TargetSpec, eps_label, resolve_targets
 from dlapps.attacks.iterative import perturb
@@ -32,6 +35,7 @@ from dlapps.attacks.training import AdversarialStepLoss
 __all__ = [
     "ATTACKS",
     "PIXEL",
+    "TARGETING_METRICS",
     "AdversarialStepLoss",
     "AttackResult",
     "Method",
@@ -42,6 +46,7 @@ __all__ = [
     "cumulative_success",
     "default_alpha",
     "eps_label",
+    "fgsm_and_pgd_accuracy",
     "half_fooled",
     "mean_confidence_drop",
     "mean_iterations",
@@ -53,4 +58,5 @@ __all__ = [
     "success_rate",
     "summarize",
     "survives_restarts",
+    "targeted_against_untargeted",
 ]

@@ -20,8 +20,8 @@ from dlapps.attacks.base import (
     check_not_probabilities,
     resolve_targets,
 )
-from dlapps.attacks.iterative import attack_in_slots, meets_goal
-from dlapps.attacks.metrics import cumulative_success, summarize
+from dlapps.attacks.iterative import Budget, attack_in_slots, meets_goal
+from dlapps.attacks.metrics import clean_accuracy, cumulative_success, robust_accuracy, summarize
 from dlapps.data import ImageArrays
 from dlapps.errors import AttackError
 from dlapps.models.hooks import model_device, model_mode
@@ -142,25 +142,15 @@ def attack(
         queue = (~skipped & ~(met_unperturbed & early_stop)).nonzero().flatten()
         if on_done is not None:
             on_done(len(x) - len(queue))
-        logits_after = clean.clone()
-        adversarial = attack_in_slots(
-            model,
-            x,
-            goal,
-            queue,
-            first_met,
-            logits_after,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            slots=slots,
-            targeted=targeted,
-            random_start=spec.random_start,
-            decay=decay if spec.momentum else None,
-            early_stop=early_stop,
-            generator=generator,
-            on_done=on_done,
-        )
+        adversarial, logits_after = x.clone(), clean.clone()
+        if len(queue):
+            budget = Budget(
+                eps, alpha, steps, targeted, spec.random_start, decay if spec.momentum else None, early_stop
+            )
+            adversarial[queue], first, logits_after[queue] = attack_in_slots(
+                model, x[queue], goal[queue], budget, slots=slots, generator=generator, on_done=on_done
+            )
+            first_met[queue] = torch.where(first_met[queue] >= 0, first_met[queue], first)
     success = meets_goal(logits_after, goal, targeted) & ~skipped
     return AttackResult(
         adversarial=adversarial,
@@ -250,3 +240,38 @@ def robustness_at(
     return {"eps_255": eps_255, **summary, "robust_accuracy_strong": robust,
             "fooled": 1 - robust / max(summary["clean_accuracy"], 1e-12),
             "cumulative_success": cumulative_success(result, steps)}  # fmt: skip
+
+
+def fgsm_and_pgd_accuracy(
+    model: nn.Module, data: ImageArrays, *, eps: float, alpha: float, pgd_steps: tuple[int, ...], batch_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """Clean accuracy, and robust accuracy under FGSM (every image one step) and under PGD of each ``pgd_steps``
+    from a random start; PGD stops an image once it is misclassified, so it counts as robust only if no step
+    fooled it."""
+    fgsm = attack_arrays(model, data, method="fgsm", eps=eps, batch_size=batch_size, early_stop=False)
+    found = {"clean accuracy": clean_accuracy(fgsm), "FGSM accuracy": robust_accuracy(fgsm)}
+    for steps in pgd_steps:
+        pgd = attack_arrays(model, data, method="pgd", eps=eps, alpha=alpha, steps=steps, batch_size=batch_size,
+                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        found[f"PGD-{steps} accuracy"] = robust_accuracy(pgd)
+    return found
+
+
+TARGETING_METRICS = {"success_rate": "success rate", "mean_iterations": "mean iterations to success",
+                     "mean_confidence_drop": "mean confidence drop"}  # fmt: skip
+
+
+def targeted_against_untargeted(
+    model: nn.Module, data: ImageArrays, *, eps: float, alpha: float, steps: int, batch_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """Untargeted and targeted (a random other class) iterative FGSM at the same ε, step and budget, with
+    per-sample early stop: each one's success rate, mean iterations to success and mean confidence drop."""
+    found: dict[str, float] = {}
+    for mode, target in (("untargeted", None), ("targeted", "random")):
+        result = attack_arrays(model, data, method="bim", eps=eps, alpha=alpha, steps=steps, target=target,
+                               batch_size=batch_size, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        summary = summarize(result)
+        found |= {f"{mode} {label}": summary[key] for key, label in TARGETING_METRICS.items()}
+    return found

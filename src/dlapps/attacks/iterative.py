@@ -13,6 +13,7 @@ that shrank its batches instead ran 15x slower) and no compute goes to samples t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -99,41 +100,46 @@ def meets_goal(logits: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torc
     return predictions == goal if targeted else predictions != goal
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How each sample is attacked: within the L∞ ball of radius ``eps``, at most ``steps`` steps of ``alpha``,
+    towards or away from its goal, from the input or a random point of the ball, along the gradient's sign or a
+    momentum of it (MI-FGSM's ``decay``), stopping once the goal is met with ``early_stop``."""
+
+    eps: float
+    alpha: float
+    steps: int
+    targeted: bool = False
+    random_start: bool = False
+    decay: float | None = None
+    early_stop: bool = True
+
+
 def attack_in_slots(
     model: nn.Module,
     x: torch.Tensor,
     goal: torch.Tensor,
-    queue: torch.Tensor,
-    first_met: torch.Tensor,
-    logits_after: torch.Tensor,
+    budget: Budget,
     *,
-    eps: float,
-    alpha: float,
-    steps: int,
     slots: int,
-    targeted: bool = False,
-    random_start: bool = False,
-    decay: float | None = None,
-    early_stop: bool = True,
     generator: torch.Generator | None = None,
     on_done: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """Attack the samples ``queue`` (indices into ``x``) through a batch of ``slots`` samples; return all
-    adversarial examples (``x`` where not attacked).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attack every sample of ``x`` through a batch of ``slots`` samples: ``(adversarial examples, the step
+    count at which each first met its goal (-1: never), the logits of each returned example)``.
 
-    A sample leaves its slot after ``steps`` steps, or as soon as it meets its goal with ``early_stop``;
-    the next sample in the queue takes the slot. Fills in, for the samples attacked, ``logits_after`` (the
-    logits of the returned example) and ``first_met`` (the step count at which the goal was first met,
-    where it was still negative). ``on_done`` is called with the number of samples that left each round.
+    A sample leaves its slot after ``budget.steps`` steps, or as soon as it meets its goal with
+    ``budget.early_stop``; the next sample takes the slot. ``on_done`` is called with the number of samples that
+    left each round.
     """
-    adversarial = x.clone()
-    n = min(slots, len(queue))
+    adversarial, first_met, logits_after = x.clone(), torch.full((len(x),), -1, device=x.device), None
+    n = min(slots, len(x))
     sample = torch.full((n,), -1, dtype=torch.int64, device=x.device)  # -1: an empty slot
     adv, lower, upper = (torch.zeros((n, *x.shape[1:]), dtype=x.dtype, device=x.device) for _ in range(3))
     slot_goal = torch.zeros(n, dtype=torch.int64, device=x.device)
     taken = torch.zeros(n, dtype=torch.int64, device=x.device)  # steps taken by the slot's sample
-    momentum = torch.zeros_like(adv) if decay is not None else None
-    waiting = queue
+    momentum = torch.zeros_like(adv) if budget.decay is not None else None
+    waiting = torch.arange(len(x), device=x.device)
 
     def refill(free: torch.Tensor) -> None:
         nonlocal waiting
@@ -141,7 +147,7 @@ def attack_in_slots(
         free = free[: len(incoming)]
         sample[free] = incoming
         slot_goal[free] = goal[incoming]
-        adv[free], lower[free], upper[free] = start_point(x[incoming], eps, random_start, generator)
+        adv[free], lower[free], upper[free] = start_point(x[incoming], budget.eps, budget.random_start, generator)
         taken[free] = 0
         if momentum is not None:
             momentum[free] = 0
@@ -150,19 +156,21 @@ def attack_in_slots(
     while True:
         occupied = sample >= 0
         if not occupied.any():
-            return adversarial
+            return adversarial, first_met, logits_after
         adv_in, logits = forward(model, adv)
-        met = meets_goal(logits.detach(), slot_goal, targeted) & occupied
+        if logits_after is None:
+            logits_after = torch.zeros((len(x), logits.shape[1]), dtype=torch.float32, device=x.device)
+        met = meets_goal(logits.detach(), slot_goal, budget.targeted) & occupied
         index = sample.clamp(min=0)
         first = met & (first_met[index] < 0)
         first_met[index[first]] = taken[first]
-        done = occupied & ((met & early_stop) | (taken == steps))
+        done = occupied & ((met & budget.early_stop) | (taken == budget.steps))
         adversarial[sample[done]] = adv[done]
         logits_after[sample[done]] = logits.detach()[done].to(logits_after.dtype)
         moving = occupied & ~done
         if moving.any():
-            grad = loss_gradient(adv_in, logits, slot_goal, targeted)
-            stepped, stepped_momentum = signed_step(adv_in, grad, lower, upper, alpha, momentum, decay)
+            grad = loss_gradient(adv_in, logits, slot_goal, budget.targeted)
+            stepped, stepped_momentum = signed_step(adv_in, grad, lower, upper, budget.alpha, momentum, budget.decay)
             keep = moving.view(-1, *[1] * (x.ndim - 1))
             adv = torch.where(keep, stepped, adv)
             if momentum is not None:

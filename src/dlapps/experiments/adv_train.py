@@ -19,18 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import torch
 from torch import nn
 
 from dlapps.attacks import (
     ATTACKS,
     PIXEL,
+    TARGETING_METRICS,
     AdversarialStepLoss,
-    attack_arrays,
-    clean_accuracy,
     eps_label,
-    robust_accuracy,
-    summarize,
+    fgsm_and_pgd_accuracy,
+    targeted_against_untargeted,
 )
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_dict
 from dlapps.data import DATASETS, ImageArrays, get_dataset
@@ -39,7 +37,7 @@ from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, Study
 from dlapps.experiments.writeup import WRITEUP_CNN_TRAINING
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
-from dlapps.ood import MSP, aupr_in, auroc, fit_detectors, score_detectors
+from dlapps.ood import MSP, evaluate_detectors
 from dlapps.registry import Registry
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -146,20 +144,9 @@ def _eval_batch(config: AdvTrainConfig, test: ImageArrays, ctx: RunContext) -> i
 
 @EVALUATIONS.register("robustness")
 def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
-    """Clean accuracy, and robust accuracy under FGSM and under PGD of each ``eval_steps`` with random start.
-
-    PGD stops a sample once it is misclassified, so a sample counts as robust only if no step fooled it.
-    """
-    eps, batch = config.eval_eps * PIXEL, _eval_batch(config, test, ctx)
-    fgsm = attack_arrays(model, test, method="fgsm", eps=eps, batch_size=batch, early_stop=False)
-    metrics = {"clean accuracy": clean_accuracy(fgsm), "FGSM accuracy": robust_accuracy(fgsm)}
-    for steps in config.eval_steps:
-        pgd = attack_arrays(
-            model, test, method="pgd", eps=eps, alpha=config.eval_alpha * PIXEL, steps=steps, batch_size=batch,
-            generator=torch.Generator().manual_seed(config.seed),
-        )  # fmt: skip
-        metrics[f"PGD-{steps} accuracy"] = robust_accuracy(pgd)
-    return metrics
+    """Clean accuracy, and robust accuracy under FGSM and under PGD of each ``eval_steps`` with random start."""
+    return fgsm_and_pgd_accuracy(model, test, eps=config.eval_eps * PIXEL, alpha=config.eval_alpha * PIXEL,
+                                 pgd_steps=config.eval_steps, batch_size=_eval_batch(config, test, ctx), seed=config.seed)  # fmt: skip
 
 
 @EVALUATIONS.register("ood")
@@ -167,37 +154,19 @@ def ood_detection(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, c
     """MSP's AUROC and AUPR-In, the test images (ID) against as many images of the OOD set."""
     request = OodRequest(ctx.data_root, ctx.download, len(test), config.seed, shape=test.image_shape)
     ood = conform(load_ood_set(config.ood_set, request), test.image_shape, resize=config.resize_ood)
-    detector = {"msp": MSP()}
-    fit_detectors(detector, model, None)
-    id_scores = score_detectors(detector, test).scores["msp"]
-    ood_scores = score_detectors(detector, ood).scores["msp"]
+    metrics = evaluate_detectors({"msp": MSP()}, model, None, test, {"ood": ood}).records({"ood": "user"})[0]
     name = set_title(config.ood_set)
-    return {
-        f"MSP AUROC ({name})": auroc(id_scores, ood_scores),
-        f"MSP AUPR-In ({name})": aupr_in(id_scores, ood_scores),
-    }
+    return {f"MSP AUROC ({name})": metrics["auroc"], f"MSP AUPR-In ({name})": metrics["aupr_in"]}
 
 
 @EVALUATIONS.register("targeting")
 def targeting(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
     """The write-up's comparison: untargeted and targeted (a random other class) iterative FGSM at ``attack_eps``
-    with at most ``attack_steps`` steps and per-sample early stop; success rate, mean iterations to success and
-    mean confidence drop of each."""
+    with at most ``attack_steps`` steps and per-sample early stop."""
     eps = config.attack_eps * PIXEL
-    metrics: dict[str, float] = {}
-    for mode, target in (("untargeted", None), ("targeted", "random")):
-        result = attack_arrays(
-            model, test, method="bim", eps=eps, alpha=config.attack_alpha_fraction * eps, steps=config.attack_steps,
-            target=target, batch_size=_eval_batch(config, test, ctx), generator=torch.Generator().manual_seed(config.seed),
-        )  # fmt: skip
-        summary = summarize(result)
-        for key, label in TARGETING_METRICS.items():
-            metrics[f"{mode} {label}"] = summary[key]
-    return metrics
-
-
-TARGETING_METRICS = {"success_rate": "success rate", "mean_iterations": "mean iterations to success",
-                     "mean_confidence_drop": "mean confidence drop"}  # fmt: skip
+    return targeted_against_untargeted(model, test, eps=eps, alpha=config.attack_alpha_fraction * eps,
+                                       steps=config.attack_steps, batch_size=_eval_batch(config, test, ctx),
+                                       seed=config.seed)  # fmt: skip
 
 
 def exceeds(first: list[float], second: list[float]) -> tuple[bool, str]:

@@ -9,7 +9,6 @@ and the literature, environment) into a staging folder that replaces nothing unt
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -19,10 +18,8 @@ from typing import Annotated, Any, ClassVar
 
 import torch
 from matplotlib.figure import Figure
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
-from dlapps import __version__
 from dlapps.config import PositiveInt, apply_overrides, named_by, to_dict
 from dlapps.data import DATASET, DATASETS, Dataset, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.datasets import split_need
@@ -33,17 +30,16 @@ from dlapps.errors import ConfigError
 from dlapps.models import Classifier
 from dlapps.models.pretrained import weights_need
 from dlapps.registry import Registry
-from dlapps.report.comparison import Comparison, comparison_table
-from dlapps.report.html import markdown_to_html
+from dlapps.report.comparison import Comparison
 from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
-from dlapps.report.markdown import Block, Heading, render
+from dlapps.report.markdown import Block
+from dlapps.report.progress import make_progress
 from dlapps.report.runs import RunCache, check_output_folder, output_lock
+from dlapps.report.study import environment, write_report
 from dlapps.train import ClassifierRecipe, Training, obtain_classifier, train_side_by_side
 from dlapps.train.device import resolve_precision
 from dlapps.train.model_spec import ModelSpec, load_classifier
 from dlapps.train.side_by_side import check_workers, default_workers
-
-COMPARISON_TITLE = "Against the write-up and the literature"
 
 
 @dataclass
@@ -123,19 +119,6 @@ class RunContext:
         if self.shared_progress is not None:
             return nullcontext(self.shared_progress)
         return make_progress(self.show_progress)
-
-
-def make_progress(enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )
 
 
 @dataclass(frozen=True)
@@ -238,18 +221,6 @@ def _study_entry(name: str, cls: type[Study]) -> Study:
 STUDIES: Registry[Study] = Registry("study", entry=_study_entry)
 
 
-def environment() -> dict[str, Any]:
-    return {
-        "dlapps": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-    }
-
-
 def nested(config: Any) -> Iterator[Any]:
     """Every config nested in ``config``, depth first."""
     for item in dataclasses.fields(config):
@@ -321,40 +292,3 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
             save_figure(figure, stage / name)
         write_report(study, config, results, stage)
     return results
-
-
-def write_report(study: Study, config: Any, results: dict[str, Any], folder: Path) -> None:
-    """``report.md`` (and ``report.html``) from ``results``, in the folder that holds the study's figures."""
-    text = write_text(folder / "report.md", report(study, config, results)).read_text(encoding="utf-8")
-    if study.html:
-        write_text(folder / "report.html", markdown_to_html(text, folder, title=study.title(config, results)))
-
-
-def comparison_blocks(study: Study, config: Any, results: dict[str, Any], rows: list[Comparison]) -> list[Block]:
-    if rows:
-        note = "Numbers: ours minus theirs in the Δ columns. Claims: whether this run shows them, with the evidence."
-        return [Heading(COMPARISON_TITLE), note, comparison_table(rows)]
-    reason = study.no_reference(config)
-    return [Heading(COMPARISON_TITLE), f"No published figure applies to this run: {reason}"] if reason else []
-
-
-def environment_line(results: dict[str, Any]) -> str:
-    env = results["environment"]
-    cached = f"; {results['cached_runs']} finished run(s) reused" if results.get("cached_runs") else ""
-    line = (
-        f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, device {env['device']} "
-        f"({env['cpu_threads']} CPU threads), training in {env.get('training_precision', 'fp32')}, {env['date']}; "
-        f"wall time {results['wall_seconds']:.0f} s{cached}."
-    )
-    return line + (f"\n\nRerun: `{results['command']}`" if results.get("command") else "")
-
-
-def report(study: Study, config: Any, results: dict[str, Any], *, base: int = 1, images: str = "") -> str:
-    """The study's report: its title at ``base`` heading depth, body, comparisons and environment."""
-    blocks = [
-        *study.body(config, results),
-        *comparison_blocks(study, config, results, study.compare(config, results)),
-        Heading("Environment"),
-        environment_line(results),
-    ]
-    return f"{'#' * base} {study.title(config, results)}\n\n" + render(blocks, base=base, images=images)

@@ -20,21 +20,13 @@ from dlapps.data import resolve_data_root
 from dlapps.data.downloads import ensure
 from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError
-from dlapps.experiments.base import (
-    STUDIES,
-    RunContext,
-    Study,
-    comparison_blocks,
-    environment,
-    environment_line,
-    make_progress,
-    run_study,
-    write_report,
-)
+from dlapps.experiments.base import STUDIES, RunContext, Study, run_study
 from dlapps.report.comparison import Comparison, comparison_table, to_records
 from dlapps.report.html import markdown_to_html
 from dlapps.report.io import read_json, write_json, write_text
 from dlapps.report.markdown import Heading, render, table
+from dlapps.report.progress import make_progress
+from dlapps.report.study import comparison_blocks, environment, environment_line, write_report
 
 
 def writeup_studies() -> list[Study]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -170,6 +171,7 @@ def fit(
                 "delete it or choose another output folder"
             )
         history = [EpochStats(**h) for h in info["history"]]
+    training = _Training(runner, train_loader, test_loader, optimizer, scheduler, config, precision, seed, step_loss)
     task = None
     if progress is not None:
         task = progress.add_task(
@@ -177,20 +179,7 @@ def fit(
         )
     try:
         for epoch in range(len(history), config.epochs):
-            stats = _train_epoch(
-                runner,
-                train_loader,
-                test_loader,
-                optimizer,
-                scheduler,
-                config,
-                precision,
-                seed,
-                epoch,
-                progress,
-                task,
-                step_loss,
-            )
+            stats = training.epoch(epoch, None if progress is None else partial(progress.advance, task))
             history.append(stats)
             if checkpoint is not None and current_world().is_main:
                 info = {"identity": identity, "epoch": epoch + 1, "history": [asdict(h) for h in history],
@@ -206,53 +195,66 @@ def fit(
     return history
 
 
-def _train_epoch(
-    model, train_loader, test_loader, optimizer, scheduler, config, precision, seed, epoch, progress, task, step_loss
-) -> EpochStats:
-    device = next(model.parameters()).device
-    start = time.perf_counter()
-    torch.manual_seed(int(torch.randint(2**62, (1,), generator=epoch_generator(seed, epoch + 1_000_000))))
-    train_loader.set_epoch(epoch)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # the first step whose loss is not finite
-    count = 0
-    lr = optimizer.param_groups[0]["lr"]
-    for step, (inputs, labels) in enumerate(train_loader):
-        with _autocast(device, precision):
-            loss, logits = step_loss(model, inputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)  # no sync
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
-        count += len(labels)
-        if progress is not None:
-            progress.advance(task)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_seconds = time.perf_counter() - start
-    test_loss, test_acc = evaluate(model, test_loader, precision)
-    totals = all_reduce_sum(
-        torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
-    )
-    if not torch.isfinite(totals[0]):  # summed over ranks, so every rank stops together
-        where = f", step {int(first_bad) + 1} of {len(train_loader)}" if int(first_bad) >= 0 else ""
-        raise TrainingDiverged(
-            f"training diverged: the loss is not a finite number in epoch {epoch + 1}{where}; lower the learning "
-            f"rate (train.lr={config.lr:g}, {config.optimizer}, {config.schedule} schedule) and run again; "
-            "nothing of this epoch was kept"
+@dataclass
+class _Training:
+    """What stays fixed from one epoch of a training to the next."""
+
+    model: nn.Module  # the runner: the model, or its compiled forward
+    train_loader: EpochLoader
+    test_loader: Iterable
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    config: TrainConfig
+    precision: str
+    seed: int
+    step_loss: StepLoss
+
+    def epoch(self, epoch: int, advance: Callable[[], None] | None = None) -> EpochStats:
+        """Train one epoch (``advance`` after each step), then evaluate; raise if the loss diverged."""
+        device = next(self.model.parameters()).device
+        start = time.perf_counter()
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=epoch_generator(self.seed, epoch + 1_000_000))))
+        self.train_loader.set_epoch(epoch)
+        self.model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        first_bad = torch.full((), -1, device=device, dtype=torch.int64)  # the first step whose loss is not finite
+        count = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        for step, (inputs, labels) in enumerate(self.train_loader):
+            with _autocast(device, self.precision):
+                loss, logits = self.step_loss(self.model, inputs, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)  # no sync
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
+            count += len(labels)
+            if advance is not None:
+                advance()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - start
+        test_loss, test_acc = evaluate(self.model, self.test_loader, self.precision)
+        totals = all_reduce_sum(
+            torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(count), device=device)])
         )
-    return EpochStats(
-        epoch=epoch + 1,
-        lr=lr,
-        train_loss=(totals[0] / totals[2]).item(),
-        train_acc=(totals[1] / totals[2]).item(),
-        test_loss=test_loss,
-        test_acc=test_acc,
-        seconds=time.perf_counter() - start,
-        train_seconds=train_seconds,
-    )
+        if not torch.isfinite(totals[0]):  # summed over ranks, so every rank stops together
+            where = f", step {int(first_bad) + 1} of {len(self.train_loader)}" if int(first_bad) >= 0 else ""
+            raise TrainingDiverged(
+                f"training diverged: the loss is not a finite number in epoch {epoch + 1}{where}; lower the learning "
+                f"rate (train.lr={self.config.lr:g}, {self.config.optimizer}, {self.config.schedule} schedule) and run again; "
+                "nothing of this epoch was kept"
+            )
+        return EpochStats(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=(totals[0] / totals[2]).item(),
+            train_acc=(totals[1] / totals[2]).item(),
+            test_loss=test_loss,
+            test_acc=test_acc,
+            seconds=time.perf_counter() - start,
+            train_seconds=train_seconds,
+        )
