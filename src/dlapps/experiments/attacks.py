@@ -110,26 +110,27 @@ class TargetedConfig(AttackConfig):
 
 def cached_attack(
     cache: RunCache, name: str, model: nn.Module, victim: dict[str, Any], data: ImageArrays, *, seed: int,
-    steps: int, batch_size: int, progress: Progress, **attack_kwargs: Any,
+    batch_size: int, progress: Progress, **attack_kwargs: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """Attack ``data`` once per distinct setting; the record holds the summary and the timing.
+    """Attack ``data`` once per distinct setting (``attack_kwargs``: :func:`~dlapps.attacks.attack`'s, ``steps``
+    among them); the record holds the summary and the timing.
 
-    The cache key names everything the attack depends on: the victim (as :meth:`~dlapps.models.Classifier.describe` describes it), the
-    data, the seed of its random starts and targets, and the attack's arguments.
+    The cache key names everything the attack depends on: the victim (as
+    :meth:`~dlapps.models.Classifier.describe` describes it), the data, the seed of its random starts and targets,
+    and the attack's arguments.
     """
-    settings = {"victim": victim, "data": {"source": data.source, "n": len(data), "seed": seed}, "steps": steps,
-                **attack_kwargs}  # fmt: skip
+    settings = {"victim": victim, "data": {"source": data.source, "n": len(data), "seed": seed}, **attack_kwargs}
 
     def run(key: str) -> dict[str, Any]:
         task = progress.add_task(name, total=len(data))
         started = time.perf_counter()
         result = attack_arrays(
-            model, data, batch_size=batch_size, steps=steps, on_done=lambda n: progress.advance(task, n),
+            model, data, batch_size=batch_size, on_done=lambda n: progress.advance(task, n),
             generator=torch.Generator().manual_seed(seed), **attack_kwargs,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         progress.remove_task(task)
-        return {"key": key, **summarize(result), "cumulative_success": cumulative_success(result, steps),
+        return {"key": key, **summarize(result), "cumulative_success": cumulative_success(result, attack_kwargs["steps"]),
                 "seconds": seconds, "images_per_second": len(data) / seconds}  # fmt: skip
 
     return cache.get_or_compute(name, settings, run)
@@ -157,7 +158,7 @@ class AttackSweep(Study):
                 for mode, target in modes.items():
                     record = cached_attack(
                         ctx.cache, f"{config.method}-{mode.replace(' ', '-')}-eps{eps:g}", classifier.module, victim,
-                        data, seed=config.seed, steps=config.steps, batch_size=batch, progress=progress,
+                        data, seed=config.seed, batch_size=batch, progress=progress, steps=config.steps,
                         **config.attack_kwargs(eps, target),
                     )  # fmt: skip
                     rows.append({"eps_255": eps, "mode": mode, **record})
