@@ -11,7 +11,7 @@ studies read are decoded up front, several at once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +21,14 @@ from dlapps.data.downloads import ensure
 from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import STUDIES, RunContext, Study, run_study
-from dlapps.report.comparison import Comparison, comparison_table, to_records
-from dlapps.report.html import markdown_to_html
-from dlapps.report.io import read_json, write_json, write_text
-from dlapps.report.markdown import Heading, render, table
+from dlapps.report.io import read_json
 from dlapps.report.progress import make_progress
-from dlapps.report.study import comparison_blocks, environment, environment_line, write_report
+from dlapps.report.study import StudyOutcome, write_combined_report, write_report
 
 
 def writeup_studies() -> list[Study]:
     """The studies that reproduce an exercise of the write-up, in the order a reader meets them."""
     return sorted((s for s in STUDIES.values() if s.exercise), key=lambda s: s.exercise[:2])
-
-
-def exercise_title(study: Study) -> str:
-    lab, number, title = study.exercise
-    return f"Lab {lab}, exercise{'s' if '–' in number else ''} {number}: {title}"
-
-
-@dataclass(frozen=True)
-class StudyOutcome:
-    study: Study
-    config: Any
-    status: str  # "ran" or "cached"
-    seconds: float  # this invocation's (about 0 when cached)
-    out: Path
-    results: dict[str, Any]
-    comparisons: list[Comparison] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.study.name
 
 
 def _finished(out: Path, config: Any) -> dict[str, Any] | None:
@@ -100,46 +77,3 @@ def reproduce(
             progress.advance(overall)
     write_combined_report(base.out, profile, outcomes)
     return outcomes
-
-
-def write_combined_report(out: Path, profile: str, outcomes: list[StudyOutcome]) -> None:
-    """``report.md`` and a self-contained ``report.html``: every study's report one heading level down."""
-    env = environment()
-    rows = [[exercise_title(o.study), f"`{o.name}`", o.status, f"{o.results['wall_seconds']:.0f}"] for o in outcomes]
-    parts = []
-    for o in outcomes:
-        blocks = [
-            f"*{o.study.title(o.config, o.results)}*",
-            *comparison_blocks(o.study, o.config, o.results, o.comparisons),
-            *o.study.body(o.config, o.results),
-            Heading("Environment"),
-            environment_line(o.results),
-        ]
-        parts += [f"## {exercise_title(o.study)}", "", render(blocks, base=2, images=o.name)]
-    glance = [(o.name, c) for o in outcomes for c in o.comparisons]
-    claims = [c for _, c in glance if c.is_claim]
-    text = "\n".join(
-        [
-            f"# dlapps: the deep-learning-applications study, reproduced ({profile} profile)",
-            "",
-            f"dlapps {env['dlapps']}, torch {env['torch']}, Python {env['python']}, {env['platform']}, "
-            f"CUDA: {env['cuda'] or 'none'}; {env['date']}.",
-            "",
-            f"Rerun everything: `dlapps reproduce --profile {profile} --out {out}`. Each section ends with the "
-            "command that reruns its study alone.",
-            "",
-            table(["exercise", "study", "this run", "study wall time (s)"], rows),
-            "## At a glance: this run against the write-up and the literature",
-            "",
-            f"{sum(c.holds for c in claims)} of {len(claims)} findings hold here. Each section repeats its rows "
-            "next to its own tables and figures.",
-            "",
-            comparison_table([c for _, c in glance], first=("study", [f"`{name}`" for name, _ in glance])),
-            *parts,
-        ]
-    )
-    write_text(out / "report.md", text)
-    write_text(out / "report.html", markdown_to_html(text, out, title="dlapps reproduction"))
-    write_json(out / "summary.json", {"profile": profile, "environment": env, "studies": [
-        {"name": o.name, "status": o.status, "seconds": o.seconds, "comparisons": to_records(o.comparisons)}
-        for o in outcomes]})  # fmt: skip
