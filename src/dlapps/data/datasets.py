@@ -85,15 +85,23 @@ class Dataset:
         size: int | None = None,
         limit: int | None = None,
         seed: int = 0,
+        min_classes: int = 2,
     ) -> ImageArrays:
-        """A split (or a seeded subset of ``limit`` images) as uint8 arrays, at ``size`` pixels if given."""
+        """A split (or a seeded subset of ``limit`` images) as uint8 arrays, at ``size`` pixels if given.
+
+        A classifier's dataset has at least two classes; ``min_classes=1`` reads a set whose labels do not
+        matter (an out-of-distribution set).
+        """
         if self.splits and split not in self.splits:
             raise DataError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
         request = Request(resolve_data_root(root), download, size, limit, seed)
-        return self.validate(self.read(split, request), size)
+        return self.validate(self.read(split, request), size, min_classes)
 
-    def validate(self, arrays: ImageArrays, size: int | None = None) -> ImageArrays:
-        """Check what was read against what the dataset promises; raise a one-line :class:`DataError` if not."""
+    def validate(self, arrays: ImageArrays, size: int | None = None, min_classes: int = 2) -> ImageArrays:
+        """Check what was read against what the dataset promises; raise a one-line :class:`DataError` if not.
+
+        Every reader's output passes here (archives, image folders, torchvision datasets, registered readers).
+        """
         where = arrays.source
         if len(arrays) == 0:
             raise DataError(f"{where}: the split is empty")
@@ -108,6 +116,15 @@ class Dataset:
         if arrays.labels.shape != (len(arrays.images),):
             raise DataError(f"{where}: {len(arrays.images)} images but labels of shape {tuple(arrays.labels.shape)}")
         classes = self.num_classes or len(arrays.classes)
+        if classes < min_classes:
+            if classes == 0:
+                raise DataError(f"{where} holds {len(arrays)} images but names no class; name the classes (class "
+                                "folders, or the archive's classes array)")  # fmt: skip
+            held = f"a single class ({arrays.classes[0]!r})" if arrays.classes else "a single class"
+            raise DataError(
+                f"{where} holds {len(arrays)} images of {held}; a classifier needs at least {min_classes} classes: "
+                "add the images of another (a class folder, or labels and class names in the archive)"
+            )
         low, high = int(arrays.labels.min()), int(arrays.labels.max())
         if low < 0 or high >= classes:
             raise DataError(f"{where}: labels span {low}..{high}, outside 0..{classes - 1} for {self.name}")

@@ -1,0 +1,101 @@
+"""Input a user can hand dlapps that once ended in a traceback: a dataset of a single class. It is one line naming
+the file (exit status 2 from the command line), checked where it arises, for every reader."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dlapps.data import load_arrays
+from dlapps.data.ood import OodRequest, load_ood_set
+from dlapps.errors import DataError
+from helpers import assert_one_line_error, dlapps
+
+SINGLE = "a classifier needs at least 2 classes"
+BOMB = "is too large to decode safely"
+
+
+def _archive(path: Path, classes=("a", "b"), n: int = 24) -> Path:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(n) % len(classes)
+    np.savez(path, images=images, labels=labels, classes=np.array(classes))
+    return path
+
+
+def _images(folder: Path, n: int = 6, suffix: str = ".png") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", (8, 8), color=(30 * i, 0, 0)).save(folder / f"{i}{suffix}", format="PNG")
+    return folder
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims ``width`` x ``height`` pixels in a few bytes: all Pillow reads before its bomb check."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _imagenette(root: Path, wnids: tuple[str, ...]) -> Path:
+    """torchvision's own Imagenette layout, ``imagenette2/<split>/<wnid>/*.JPEG``, of tiny images."""
+    for split in ("train", "val"):
+        for wnid in wnids:
+            _images(root / "imagenette2" / split / wnid, suffix=".JPEG")
+    return root
+
+
+# --- 1. a dataset of a single class -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reader", ["archive", "folder", "torchvision"])
+def test_a_dataset_of_a_single_class_is_refused_at_load_by_every_reader(reader, tmp_path):
+    if reader == "archive":
+        for split in ("train", "test"):
+            _archive(tmp_path / f"one_{split}.npz", ("a",))
+        name = where = str(tmp_path / "one_train.npz")
+        held = "24 images of a single class ('a')"
+    elif reader == "folder":
+        for split in ("train", "test"):
+            _images(tmp_path / "one" / split / "a")
+        name, where = str(tmp_path / "one"), str(tmp_path / "one" / "train")
+        held = "6 images of a single class ('a')"
+    else:
+        _imagenette(tmp_path, ("n01440764",))
+        name, where = "torchvision:Imagenette", f"torchvision Imagenette (train) at {tmp_path}"
+        held = "6 images of a single class ('tench')"
+    with pytest.raises(DataError) as error:
+        load_arrays(name, "train", tmp_path)
+    assert str(error.value).startswith(f"{where} holds {held}; {SINGLE}")
+
+
+def test_a_single_class_is_still_an_ood_set(tmp_path):
+    """An OOD set's labels are never used: a folder or archive of one class is a fine one."""
+    data = load_ood_set(str(_archive(tmp_path / "mine.npz", ("mine",))), OodRequest(root=tmp_path))
+    assert len(data) == 24 and data.classes == ("mine",)
+
+
+@pytest.mark.slow
+def test_the_command_line_names_a_single_class_dataset(tmp_path, data_root):
+    archive = _archive(tmp_path / "one_train.npz", ("a",))
+    _archive(tmp_path / "one_test.npz", ("a",))
+    trained = dlapps("train", "--model", "small_cnn", "--dataset", str(archive), "--out", str(tmp_path / "models"),
+                     "--no-progress")  # fmt: skip
+    assert_one_line_error(trained, f"{archive} holds 24 images of a single class ('a'); {SINGLE}")
+    # residual-mlp once trained on it and divided by the zero gradients of a one-output cross-entropy
+    study = dlapps("run", "residual-mlp", "--profile", "quick", "--no-progress", "--out", str(tmp_path / "mlp"),
+                   "--set", f"dataset={archive}", "--set", "depths=2", "--set", "seeds=1")  # fmt: skip
+    assert_one_line_error(study, f"{archive} holds 24 images of a single class ('a'); {SINGLE}")
+    folder = _images(tmp_path / "pictures" / "a").parent
+    audited = dlapps("audit", "--model", "small_cnn", "--data", str(folder), "--out", str(tmp_path / "audit"),
+                     "--no-progress", data_root=data_root)  # fmt: skip
+    assert_one_line_error(audited, f"{folder} holds 6 images of a single class ('a'); {SINGLE}")
