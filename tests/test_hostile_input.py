@@ -1,6 +1,8 @@
-"""Input a user can hand dlapps that once ended in a traceback: a dataset of a single class. It is one line naming
-the file (exit status 2 from the command line), checked where it arises, for every reader."""
+"""Input a user can hand dlapps that once ended in a traceback: a dataset of a single class, an image over
+Pillow's decompression-bomb limit. Each is one line naming the file (exit status 2 from the command line),
+checked where it arises, for every reader."""
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +13,7 @@ from PIL import Image
 
 from dlapps.data import load_arrays
 from dlapps.data.ood import OodRequest, load_ood_set
+from dlapps.data.sources import read_image
 from dlapps.errors import DataError
 from helpers import assert_one_line_error, dlapps
 
@@ -99,3 +102,69 @@ def test_the_command_line_names_a_single_class_dataset(tmp_path, data_root):
     audited = dlapps("audit", "--model", "small_cnn", "--data", str(folder), "--out", str(tmp_path / "audit"),
                      "--no-progress", data_root=data_root)  # fmt: skip
     assert_one_line_error(audited, f"{folder} holds 6 images of a single class ('a'); {SINGLE}")
+
+
+# --- 2. images Pillow cannot or will not decode ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "fragment"),
+    [
+        ("bomb", f"{BOMB} (200,000,000 pixels, over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} against"),
+        ("over-the-limit", f"{BOMB} (120,000,000 pixels"),  # Pillow only warns below twice its limit, and decodes
+        ("truncated", "is not a readable image (OSError: image file is truncated"),
+        ("not-an-image", "is not a readable image (not a format Pillow knows)"),
+        ("empty", "is not a readable image (not a format Pillow knows)"),
+    ],
+)
+def test_every_pillow_failure_is_one_line_naming_the_file(fault, fragment, tmp_path):
+    path = tmp_path / "picture.png"
+    if fault == "bomb":
+        _png_header(path, 20_000, 10_000)
+    elif fault == "over-the-limit":
+        _png_header(path, 12_000, 10_000)
+    elif fault == "truncated":
+        Image.effect_noise((64, 64), 50).save(path)
+        path.write_bytes(path.read_bytes()[:400])
+    else:
+        path.write_bytes(b"" if fault == "empty" else b"not a picture")
+    with pytest.raises(DataError) as error:
+        read_image(path)
+    message = str(error.value)
+    assert message.startswith(f"{path} ") and fragment in message and "\n" not in message
+
+
+def test_image_folders_and_torchvision_datasets_read_images_through_the_same_reader(tmp_path):
+    folder = tmp_path / "pictures"
+    for name in ("a", "b"):
+        _images(folder / "train" / name)
+    bomb = _png_header(folder / "train" / "b" / "huge.png", 20_000, 10_000)
+    with pytest.raises(DataError, match=re.escape(f"{bomb} {BOMB}")):
+        load_arrays(str(folder), "train")
+    root = _imagenette(tmp_path / "root", ("n01440764", "n02102040"))
+    bomb = _png_header(root / "imagenette2" / "val" / "n02102040" / "huge.JPEG", 20_000, 10_000)
+    with pytest.raises(DataError, match=re.escape(f"{bomb} {BOMB}")):
+        load_arrays("torchvision:Imagenette", "val", root)
+    bomb.unlink()
+    read = load_arrays("torchvision:Imagenette", "val", root)
+    assert read.images.shape == (12, 3, 8, 8) and read.images[0, 0, 0, 0] == 0 and read.images[1, 0, 0, 0] == 30
+
+
+@pytest.mark.slow
+def test_the_command_line_names_an_image_over_the_bomb_limit(tmp_path):
+    folder = tmp_path / "pictures"
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            _images(folder / split / name)
+    bomb = _png_header(folder / "train" / "a" / "huge.png", 20_000, 10_000)
+    args = [
+        "train",
+        "--model",
+        "small_cnn",
+        "--dataset",
+        str(folder),
+        "--out",
+        str(tmp_path / "models"),
+        "--no-progress",
+    ]
+    assert_one_line_error(dlapps(*args), f"{bomb} {BOMB} (200,000,000 pixels")
