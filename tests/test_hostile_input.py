@@ -1,7 +1,7 @@
 """Input a user can hand dlapps, and machines it can meet, that once ended in a traceback: a dataset of a single
-class, an image over Pillow's decompression-bomb limit, a write that meets a full disk or a file-size limit. Each
-is one line naming the file (exit status 2 from the command line), checked where it arises for every reader and
-writer, and nothing written before is lost."""
+class, an image over Pillow's decompression-bomb limit, a write that meets a full disk or a file-size limit, a
+data root that is a file. Each is one line naming the file (exit status 2 from the command line), checked
+where it arises for every reader and writer, and nothing written before is lost."""
 
 import json
 import os
@@ -19,7 +19,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dlapps.data import load_arrays
+from dlapps.data import find_datasets, load_arrays
+from dlapps.data.downloads import fetch
 from dlapps.data.ood import OodRequest, load_ood_set
 from dlapps.data.sources import read_image
 from dlapps.errors import DataError, OutputError
@@ -303,3 +304,34 @@ def test_the_command_line_names_a_checkpoint_over_the_file_size_limit_and_keeps_
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, no temporary file left
     again = dlapps(*args, "--set", "train.epochs=2", XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert again.returncode == 0, again.stderr
+
+
+# --- 4. a data root that is a file ---------------------------------------------------------------------------
+
+
+def test_a_data_root_that_is_a_file_is_called_one(tmp_path):
+    root = tmp_path / "data"
+    root.write_text("not a folder")
+    expected = f"the data root {root} is a file, not a folder; point --data-root or $DLAPPS_DATA at the folder"
+    for read in (
+        lambda: load_arrays("mnist", "test", root),
+        lambda: load_arrays("imagenette", "val", root),
+        lambda: load_arrays("torchvision:SVHN", "test", root),
+        lambda: fetch(["mnist"], root, progress=False),
+        lambda: find_datasets(root),
+    ):
+        with pytest.raises(DataError) as error:
+            read()
+        assert str(error.value).startswith(expected)
+    assert len(load_arrays(str(_archive(tmp_path / "mine_test.npz")), "test", root)) == 24  # a path needs no root
+
+
+@pytest.mark.slow
+def test_the_command_line_names_a_data_root_that_is_a_file(tmp_path):
+    root = tmp_path / "data"
+    root.write_text("not a folder")
+    expected = f"the data root {root} is a file, not a folder"
+    train = ["train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(tmp_path / "models"), "--no-progress"]
+    assert_one_line_error(dlapps(*train, "--data-root", str(root)), expected)
+    assert_one_line_error(dlapps("run", "residual-mlp", "--out", str(tmp_path / "mlp"), "--no-progress",
+                                 data_root=root), expected)  # fmt: skip

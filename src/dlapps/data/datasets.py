@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 
 from dlapps.data.arrays import ImageArrays
 from dlapps.data.downloads import Need, provider
-from dlapps.data.roots import resolve_data_root, stats_cache
+from dlapps.data.roots import check_data_root, resolve_data_root, stats_cache
 from dlapps.data.sources import (
     Request,
     archive_splits,
@@ -185,6 +185,7 @@ class ArchiveOrTorchvision:
         return [root / f"{self.name}_{split}.npz", root / self.folder]
 
     def __call__(self, split: str, request: Request) -> ImageArrays:
+        check_data_root(request.root)
         archive = request.root / f"{self.name}_{split}.npz"
         if archive.is_file():
             return limited(read_archive(archive), request)
@@ -213,6 +214,7 @@ class FolderUnderRoot:
         return [root / self.name / split]
 
     def __call__(self, split: str, request: Request) -> ImageArrays:
+        check_data_root(request.root)
         folder = request.root / self.name / split
         if not folder.is_dir():
             raise DataError(
@@ -375,6 +377,7 @@ class Availability:
 def find_datasets(root: str | Path | None = None) -> list[Availability]:
     """Where each registered dataset's splits are under ``root``, and the archives and image folders there."""
     root = resolve_data_root(root)
+    check_data_root(root)
     rows = []
     for name, dataset in DATASETS.items():
         for split in dataset.splits:

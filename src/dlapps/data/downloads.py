@@ -33,6 +33,7 @@ import torchvision
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from dlapps.data.roots import check_data_root
 from dlapps.errors import DataError
 from dlapps.registry import Registry
 
@@ -104,6 +105,8 @@ def ensure(needs: Iterable[Need], root: Path, download: bool, *, progress: bool 
     """Fetch what is missing when ``download``; else (or for what no download provides) raise one
     :class:`DataError` naming everything missing, where it comes from and how to get it."""
     missing = list(dict.fromkeys(n for n in needs if not n.present()))
+    if missing:
+        check_data_root(root)
     if download:
         fetch(sorted({n.resource for n in missing if n.resource}), root, progress=progress)
         missing = [n for n in missing if not n.present()]
@@ -130,6 +133,7 @@ def fetch(names: Iterable[str], root: Path, *, progress: bool = True) -> list[st
     wanted = list(dict.fromkeys(names))
     for name in wanted:
         RESOURCES.check(name)
+    check_data_root(root)
     todo = [name for name in wanted if not RESOURCES[name].installed(root)]
     if not todo:
         return []

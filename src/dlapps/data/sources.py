@@ -35,6 +35,7 @@ from torchvision.transforms import v2
 
 from dlapps.data.arrays import ImageArrays, subset_indices
 from dlapps.data.augment import resize_images
+from dlapps.data.roots import check_data_root
 from dlapps.errors import DataError
 
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)
@@ -243,6 +244,7 @@ def _labels_attribute(dataset: object, count: int) -> torch.Tensor | None:
 
 def read_torchvision(cls: type, split: str, request: Request) -> ImageArrays:
     """Any torchvision classification dataset: its array attributes where it has them, else image by image."""
+    check_data_root(request.root)
     kwargs = _split_arguments(cls, split)
     parameters = inspect.signature(cls.__init__).parameters
     if "download" in parameters:
