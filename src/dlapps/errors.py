@@ -20,6 +20,11 @@ class CheckpointError(DlappsError):
     """A checkpoint is unreadable, untrusted or does not fit the model/run."""
 
 
+class OutputError(DlappsError):
+    """A result, report, figure or checkpoint could not be written (a full disk, a file-size limit, a folder
+    that cannot be written); nothing written before is lost."""
+
+
 class AttackError(DlappsError, ValueError):
     """An adversarial attack was given inputs, settings or a model it cannot attack."""
 

@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 from dlapps.data.arrays import ImageArrays
 from dlapps.data.downloads import Need, provider
 from dlapps.data.imagenet import imagenet_wnids
-from dlapps.data.roots import resolve_data_root, stats_cache
+from dlapps.data.roots import check_data_root, resolve_data_root, stats_cache
 from dlapps.data.sources import (
     Request,
     archive_splits,
@@ -87,15 +87,23 @@ class Dataset:
         size: int | None = None,
         limit: int | None = None,
         seed: int = 0,
+        min_classes: int = 2,
     ) -> ImageArrays:
-        """A split (or a seeded subset of ``limit`` images) as uint8 arrays, at ``size`` pixels if given."""
+        """A split (or a seeded subset of ``limit`` images) as uint8 arrays, at ``size`` pixels if given.
+
+        A classifier's dataset has at least two classes; ``min_classes=1`` reads a set whose labels do not
+        matter (an out-of-distribution set).
+        """
         if self.splits and split not in self.splits:
             raise DataError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
         request = Request(resolve_data_root(root), download, size, limit, seed)
-        return self.validate(self.read(split, request), size)
+        return self.validate(self.read(split, request), size, min_classes)
 
-    def validate(self, arrays: ImageArrays, size: int | None = None) -> ImageArrays:
-        """Check what was read against what the dataset promises; raise a one-line :class:`DataError` if not."""
+    def validate(self, arrays: ImageArrays, size: int | None = None, min_classes: int = 2) -> ImageArrays:
+        """Check what was read against what the dataset promises; raise a one-line :class:`DataError` if not.
+
+        Every reader's output passes here (archives, image folders, torchvision datasets, registered readers).
+        """
         where = arrays.source
         if len(arrays) == 0:
             raise DataError(f"{where}: the split is empty")
@@ -110,6 +118,15 @@ class Dataset:
         if arrays.labels.shape != (len(arrays.images),):
             raise DataError(f"{where}: {len(arrays.images)} images but labels of shape {tuple(arrays.labels.shape)}")
         classes = self.num_classes or len(arrays.classes)
+        if classes < min_classes:
+            if classes == 0:
+                raise DataError(f"{where} holds {len(arrays)} images but names no class; name the classes (class "
+                                "folders, or the archive's classes array)")  # fmt: skip
+            held = f"a single class ({arrays.classes[0]!r})" if arrays.classes else "a single class"
+            raise DataError(
+                f"{where} holds {len(arrays)} images of {held}; a classifier needs at least {min_classes} classes: "
+                "add the images of another (a class folder, or labels and class names in the archive)"
+            )
         low, high = int(arrays.labels.min()), int(arrays.labels.max())
         if low < 0 or high >= classes:
             raise DataError(f"{where}: labels span {low}..{high}, outside 0..{classes - 1} for {self.name}")
@@ -151,6 +168,7 @@ class ArchiveOrTorchvision:
         return [root / f"{self.name}_{split}.npz", root / self.folder]
 
     def __call__(self, split: str, request: Request) -> ImageArrays:
+        check_data_root(request.root)
         archive = request.root / f"{self.name}_{split}.npz"
         if archive.is_file():
             return limited(read_archive(archive), request)
@@ -178,6 +196,7 @@ class FolderUnderRoot:
         return [root / self.name / split]
 
     def __call__(self, split: str, request: Request) -> ImageArrays:
+        check_data_root(request.root)
         folder = request.root / self.name / split
         if not folder.is_dir():
             raise DataError(
@@ -343,6 +362,7 @@ class Availability:
 def find_datasets(root: str | Path | None = None) -> list[Availability]:
     """Where each registered dataset's splits are under ``root``, and the archives and image folders there."""
     root = resolve_data_root(root)
+    check_data_root(root)
     rows = []
     for name, dataset in DATASETS.items():
         for split in dataset.splits:

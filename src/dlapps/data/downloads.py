@@ -33,6 +33,7 @@ import torchvision
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from dlapps.data.roots import check_data_root
 from dlapps.errors import DataError
 from dlapps.registry import Registry
 
@@ -109,6 +110,8 @@ def ensure(needs: Iterable[Need], root: Path, download: bool, *, progress: bool 
     """Fetch what is missing when ``download``; else (or for what no download provides) raise one
     :class:`DataError` naming everything missing, where it comes from and how to get it."""
     missing = list(dict.fromkeys(n for n in needs if not n.present()))
+    if missing:
+        check_data_root(root)
     if download:
         fetch([n.resource for n in missing if n.resource], root, progress=progress)
         missing = [n for n in missing if not n.present()]
@@ -131,6 +134,7 @@ def ensure(needs: Iterable[Need], root: Path, download: bool, *, progress: bool 
 
 def fetch(resources: Iterable[Resource], root: Path, *, progress: bool = True) -> list[str]:
     """Download and install each resource that is not installed yet; return the names of those fetched."""
+    check_data_root(root)
     todo = [r for r in {r.name: r for r in resources}.values() if not r.installed(root)]
     if not todo:
         return []

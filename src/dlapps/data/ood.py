@@ -218,7 +218,10 @@ def load_ood_set(name: str, request: OodRequest | None = None) -> ImageArrays:
         data = OOD_SETS[name].build(request)
     else:
         dataset = ood_dataset(name)
-        data = dataset.load(dataset.eval_split, request.root, request.download, limit=request.size, seed=request.seed)
+        # an OOD set's labels are not used: a single class will do
+        data = dataset.load(
+            dataset.eval_split, request.root, request.download, limit=request.size, seed=request.seed, min_classes=1
+        )
     if len(data) == 0:
         raise DataError(f"OOD set {name!r} ({data.source}) is empty")
     return data

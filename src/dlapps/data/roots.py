@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from dlapps.errors import DataError
+
 ENV_VAR = "DLAPPS_DATA"
 
 
@@ -26,6 +28,16 @@ def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     return default_cache_root()
+
+
+def check_data_root(root: Path) -> None:
+    """One :class:`DataError` line when the data root is there but is no folder (a file, say). A root that does
+    not exist yet is no error here: a download creates it, and what is missing from it is named elsewhere."""
+    if root.exists() and not root.is_dir():
+        what = "a file, not a folder" if root.is_file() else "not a folder"
+        raise DataError(
+            f"the data root {root} is {what}; point --data-root or $DLAPPS_DATA at the folder that holds the datasets"
+        )
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]

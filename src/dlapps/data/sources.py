@@ -3,7 +3,9 @@ image folders.
 
 A reader returns a whole split (or the seeded subset a request asks for, drawn before anything is decoded)
 as uint8 (N, C, H, W) images, int64 labels and class names. Nothing here unpickles: archives are read with
-``allow_pickle=False`` and torchvision datasets by torchvision's own loaders.
+``allow_pickle=False`` and torchvision datasets by torchvision's own loaders. Every image file a user hands
+dlapps is opened by :func:`read_image`, so that anything Pillow cannot or will not decode is one
+:class:`DataError` line naming the file.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import functools
 import inspect
 import lzma
 import re
+import struct
 import textwrap
+import warnings
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +30,12 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms import v2
 
 from dlapps.data.arrays import ImageArrays, subset_indices
 from dlapps.data.augment import resize_images
+from dlapps.data.roots import check_data_root
 from dlapps.errors import DataError
 
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)
@@ -238,9 +244,13 @@ def _labels_attribute(dataset: object, count: int) -> torch.Tensor | None:
 
 def read_torchvision(cls: type, split: str, request: Request) -> ImageArrays:
     """Any torchvision classification dataset: its array attributes where it has them, else image by image."""
+    check_data_root(request.root)
     kwargs = _split_arguments(cls, split)
-    if "download" in inspect.signature(cls.__init__).parameters:
+    parameters = inspect.signature(cls.__init__).parameters
+    if "download" in parameters:
         kwargs["download"] = request.download
+    if "loader" in parameters and parameters["loader"].default is default_loader:
+        kwargs["loader"] = read_image  # the same RGB image as torchvision's loader, with errors that name the file
     try:
         dataset = cls(str(request.root), **kwargs)
     except (RuntimeError, OSError, ValueError, ImportError) as exc:
@@ -258,7 +268,10 @@ def read_torchvision(cls: type, split: str, request: Request) -> ImageArrays:
         return limited(arrays, request)
     chosen = subset_indices(len(dataset), request.limit, request.seed)
     indices = range(len(dataset)) if chosen is None else chosen.tolist()
-    pairs = [dataset[i] for i in indices]
+    pairs = []
+    for i in indices:
+        with image_errors(f"image {i} of {source}"):  # datasets that open their images themselves
+            pairs.append(dataset[i])
     decoded = _decode([image for image, _ in pairs], request.size, source)
     labels = torch.tensor([int(label) for _, label in pairs], dtype=torch.int64)
     return ImageArrays(decoded, labels, classes or _numbered(labels), source)
@@ -277,6 +290,45 @@ def _numbered(labels: torch.Tensor) -> tuple[str, ...]:
 
 
 # --- image folders ----------------------------------------------------------------------------------------
+
+
+_IMAGE_FAILURES = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def image_errors(name: object) -> Iterator[None]:
+    """Pillow's failures on the image ``name`` inside the block as one :class:`DataError` line naming it: not an
+    image, truncated or damaged, or larger than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``;
+    Pillow only warns up to twice that, and decodes, but here anything above it is refused)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise DataError(
+            f"{name} is too large to decode safely ({size}, over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} against "
+            "decompression bombs); shrink or remove it"
+        ) from None
+    except UnidentifiedImageError:
+        raise DataError(f"{name} is not a readable image (not a format Pillow knows); remove or replace it") from None
+    except _IMAGE_FAILURES as exc:
+        raise DataError(
+            f"{name} is not a readable image ({type(exc).__name__}: {_first_line(exc)}); remove or replace it"
+        ) from None
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """The image file ``path``, decoded whole, as RGB: how dlapps opens every image a user hands it. Anything
+    Pillow cannot or will not decode (see :func:`image_errors`) is one :class:`DataError` line naming the file."""
+    with image_errors(path), open(path, "rb") as handle, Image.open(handle) as image:
+        return image.convert("RGB")
 
 
 def _holds_images(folder: Path) -> bool:
@@ -323,12 +375,6 @@ def read_folder(folder: Path, request: Request) -> ImageArrays:
         raise DataError(f"{folder} is not a readable image folder ({exc})") from None
     chosen = subset_indices(len(listing.samples), request.limit, request.seed)
     samples = listing.samples if chosen is None else [listing.samples[i] for i in chosen.tolist()]
-    images = []
-    for path, _ in samples:
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{path} is not a readable image ({type(exc).__name__}); remove or replace it") from None
+    images = [read_image(path) for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return ImageArrays(_decode(images, request.size, str(folder)), labels, tuple(listing.classes), str(folder))

@@ -1,30 +1,82 @@
 """Writing results so that a failed or interrupted run never leaves a half-written or mixed output folder.
 
 Artifacts are written into a staging folder next to the output folder and moved in only when the whole
-study has succeeded; each single file is also written to a temporary name and renamed into place.
+study has succeeded; each single file (results, reports, figures, checkpoints) is written by
+:func:`write_atomically`: to a temporary name, then renamed into place, so a file already there is only ever
+replaced by a complete one, and a write that fails (a full disk, a file-size limit, a folder that cannot be
+written) is one :class:`~dlapps.errors.OutputError` line.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
+import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from safetensors import SafetensorError
+
+from dlapps.errors import OutputError
+
+_KINDS = {".safetensors": "the checkpoint", ".png": "the figure", ".json": "the results file",
+          ".csv": "the results table", ".md": "the report", ".html": "the report"}  # fmt: skip
+_STAGING = re.compile(r"\.staging-\d+")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a write failed, in words (``no space left on device``, ``file too large``), from an OSError or from
+    safetensors' error, which carries the OS error only in its text (``... File too large (os error 27)``)."""
+    code = getattr(exc, "errno", None)
+    if code is None:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        code = int(found.group(1)) if found else None
+    if code in errno.errorcode:
+        return os.strerror(code).lower()
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_atomically(path: Path, write: Callable[[Path], object], what: str | None = None) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it (a hidden name that
+    does not end like ``path``: say the format when the writer would guess it from the name), which is then
+    renamed onto ``path``. When anything fails the temporary file is removed and ``path`` is as it was;
+    an OSError or a safetensors error (a full disk, a file-size limit...) becomes one :class:`OutputError` line
+    saying what could not be written, where (the final place of a file in a staging folder) and why."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        _remove(tmp)
+        shown = Path(*(part for part in path.parts if not _STAGING.fullmatch(part)))
+        raise OutputError(
+            f"could not write {what or _KINDS.get(path.suffix, 'the file')} {shown} ({failure_reason(exc)}); "
+            "what was written before is intact, and a rerun resumes from it"
+        ) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 NON_FINITE = "non_finite_as_null"
@@ -66,22 +118,19 @@ def read_json(path: Path) -> Any:
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     if not rows:
         raise ValueError(f"no rows to write to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_atomically(path, write)
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 130) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    kind = path.suffix.removeprefix(".") or "png"
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, format=kind, dpi=dpi, bbox_inches="tight"))
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,9 @@ from torch import nn
 
 from dlapps.errors import CheckpointError
 from dlapps.models.weights import load_state_dict_checked, read_safetensors
-from dlapps.report.io import finite
+from dlapps.report.io import finite, write_atomically
 
 _META_KEY = "dlapps"
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -55,7 +47,8 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     info: dict[str, Any] | None = None,
 ) -> None:
-    """Write model (and optimizer/scheduler) state plus ``info`` (epoch, config, history...) atomically."""
+    """Write model (and optimizer/scheduler) state plus ``info`` (epoch, config, history...) atomically; a
+    failed write is one :class:`~dlapps.errors.OutputError` line, and the checkpoint before it is kept."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {"info": info or {}}
     if optimizer is not None:
@@ -63,7 +56,8 @@ def save_checkpoint(
         tensors.update(opt_tensors)
     if scheduler is not None:
         meta["scheduler"] = scheduler.state_dict()
-    _atomic_save(tensors, {_META_KEY: json.dumps(finite(meta), allow_nan=False)}, Path(path))
+    metadata = {_META_KEY: json.dumps(finite(meta), allow_nan=False)}
+    write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata), "the checkpoint")
 
 
 def load_checkpoint(
