@@ -104,7 +104,8 @@ from pathlib import Path
 from dlapps.experiments.base import RunContext
 from dlapps.experiments.reproduce import reproduce
 
-ctx = RunContext(out=Path(sys.argv[1]), device=torch.device("cpu"), show_progress=False)
+out = Path(sys.argv[1])
+ctx = RunContext(out=out, device=torch.device("cpu"), models_dir=out / "models", show_progress=False)
 reproduce(ctx, "quick", only=("residual-mlp",), overrides={"residual-mlp": sys.argv[2:]})
 """
 

@@ -44,7 +44,8 @@ def _finished(out: Path, config: Any) -> dict[str, Any] | None:
 def reproduce(
     base: RunContext, profile: str, only: tuple[str, ...] = (), overrides: dict[str, list[str]] | None = None
 ) -> list[StudyOutcome]:
-    """Run (or reuse) each study under ``base.out/<study>``; write the combined report; return outcomes."""
+    """Run (or reuse) each study under ``base.out/<study>``, sharing the models in ``base.models_dir``
+    (``dlapps reproduce``: ``<out>/models``); write the combined report; return outcomes."""
     studies = writeup_studies()
     unknown = sorted(set(only) - {s.name for s in studies})
     if unknown:
