@@ -102,14 +102,18 @@ def images(axis: Axes) -> list[np.ndarray]:
     return [np.asarray(image.get_array()) for image in axis.get_images()]
 
 
-def assert_cam_grid_is_gradcam(figure: Figure, model, layer, atol: float = 1e-3) -> None:
+def assert_cam_grid_is_gradcam(figure: Figure, model, layer: str, atol: float = 1e-3) -> None:
     """A CAM grid (images, maps, overlays: one column per image) shows, under each image, the map
     pytorch-grad-cam's Grad-CAM draws for the model's prediction (CAM's map, where the head is global average
     pooling and one linear layer), and that map again over the image."""
+    import copy
+
     import torch
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    model = copy.deepcopy(model)  # the reference leaves gradients on the weights: not on a model other tests share
+    layer = model.get_submodule(layer)
     grid = np.array(figure.axes).reshape(3, -1)
     shown = np.stack([images(axis)[0] for axis in grid[0]])  # (N, H, W, C) in [0, 1]
     maps = np.stack([images(axis)[0] for axis in grid[1]])
