@@ -25,9 +25,8 @@ from dlapps.evaluate import (
 )
 from dlapps.explain import head_randomisation_check, randomised_head, rank_correlation
 from dlapps.report.io import read_json
-from helpers import assert_one_line_error, dlapps
-
-pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+from figures_check import assert_cam_grid_is_gradcam, assert_figures, assert_line, bars, kept_figures, panel
+from helpers import assert_one_line_error, dlapps_main
 
 
 def _random_predictions(n=500, classes=7, seed=0):
@@ -69,9 +68,9 @@ def test_accuracy_metrics_agree_with_scikit_learn():
 
 
 def test_temperature_scaling_lowers_held_out_nll_of_a_real_model(resnet20, data_root):
-    test = load_arrays("cifar10", "test", data_root, limit=2000)
+    test = load_arrays("cifar10", "test", data_root, limit=1000)
     logits = predict(resnet20, test)
-    fit, held = slice(0, 1000), slice(1000, 2000)
+    fit, held = slice(0, 500), slice(500, 1000)
     temperature = fit_temperature(logits[fit], test.labels[fit])
     assert temperature > 1.2  # the published ResNet-20 is overconfident
     before = negative_log_likelihood(logits[held], test.labels[held])
@@ -90,14 +89,16 @@ def test_rank_correlation_and_the_head_randomisation_check(resnet20, data_root):
     targets = resnet20(x).argmax(1)
     same = head_randomisation_check("gradcam", resnet20, x, "layer3", targets, seed=0)
     assert same.shape == (6,) and same.mean() < 0.6  # Grad-CAM's maps follow the head's weights
-    assert torch.equal(randomised_head(resnet20, 1).linear.weight, randomised_head(resnet20, 1).linear.weight)
+    assert torch.equal(randomised_head(resnet20, 1).linear.weight, randomised_head(resnet20, 1).linear.weight)  # seeded
+    assert not torch.equal(randomised_head(resnet20, 1).linear.weight, randomised_head(resnet20, 2).linear.weight)
     assert not torch.equal(randomised_head(resnet20, 1).linear.weight, resnet20.linear.weight)
 
 
+@pytest.mark.slow  # attacks on a real model
 @pytest.mark.parametrize("eps", [1, 2])
 def test_robust_accuracy_is_at_most_torchattacks_pgd(resnet20, data_root, eps):
     """The audit's stronger attack never reports more robustness than torchattacks' PGD with the same budget."""
-    test = load_arrays("cifar10", "test", data_root, limit=200)
+    test = load_arrays("cifar10", "test", data_root, limit=64)
     x = test.images.float() / 255
     torch.manual_seed(0)
     reference = torchattacks.PGD(resnet20, eps=eps / 255, alpha=eps / 255 / 4, steps=10, random_start=True)
@@ -115,22 +116,57 @@ def test_half_fooled_interpolates_or_bounds():
     assert half_fooled(rows(0.1, 0.2, 0.3, 0.4)) == {"eps": 8, "relation": ">"}
 
 
-TINY = ["test_subset=300", "faithfulness_images=16", "deletion_images=4", "deletion_steps=4", "sanity_images=4",
-        "grid_images=3", "id_subset=200", "ood_subset=100", "fit_subset=300", "attack_images=40",
-        "epsilons=0.5,2,8", "strong_steps=10", "detectors=msp,energy,mahalanobis"]  # fmt: skip
+TINY = ["test_subset=200", "faithfulness_images=8", "deletion_images=4", "deletion_steps=4", "sanity_images=4",
+        "grid_images=3", "id_subset=100", "ood_subset=50", "fit_subset=200", "attack_images=20",
+        "epsilons=0.5,2,8", "strong_steps=5", "detectors=msp,energy,mahalanobis"]  # fmt: skip
 
 
-def _audit(out, data_root, *args: str, settings=TINY):
+def _audit(out, data_root, *args: str, settings=TINY, **spies):
     sets = [arg for pair in settings for arg in ("--set", pair)]
-    result = dlapps("audit", *args, "--out", str(out), "--no-progress", *sets, data_root=data_root)
+    result = dlapps_main("audit", *args, "--out", str(out), "--no-progress", *sets, data_root=data_root, **spies)
     assert result.returncode == 0, result.stderr
     return read_json(out / "results.json"), (out / "report.md").read_text()
 
 
-def test_audit_of_the_published_resnet20(tmp_path, data_root):
+def _assert_audit_figures(drawn, results, model) -> None:
+    """Each figure draws the numbers of results.json; the CAM grid, Grad-CAM's maps of the images it shows."""
+    matrix = np.array(results["accuracy"]["confusion"], dtype=float)
+    confusion, per_class = drawn["confusion.png"].axes[:2]  # (then the colour bar)
+    np.testing.assert_allclose(confusion.get_images()[0].get_array(), matrix / matrix.sum(1, keepdims=True))
+    assert [bar.get_width() for bar in per_class.patches] == pytest.approx(results["accuracy"]["per_class"])
+    calibration = results["accuracy"]["calibration"]
+    for label, bins in (("as trained", "bins_before"), (f"temperature {calibration['temperature']:.2f}", "bins_after")):
+        curve = calibration[bins]
+        kept = [i for i, a in enumerate(curve["accuracy"]) if a is not None]  # empty bins are not drawn
+        assert_line(drawn["reliability.png"].axes[0], label, [curve["confidence"][i] for i in kept],
+                    [curve["accuracy"][i] for i in kept])  # fmt: skip
+    names = {"msp": "MSP", "energy": "Energy", "mahalanobis": "Mahalanobis"}
+    drawn_bars = bars(drawn["ood.png"].axes[0])
+    assert set(drawn_bars) == set(names.values())
+    for detector, name in names.items():  # one bar per OOD set, in the order of the sets
+        heights = {r["ood_set"]: r["auroc"] for r in results["ood"]["metrics"] if r["detector"] == detector}
+        assert drawn_bars[name] == pytest.approx([heights[s] for s in results["ood"]["sets"]])
+    rows, config = results["robustness"]["rows"], results["config"]
+    eps, steps, strong = [r["eps_255"] for r in rows], config["attack_steps"], config["strong_steps"]
+    accuracy = panel(drawn["robustness.png"], "accuracy")
+    for label, key in (("clean", "clean_accuracy"), (f"PGD-{steps}", "robust_accuracy"),
+                       (f"robust (+ PGD-{strong} × {config['restarts']} starts)", "robust_accuracy_strong")):  # fmt: skip
+        assert_line(accuracy, label, eps, [r[key] for r in rows])
+    assert_line(
+        panel(drawn["robustness.png"], "correctly classified images fooled"), "", eps, [r["fooled"] for r in rows]
+    )
+    effort = panel(drawn["effort.png"], "correctly classified images fooled within k steps")
+    for r in rows:
+        assert_line(effort, f"ε = {r['eps_255']:g}/255", range(steps + 1), r["cumulative_success"])
+    assert_cam_grid_is_gradcam(drawn["cam_grid.png"], model, "layer3")
+
+
+@pytest.mark.slow
+def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     out = tmp_path / "resnet20"
-    results, report = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
-    assert results["accuracy"]["images"] == 300 and results["accuracy"]["top1"] > 0.85
+    results, report = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10",
+                             figures=tmp_path / "figures")  # fmt: skip
+    assert results["accuracy"]["images"] == 200 and results["accuracy"]["top1"] > 0.85
     assert results["accuracy"]["top5"] is None and len(results["accuracy"]["per_class"]) == 10
     calibration = results["accuracy"]["calibration"]
     assert calibration["temperature"] > 1 and calibration["nll_after"] < calibration["nll_before"]
@@ -150,30 +186,36 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root):
         "## Robustness",
     ):
         assert heading in report
-    for name in ("confusion.png", "reliability.png", "cam_grid.png", "ood.png", "robustness.png", "effort.png"):
-        assert (out / name).stat().st_size > 10_000 and f"({name})" in report
+    drawn = assert_figures(out, report, kept_figures(tmp_path / "figures"), "confusion.png", "reliability.png",
+                           "cam_grid.png", "ood.png", "robustness.png", "effort.png")  # fmt: skip
+    _assert_audit_figures(drawn, results, resnet20)
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "<script" not in page
     again, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
     assert again["cached_runs"] == 4 and again["summary"] == results["summary"]  # every section reused
 
 
+@pytest.mark.slow
 def test_audit_of_an_imagenet_model_on_imagenette(tmp_path, data_root):
     """The 1,000-way MobileNetV2 on the shared Imagenette images, audited as a classifier of their 10 classes."""
     results, report = _audit(tmp_path / "mobilenet", data_root, "--model", "mobilenet_v2_imagenet", "--data", "imagenette",
-                             settings=[*TINY, "test_subset=60", "attack_images=6", "epsilons=1", "ood_subset=30",
-                                       "id_subset=30", "fit_subset=50", "detectors=msp,energy", "faithfulness_images=8"])  # fmt: skip
+                             "--ood", "gaussian",  # each 224-pixel image costs: one OOD set, a few images each
+                             settings=[*TINY, "test_subset=40", "attack_images=2", "epsilons=1", "attack_steps=2",
+                                       "strong_steps=2", "ood_subset=5", "id_subset=5", "fit_subset=10",
+                                       "detectors=msp,energy", "faithfulness_images=4", "deletion_images=2",
+                                       "deletion_steps=2", "sanity_images=2", "grid_images=1"])  # fmt: skip
     assert results["model"]["restricted_to"] == [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
     assert results["accuracy"]["top1"] > 0.8 and len(results["accuracy"]["per_class"]) == 10
     assert "its outputs for 10 classes" in results["model"]["title"] and "(outputs 0, 217, 482" in report
     assert results["explanations"]["layer"] == "features.18"
 
 
+@pytest.mark.slow
 def test_audit_of_a_model_trained_by_dlapps_train_on_a_grey_dataset(tmp_path, data_root):
     models = tmp_path / "models"
-    trained = dlapps("train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(models), "--no-progress",
-                     "--set", "train_subset=6000", "--set", "train.epochs=2", "--set", "augment=false",
-                     data_root=data_root)  # fmt: skip
+    trained = dlapps_main("train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(models), "--no-progress",
+                          "--set", "train_subset=4000", "--set", "test_subset=500", "--set", "train.epochs=1",
+                          "--set", "augment=false", data_root=data_root)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     checkpoint = next(models.glob("small_cnn-mnist-*.safetensors"))
     results, report = _audit(tmp_path / "mnist", data_root, "--model", str(checkpoint), "--data", "mnist")
@@ -184,7 +226,7 @@ def test_audit_of_a_model_trained_by_dlapps_train_on_a_grey_dataset(tmp_path, da
 
 def test_audit_input_errors_are_one_line(tmp_path, data_root):
     def audit(*args):
-        return dlapps("audit", *args, "--out", str(tmp_path / "out"), data_root=data_root)
+        return dlapps_main("audit", *args, "--out", str(tmp_path / "out"), data_root=data_root)
 
     assert_one_line_error(audit("--model", "resnet20_cifar10", "--data", "cifar100"),
                           "has 10 outputs but CIFAR-100 has 100 classes")  # fmt: skip

@@ -47,6 +47,7 @@ def test_model_owned_normalisation_equals_external():
     assert torch.allclose(owned(x), inner((x - mean) / std), atol=1e-5)
 
 
+@pytest.mark.slow  # the whole CIFAR-10 test split
 def test_shared_resnet20_checkpoint_scores_its_published_accuracy(resnet20, cifar10_test):
     _, accuracy = evaluate(resnet20, ResidentLoader(cifar10_test, batch_size=500))
     assert accuracy == pytest.approx(0.9173, abs=0.001)

@@ -64,7 +64,8 @@ def test_typed_dict_overrides_are_type_checked():
 def test_keys_fingerprint_and_dict():
     keys = config_keys(Example())
     assert keys["train.lr"] == TrainConfig().lr and "sizes" in keys
-    assert fingerprint(to_dict(Example())) == fingerprint(to_dict(Example()))
+    assert fingerprint(to_dict(Example())) == fingerprint(to_dict(apply_overrides(Example(count=2), ["count=1"])))
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})  # the order of keys is no setting
     assert fingerprint(to_dict(Example())) != fingerprint(to_dict(Example(count=2)))
     assert to_dict(Example())["sizes"] == [1, 2]
 

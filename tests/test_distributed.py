@@ -9,8 +9,7 @@ import torch
 
 from dlapps.data import ImageArrays, ResidentLoader
 from dlapps.report.io import read_json
-
-pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+from helpers import dlapps_main
 
 RECIPE = ["--model", "mlp", "--dataset", "mnist", "--set", "train_subset=3000", "--set", "test_subset=1000",
           "--set", "train.epochs=3", "--set", "train.lr=0.003", "--set", "train.batch_size=64",
@@ -25,15 +24,20 @@ def test_shards_are_disjoint_equal_and_cover_the_data():
 
 
 def _train(out, data_root, processes: int) -> dict:
-    env = {**os.environ, "DLAPPS_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "dlapps", "train", *RECIPE, "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    """``dlapps train`` under torchrun with ``processes`` processes; one process: in this one."""
+    if processes == 1:
+        result = dlapps_main("train", *RECIPE, "--out", str(out), data_root=data_root)
+    else:
+        env = {**os.environ, "DLAPPS_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        command = [*launcher, "-m", "dlapps", "train", *RECIPE, "--out", str(out)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics,) = out.glob("*.json")
     return read_json(metrics)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path, data_root):
     single = _train(tmp_path / "one", data_root, 1)
     double = _train(tmp_path / "two", data_root, 2)

@@ -23,9 +23,7 @@ from dlapps.experiments import STUDIES
 from dlapps.models import create_model, read_weights
 from dlapps.report.io import read_json
 from dlapps.train import ClassifierRecipe
-from helpers import assert_one_line_error, chromium, dlapps
-
-pytestmark = pytest.mark.slow  # whole studies and commands, end to end
+from helpers import assert_one_line_error, chromium, dlapps_main, epochs_trained
 
 MLP = ["--profile", "quick", "--no-progress", "--set", "depths=2", "--set", "gradient_depth=2", "--set", "seeds=1",
        "--set", "train_subset=300", "--set", "test_subset=100", "--set", "train.epochs=1", "--set", "gradient_batches=1"]  # fmt: skip
@@ -45,9 +43,10 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def finished(tmp_path, data_root):
     """A finished residual-mlp run on MNIST, and a snapshot of everything it wrote."""
-    out = tmp_path / "mlp"
-    result = dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
+    out, epochs = tmp_path / "mlp", tmp_path / "epochs"
+    result = dlapps_main("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root, epochs=epochs)
     assert result.returncode == 0, result.stderr
+    assert len(epochs_trained(epochs)) == 3  # one epoch of each of the three nets
     return out, _snapshot(out)
 
 
@@ -56,11 +55,12 @@ def finished(tmp_path, data_root):
 
 def test_output_folders_that_cannot_be_written(tmp_path, data_root):
     (tmp_path / "file").write_text("in the way")
+    epochs = tmp_path / "epochs"
     for out, fragment in ((tmp_path / "file", "cannot write results to"), (tmp_path / "file" / "below", "Not a directory"),
                           (tmp_path / ("x" * 300), "File name too long")):  # fmt: skip
-        started = time.perf_counter()
-        assert_one_line_error(dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root), fragment)
-        assert time.perf_counter() - started < 60  # refused before any training
+        result = dlapps_main("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root, epochs=epochs)
+        assert_one_line_error(result, fragment)
+    assert epochs_trained(epochs) == [] and not (tmp_path / "models").exists()  # refused before any training
 
 
 def _children(pid: int) -> list[int]:
@@ -76,6 +76,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="a killed run's side-by-side workers: Linux /proc")
 def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_taken_over(tmp_path, data_root):
     out = tmp_path / "shared"
@@ -96,7 +97,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_taken_over(
     deadline = time.monotonic() + 120
     while not (out / ".lock").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
+    second = dlapps_main("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
     assert_one_line_error(second, f"another dlapps run (pid {first.pid}) is writing to {out}")
     deadline = time.monotonic() + 60
     while not (workers := _children(first.pid)) and time.monotonic() < deadline:  # its runs train side by side
@@ -109,7 +110,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_taken_over(
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # the workers died with it
-    third = dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
+    third = dlapps_main("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
     assert third.returncode == 0, third.stderr
     assert not (out / ".lock").exists() and (out / "results.json").is_file()
 
@@ -129,6 +130,7 @@ def _images(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["not-an-image", "truncated", "empty-class"])
 def test_image_folders_with_bad_files(fault, tmp_path, data_root):
     folder = _images(tmp_path / "images")
@@ -136,7 +138,7 @@ def test_image_folders_with_bad_files(fault, tmp_path, data_root):
     args = ["run", "fgsm", "--profile", "quick", "--no-progress", "--out", str(out), "--set", f"dataset={folder}",
             "--set", "model=small_cnn", "--set", "model.weights=" + str(_small_cnn_weights(tmp_path)),
             "--set", "epsilons=4", "--set", "steps=1", "--set", "method=fgsm", "--set", "examples=1"]  # fmt: skip
-    result = dlapps(*args, data_root=data_root)
+    result = dlapps_main(*args, data_root=data_root)
     assert result.returncode == 0, result.stderr
     before = _snapshot(out)
     if fault == "not-an-image":
@@ -149,7 +151,7 @@ def test_image_folders_with_bad_files(fault, tmp_path, data_root):
     else:
         (folder / "c").mkdir()
         fragment = "is not a readable image folder"
-    assert_one_line_error(dlapps(*args, data_root=data_root), fragment)
+    assert_one_line_error(dlapps_main(*args, data_root=data_root), fragment)
     assert _snapshot(out) == before
 
 
@@ -164,6 +166,7 @@ def _small_cnn_weights(folder: Path) -> Path:
 # --- damaged run state -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_damaged_cache_state_is_set_aside_and_recomputed(finished, data_root):
     out, before = finished
     models = out.parent / "models"
@@ -171,9 +174,11 @@ def test_damaged_cache_state_is_set_aside_and_recomputed(finished, data_root):
     tensors = {"model.w": torch.zeros(1)}
     save_file(tensors, str(checkpoint), metadata={"dlapps": "{not json"})  # a malformed header
     (out / "results.json").write_text('{"study": "residual-mlp", "config": [1, 2]}')  # valid JSON, wrong shape
-    result = dlapps("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root)
+    epochs = out.parent / "epochs-again"
+    result = dlapps_main("run", "residual-mlp", *MLP, "--out", str(out), data_root=data_root, epochs=epochs)
     assert result.returncode == 0, result.stderr
     assert (models / (checkpoint.name + ".damaged")).is_file()  # kept for a look, and the model trained again
+    assert len(epochs_trained(epochs)) == 1  # that one alone
     again, earlier = read_json(out / "results.json"), json.loads(before["results.json"])
     assert [r["test_acc"] for r in again["runs"]] == [r["test_acc"] for r in earlier["runs"]]
 
@@ -229,10 +234,10 @@ def test_hostile_archive_headers(tmp_path):
 def test_a_diverging_training_stops_in_its_epoch_and_caches_nothing(tmp_path, data_root):
     """A deep residual MLP on real MNIST with SGD at lr 10: the loss overflows in the first epoch."""
     out = tmp_path / "models"
-    result = dlapps("train", "--model", "residual_mlp", "--dataset", "mnist", "--out", str(out), "--no-progress",
-                    "--set", 'hparams={"depth": 32, "width": 16}', "--set", "train_subset=2000", "--set", "augment=false",
-                    "--set", "train.optimizer=sgd", "--set", "train.lr=10", "--set", "train.momentum=0.9",
-                    data_root=data_root)  # fmt: skip
+    result = dlapps_main("train", "--model", "residual_mlp", "--dataset", "mnist", "--out", str(out), "--no-progress",
+                         "--set", 'hparams={"depth": 32, "width": 16}', "--set", "train_subset=2000",
+                         "--set", "augment=false", "--set", "train.optimizer=sgd", "--set", "train.lr=10",
+                         "--set", "train.momentum=0.9", data_root=data_root)  # fmt: skip
     assert_one_line_error(result, "training diverged: the loss is not a finite number in epoch 1, step 2 of 16",
                           "train.lr=10", "nothing of this epoch was kept")  # fmt: skip
     assert not list(out.glob("*.safetensors")) and not list(out.glob("*.json"))
@@ -281,6 +286,7 @@ def test_messages_name_what_is_wrong_and_never_advise_unsafe_loading(tmp_path, r
 HOSTILE = "<img src=x onerror=document.title='pwned'>"
 
 
+@pytest.mark.slow
 def test_hostile_names_stay_text_in_the_html_report(tmp_path, data_root):
     """Dataset, class, OOD-set and model names that are HTML and script: shown as text, nothing runs."""
     playwright = pytest.importorskip("playwright.sync_api")
@@ -296,9 +302,9 @@ def test_hostile_names_stay_text_in_the_html_report(tmp_path, data_root):
     out = tmp_path / "audit"
     settings = [f"model.weights={weights}", "attack_images=8", "epsilons=2", "faithfulness_images=8",
                 "deletion_images=2", "sanity_images=2", "id_subset=30", "fit_subset=50", "detectors=msp,energy"]  # fmt: skip
-    result = dlapps("audit", "--model", "small_cnn", "--data", str(folder / "evil_train.npz"), "--ood", str(ood),
-                    "--out", str(out), "--no-progress", *[a for s in settings for a in ("--set", s)],
-                    data_root=data_root)  # fmt: skip
+    result = dlapps_main("audit", "--model", "small_cnn", "--data", str(folder / "evil_train.npz"), "--ood", str(ood),
+                         "--out", str(out), "--no-progress", *[a for s in settings for a in ("--set", s)],
+                         data_root=data_root)  # fmt: skip
     assert result.returncode == 0, result.stderr
     page_html = (out / "report.html").read_text()
     assert "Content-Security-Policy" in page_html and "<script" not in page_html and "<img src=x" not in page_html

@@ -10,7 +10,14 @@ from dlapps.experiments.reproduce import writeup_studies
 
 
 def test_every_study_has_a_valid_writeup_profile():
-    assert all(study.config("writeup") is not None for study in writeup_studies())
+    """Each study of the write-up has a profile of its own setup: not the quick one, and one whose published
+    figures apply."""
+    studies = writeup_studies()
+    assert {s.name for s in studies} == {"residual-mlp", "residual-cnn", "cam", "ood", "fgsm", "adv-train", "targeted"}
+    for study in studies:
+        config = study.config("writeup")
+        assert isinstance(config, study.config_type) and config != study.config("quick"), study.name
+        assert study.no_reference(config) is None, study.name
 
 
 def test_the_writeup_profiles_share_one_small_cnn():
