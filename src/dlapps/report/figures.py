@@ -100,12 +100,14 @@ def curves_grid(
             curves = np.asarray(runs, dtype=float)
             mean = curves.mean(axis=0)
             x = np.arange(1, len(mean) + 1)
-            (line,) = axis.plot(x, mean, label=label)
+            (line,) = axis.plot(x, mean, label=label, marker="o" if len(x) == 1 else None)  # one epoch: a point
             if len(curves) > 1:
                 axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
         axis.set_title(title)
         axis.set_xlabel(xlabel)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if all(len(runs[0]) == 1 for runs in lines.values()):
+            axis.set_xticks([1])
         axis.grid(alpha=0.3)
     for axis in axes.flat[n:]:
         axis.axis("off")
