@@ -25,7 +25,7 @@ from dlapps.data.ood import OodRequest, load_ood_set
 from dlapps.data.sources import read_image
 from dlapps.errors import DataError, OutputError
 from dlapps.report.io import failure_reason, save_figure, write_csv, write_json, write_text
-from helpers import assert_one_line_error, dlapps
+from helpers import assert_one_line_error, dlapps_main
 
 SINGLE = "a classifier needs at least 2 classes"
 BOMB = "is too large to decode safely"
@@ -101,15 +101,15 @@ def test_a_single_class_is_still_an_ood_set(tmp_path):
 def test_the_command_line_names_a_single_class_dataset(tmp_path, data_root):
     archive = _archive(tmp_path / "one_train.npz", ("a",))
     _archive(tmp_path / "one_test.npz", ("a",))
-    trained = dlapps("train", "--model", "small_cnn", "--dataset", str(archive), "--out", str(tmp_path / "models"),
+    trained = dlapps_main("train", "--model", "small_cnn", "--dataset", str(archive), "--out", str(tmp_path / "models"),
                      "--no-progress")  # fmt: skip
     assert_one_line_error(trained, f"{archive} holds 24 images of a single class ('a'); {SINGLE}")
     # residual-mlp once trained on it and divided by the zero gradients of a one-output cross-entropy
-    study = dlapps("run", "residual-mlp", "--profile", "quick", "--no-progress", "--out", str(tmp_path / "mlp"),
+    study = dlapps_main("run", "residual-mlp", "--profile", "quick", "--no-progress", "--out", str(tmp_path / "mlp"),
                    "--set", f"dataset={archive}", "--set", "depths=2", "--set", "seeds=1")  # fmt: skip
     assert_one_line_error(study, f"{archive} holds 24 images of a single class ('a'); {SINGLE}")
     folder = _images(tmp_path / "pictures" / "a").parent
-    audited = dlapps("audit", "--model", "small_cnn", "--data", str(folder), "--out", str(tmp_path / "audit"),
+    audited = dlapps_main("audit", "--model", "small_cnn", "--data", str(folder), "--out", str(tmp_path / "audit"),
                      "--no-progress", data_root=data_root)  # fmt: skip
     assert_one_line_error(audited, f"{folder} holds 6 images of a single class ('a'); {SINGLE}")
 
@@ -177,7 +177,7 @@ def test_the_command_line_names_an_image_over_the_bomb_limit(tmp_path):
         str(tmp_path / "models"),
         "--no-progress",
     ]
-    assert_one_line_error(dlapps(*args), f"{bomb} {BOMB} (200,000,000 pixels")
+    assert_one_line_error(dlapps_main(*args), f"{bomb} {BOMB} (200,000,000 pixels")
 
 
 # --- 3. writes that meet a full disk or a file-size limit -------------------------------------------------------
@@ -292,7 +292,7 @@ def test_the_command_line_names_a_checkpoint_over_the_file_size_limit_and_keeps_
     data, out = _archive(tmp_path / "two_train.npz"), tmp_path / "models"
     _archive(tmp_path / "two_test.npz")
     args = ["train", "--model", "small_cnn", "--dataset", str(data), "--out", str(out), "--no-progress"]
-    first = dlapps(*args, "--set", "train.epochs=1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    first = dlapps_main(*args, "--set", "train.epochs=1", XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     checkpoint = next(name for name in before if name.endswith(".safetensors"))
@@ -302,7 +302,7 @@ def test_the_command_line_names_a_checkpoint_over_the_file_size_limit_and_keeps_
                              text=True, env=env, timeout=600, preexec_fn=_limited(len(before[checkpoint]) // 4))  # fmt: skip
     assert_one_line_error(limited, f"could not write the checkpoint {out}/", ".safetensors (file too large)")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, no temporary file left
-    again = dlapps(*args, "--set", "train.epochs=2", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    again = dlapps_main(*args, "--set", "train.epochs=2", XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert again.returncode == 0, again.stderr
 
 
@@ -332,6 +332,6 @@ def test_the_command_line_names_a_data_root_that_is_a_file(tmp_path):
     root.write_text("not a folder")
     expected = f"the data root {root} is a file, not a folder"
     train = ["train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(tmp_path / "models"), "--no-progress"]
-    assert_one_line_error(dlapps(*train, "--data-root", str(root)), expected)
-    assert_one_line_error(dlapps("run", "residual-mlp", "--out", str(tmp_path / "mlp"), "--no-progress",
+    assert_one_line_error(dlapps_main(*train, "--data-root", str(root)), expected)
+    assert_one_line_error(dlapps_main("run", "residual-mlp", "--out", str(tmp_path / "mlp"), "--no-progress",
                                  data_root=root), expected)  # fmt: skip
