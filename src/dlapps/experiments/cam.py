@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from torch import nn
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.downloads import Need
+from dlapps.evaluate import predict
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import CAM_METHODS, batched_maps, faithfulness
 from dlapps.models import PRETRAINED, Classifier
@@ -68,13 +68,6 @@ class CamConfig(OnDataset):
             STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    probs = torch.cat([model(chunk).softmax(1) for chunk in x.split(batch_size)])
-    confidence, prediction = probs.max(1)
-    return prediction, confidence
-
-
 def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
     """Indices of the first image of each class (in the given order), then more until ``count``."""
     firsts = [int((labels == c).nonzero()[0]) for c in labels.unique().tolist()]
@@ -86,7 +79,8 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
     """Grid maps and faithfulness of every method for one classifier on ``data`` (labels: its outputs)."""
     model, images, labels = classifier.module, data.images.to(device).float() / 255, data.labels
     batch = config.batch_size or inference_batch(data.image_shape, device)
-    prediction, confidence = _predict(model, images, batch)
+    confidence, prediction = predict(model, data, batch).softmax(1).max(1)
+    prediction = prediction.to(device)
     grid = _one_per_class(labels.cpu(), config.grid_images)
     titles = [f"true: {data.classes[labels[i]]}\npred: {data.classes[prediction[i]]} ({confidence[i]:.2f})"
               for i in grid.tolist()]  # fmt: skip

@@ -29,7 +29,7 @@ from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, Study
 from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
 from dlapps.models.classifier import align_labels
 from dlapps.ood import DETECTORS, Evaluation, create_detector, evaluate_detectors, summarize_detectors
-from dlapps.ood.plots import histogram_grid, overview, roc_pr_grid
+from dlapps.ood.plots import detector_figures, overview
 from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metrics_table
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, table
@@ -197,16 +197,10 @@ class OOD(Study):
             }  # fmt: skip
             found["overview_msp.png"] = overview(per_model, detector="MSP", near=near)
         for role, evaluation in scores.items():
-            id_scores, ood_scores = evaluation.id_scores, evaluation.ood_scores
             label = f"{models[role]['label']} (ID accuracy {100 * models[role]['accuracy']:.1f}%)"
-            found[f"histograms_{role}.png"] = histogram_grid(
-                {names[d]: id_scores[d] for d in config.detectors},
-                {s: {names[d]: v[d] for d in config.detectors} for s, v in ood_scores.items()},
-                title=label,
-                id_label=f"ID ({results['data']['title']} test)",
+            found[f"histograms_{role}.png"], found[f"curves_{role}.png"] = detector_figures(
+                evaluation, names, title=label, id_label=f"ID ({results['data']['title']} test)"
             )
-            pairs = {s: {names[d]: (id_scores[d], v[d]) for d in config.detectors} for s, v in ood_scores.items()}
-            found[f"curves_{role}.png"] = roc_pr_grid(pairs, title=label)
         return found
 
     def title(self, config: OodConfig, results: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dlapps.ood.metrics import auroc, pr_in_points, roc_points
+from dlapps.ood.scoring import Evaluation
 from dlapps.report.figures import subplots
 
 ID_COLOR, OOD_COLOR = "tab:blue", "tab:orange"
@@ -135,3 +136,16 @@ def overview(
         axes[2, col].legend(fontsize=7, loc="lower left", title="OOD set", title_fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def detector_figures(
+    evaluation: Evaluation, names: Mapping[str, str], *, title: str, id_label: str
+) -> tuple[Figure, Figure]:
+    """The score histograms and the ROC / PR curves of each detector of ``evaluation`` against each OOD set;
+    ``names``: detector -> how figures name it, in the order they are drawn."""
+    ids, oods = evaluation.id_scores, evaluation.ood_scores
+    histograms = histogram_grid({names[d]: ids[d] for d in names},
+                                {s: {names[d]: v[d] for d in names} for s, v in oods.items()},
+                                title=title, id_label=id_label)  # fmt: skip
+    curves = roc_pr_grid({s: {names[d]: (ids[d], v[d]) for d in names} for s, v in oods.items()}, title=title)
+    return histograms, curves
