@@ -11,9 +11,12 @@ from dlapps.evaluate.calibration import (
     negative_log_likelihood,
     reliability,
 )
+from dlapps.evaluate.summary import accuracy_and_calibration, bins_record
 
 __all__ = [
     "Reliability",
+    "accuracy_and_calibration",
+    "bins_record",
     "brier_score",
     "confusion_matrix",
     "expected_calibration_error",

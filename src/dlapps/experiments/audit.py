@@ -34,16 +34,7 @@ from dlapps.data import ImageArrays, get_dataset
 from dlapps.data.downloads import Need
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, ood_set_needs, set_distance, set_label
 from dlapps.errors import DataError
-from dlapps.evaluate import (
-    brier_score,
-    confusion_matrix,
-    fit_temperature,
-    negative_log_likelihood,
-    per_class_accuracy,
-    predict,
-    reliability,
-    top_k_accuracy,
-)
+from dlapps.evaluate import accuracy_and_calibration, predict
 from dlapps.experiments.base import (
     STUDIES,
     OnDataset,
@@ -183,29 +174,8 @@ class Audit(Study):
         self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
     ) -> dict:
         logits = predict(classifier.module, test, batch)
-        labels, classes = test.labels, len(test.classes)
-        probs = logits.softmax(1)
-        order = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))
-        fit, held = order[: len(order) // 2], order[len(order) // 2 :]
-        temperature = fit_temperature(logits[fit], labels[fit])
-        bins = config.calibration_bins
-        before, after = reliability(probs[held], labels[held], bins), reliability((logits[held] / temperature).softmax(1), labels[held], bins)  # fmt: skip
-        return {
-            "images": len(test),
-            "top1": top_k_accuracy(logits, labels, 1),
-            "top5": top_k_accuracy(logits, labels, 5) if classes > 10 else None,
-            "per_class": per_class_accuracy(logits, labels, classes).tolist(),
-            "confusion": confusion_matrix(logits, labels, classes).tolist(),
-            "calibration": {
-                "ece": reliability(probs, labels, bins).ece, "nll": negative_log_likelihood(logits, labels),
-                "brier": brier_score(probs, labels), "mean_confidence": probs.max(1).values.mean().item(),
-                "temperature": temperature, "fitted_on": len(fit), "measured_on": len(held),
-                "ece_before": before.ece, "ece_after": after.ece,
-                "nll_before": negative_log_likelihood(logits[held], labels[held]),
-                "nll_after": negative_log_likelihood(logits[held], labels[held], temperature),
-                "bins_before": _bins(before), "bins_after": _bins(after),
-            },
-        }  # fmt: skip
+        return accuracy_and_calibration(logits, test.labels, classes=len(test.classes), bins=config.calibration_bins,
+                                        seed=config.seed)  # fmt: skip
 
     def _layer(self, config: AuditConfig, classifier: Classifier, test: ImageArrays) -> str:
         example = test.images[:1].to(next(classifier.module.parameters()).device).float() / 255
@@ -466,10 +436,6 @@ class Audit(Study):
             Image("robustness.png", "robustness"),
             Image("effort.png", "attack effort per image"),
         ]
-
-
-def _bins(bins) -> dict[str, list]:
-    return {"confidence": bins.confidence.tolist(), "accuracy": bins.accuracy.tolist(), "count": bins.counts.tolist()}
 
 
 def _curve(bins: dict[str, list]) -> tuple[list, list, list]:
