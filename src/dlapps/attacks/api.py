@@ -38,9 +38,8 @@ class Method:
     random_start: ClassVar[bool] = False  # from a uniform random point of the ε-ball
     momentum: ClassVar[bool] = False  # MI-FGSM's momentum of L1-normalised gradients
     single_step: ClassVar[bool] = False  # one step
-    alpha_per_eps: ClassVar[float | None] = (
-        None  # its step size in units of ε (None: ε in one step, else 2.5 ε / steps)
-    )
+    # its step size in units of ε (None: ε in one step, else 2.5 ε / steps)
+    alpha_per_eps: ClassVar[float | None] = None
 
     @classmethod
     def default_alpha(cls, eps: float, steps: int) -> float:

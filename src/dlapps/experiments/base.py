@@ -99,7 +99,8 @@ class RunContext:
             compile=self.compile, precision=self.precision, **training,
         )  # fmt: skip
         self.cache.hits += reused and recipe.key() not in self.trained_side_by_side
-        return classifier.to(self.device)
+        # A model a study analyses goes to the layout that runs fastest; a recipe's stays as it was trained.
+        return classifier.to(self.device) if isinstance(model, ModelSpec) else classifier
 
     def train_side_by_side(
         self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress

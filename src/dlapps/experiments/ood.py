@@ -28,7 +28,7 @@ from dlapps.data.ood import (
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
 from dlapps.models.classifier import align_labels
-from dlapps.ood import DETECTORS, Evaluation, create_detector, evaluate_detectors, summarize_detectors
+from dlapps.ood import DETECTORS, DetectorEvaluation, create_detector, evaluate_detectors, summarize_detectors
 from dlapps.ood.plots import detector_figures, overview
 from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metrics_table
 from dlapps.report.comparison import Comparison
@@ -185,7 +185,9 @@ class OOD(Study):
         rows = [{**r, "id_accuracy": accuracy[r["model"]]} for r in records]
         return StudyOutput(results, rows, self._figures(config, results, scores))
 
-    def _figures(self, config: OodConfig, results: dict[str, Any], scores: dict[str, Evaluation]) -> dict[str, Any]:
+    def _figures(
+        self, config: OodConfig, results: dict[str, Any], scores: dict[str, DetectorEvaluation]
+    ) -> dict[str, Any]:
         names = {d: DETECTORS[d].name for d in config.detectors}
         models, found = results["models"], {}
         if "msp" in config.detectors:

@@ -39,7 +39,7 @@ from dlapps.ood.metrics import (
     ood_metrics,
     summarize_detectors,
 )
-from dlapps.ood.scoring import Evaluation, Scored, evaluate_detectors, fit_detectors, score_detectors
+from dlapps.ood.scoring import DetectorEvaluation, Scored, evaluate_detectors, fit_detectors, score_detectors
 from dlapps.registry import import_submodules
 
 import_submodules(__name__, __path__)  # a detector added as one more module registers itself
@@ -64,7 +64,7 @@ __all__ = [
     "ODIN",
     "Detector",
     "Energy",
-    "Evaluation",
+    "DetectorEvaluation",
     "Mahalanobis",
     "MaxLogit",
     "NotFittedError",

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dlapps.ood.metrics import auroc, pr_in_points, roc_points
-from dlapps.ood.scoring import Evaluation
+from dlapps.ood.scoring import DetectorEvaluation
 from dlapps.report.figures import subplots
 
 ID_COLOR, OOD_COLOR = "tab:blue", "tab:orange"
@@ -139,7 +139,7 @@ def overview(
 
 
 def detector_figures(
-    evaluation: Evaluation, names: Mapping[str, str], *, title: str, id_label: str
+    evaluation: DetectorEvaluation, names: Mapping[str, str], *, title: str, id_label: str
 ) -> tuple[Figure, Figure]:
     """The score histograms and the ROC / PR curves of each detector of ``evaluation`` against each OOD set;
     ``names``: detector -> how figures name it, in the order they are drawn."""

@@ -86,7 +86,7 @@ def score_detectors(detectors: Mapping[str, Detector], data: Batches, *, batch_s
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class DetectorEvaluation:
     """Detectors fitted to one model and scored on its ID test images and on each OOD set."""
 
     id_scores: dict[str, torch.Tensor]  # detector -> (N,)
@@ -113,7 +113,7 @@ def evaluate_detectors(
     ood_sets: Mapping[str, Batches],
     *,
     batch_size: int | None = None,
-) -> Evaluation:
+) -> DetectorEvaluation:
     """Fit ``detectors`` to ``model`` on ``fit_data`` (ID training images), then score ``id_data`` and every OOD
     set: what a study or an audit reports as OOD detection."""
     started = time.perf_counter()
@@ -122,4 +122,4 @@ def evaluate_detectors(
     ood_scores = {
         name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
     }
-    return Evaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)
+    return DetectorEvaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)
