@@ -12,6 +12,7 @@ from dlapps.attacks import (
     AttackResult,
     attack,
     attack_arrays,
+    make_attack,
     perturb,
     robust_accuracy,
     success_rate,
@@ -317,7 +318,7 @@ def test_adversarial_step_loss():
     model.train()  # as inside fit: the adversarial batch is made with BatchNorm on batch statistics
     loss_fn = AdversarialStepLoss("fgsm", eps=8 / 255, w_clean=0.2, w_adv=0.8)
     loss, logits = loss_fn(model, x, y)
-    adversarial = perturb(model, x, y, eps=8 / 255, alpha=8 / 255, steps=1)
+    adversarial = perturb(model, x, y, make_attack("fgsm", eps=8 / 255))
     assert (adversarial - x).abs().max() <= 8 / 255 + 1e-6 and not torch.equal(adversarial, x)
     expected = 0.2 * F.cross_entropy(model(x), y) + 0.8 * F.cross_entropy(model(adversarial), y)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

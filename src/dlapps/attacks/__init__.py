@@ -1,24 +1,30 @@
 """Adversarial attacks in pixel space, their metrics, and adversarial training.
 
-Every attack is ``attack(model, x, y, method=..., eps=...)`` on images in [0, 1] (the model owns its
+Every attack is ``attack(model, x, y, method, eps=..., threat=...)`` on images in [0, 1] (the model owns its
 normalisation) and returns an :class:`AttackResult`: the adversarial batch, per-sample success, iterations
 to success, true-class probability and prediction before and after. The model's modes are restored.
+Attacks are :class:`Attack` subclasses registered with ``@ATTACKS.register(name)``, one module each.
 """
 
+# ruff: noqa: I001 - attacks are imported in the order the registry (and reports) list them
+
+from dlapps.attacks.attack import ATTACKS, Attack, make_attack
+from dlapps.attacks.threats import THREATS, Threat
+from dlapps.attacks.fgsm import FGSM, FGSMRandomStart
+from dlapps.attacks.bim import BIM
+from dlapps.attacks.pgd import PGD
+from dlapps.attacks.mifgsm import MIFGSM
 from dlapps.attacks.api import (
-    ATTACKS,
     TARGETING_METRICS,
-    Method,
     attack,
     attack_arrays,
-    default_alpha,
     fgsm_and_pgd_accuracy,
     robustness_at,
     survives_restarts,
     targeted_against_untargeted,
 )
 from dlapps.attacks.base import PIXEL, AttackResult, TargetSpec, eps_label, resolve_targets
-from dlapps.attacks.iterative import perturb
+from dlapps.attacks.loop import perturb
 from dlapps.attacks.metrics import (
     clean_accuracy,
     cumulative_success,
@@ -31,23 +37,33 @@ from dlapps.attacks.metrics import (
     summarize,
 )
 from dlapps.attacks.training import AdversarialStepLoss
+from dlapps.registry import import_submodules
+
+import_submodules(__name__, __path__)  # an attack added as one more module registers itself
 
 __all__ = [
     "ATTACKS",
     "PIXEL",
     "TARGETING_METRICS",
+    "BIM",
+    "FGSM",
+    "MIFGSM",
+    "PGD",
+    "THREATS",
     "AdversarialStepLoss",
+    "Attack",
     "AttackResult",
-    "Method",
+    "FGSMRandomStart",
+    "Threat",
     "TargetSpec",
     "attack",
     "attack_arrays",
     "clean_accuracy",
     "cumulative_success",
-    "default_alpha",
     "eps_label",
     "fgsm_and_pgd_accuracy",
     "half_fooled",
+    "make_attack",
     "mean_confidence_drop",
     "mean_iterations",
     "perturb",

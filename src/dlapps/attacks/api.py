@@ -2,128 +2,64 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlapps.attacks.attack import Attack, make_attack
 from dlapps.attacks.base import (
     PIXEL,
     AttackResult,
     TargetSpec,
-    check_budget,
     check_inputs,
     check_labels,
     check_logits,
     check_not_probabilities,
     resolve_targets,
 )
-from dlapps.attacks.iterative import Budget, attack_in_slots, meets_goal
+from dlapps.attacks.loop import meets_goal, run_in_slots
 from dlapps.attacks.metrics import clean_accuracy, cumulative_success, robust_accuracy, summarize
 from dlapps.data import ImageArrays
 from dlapps.errors import AttackError
 from dlapps.models.hooks import model_device, model_mode
 from dlapps.models.layout import inference_batch
-from dlapps.registry import Registry
-
-
-class Method:
-    """A registered attack: how it sets up the common loop (:func:`dlapps.attacks.iterative.attack_in_slots`),
-    as class attributes. ``@ATTACKS.register(name)`` on a subclass adds one; attacks and adversarial training
-    take any of them by name."""
-
-    summary: ClassVar[str]  # what it does, with its paper, for reports
-    random_start: ClassVar[bool] = False  # from a uniform random point of the ε-ball
-    momentum: ClassVar[bool] = False  # MI-FGSM's momentum of L1-normalised gradients
-    single_step: ClassVar[bool] = False  # one step
-    # its step size in units of ε (None: ε in one step, else 2.5 ε / steps)
-    alpha_per_eps: ClassVar[float | None] = None
-
-    @classmethod
-    def default_alpha(cls, eps: float, steps: int) -> float:
-        """ε for one step; else 2.5 ε / steps (Madry et al.), enough to cross the ball and come back."""
-        if cls.alpha_per_eps is not None:
-            return cls.alpha_per_eps * eps
-        return eps if cls.single_step else 2.5 * eps / steps
-
-
-ATTACKS: Registry[type[Method]] = Registry("attack", AttackError)
-
-
-@ATTACKS.register("fgsm")
-class FGSM(Method):
-    summary = "one step of size ε along the gradient's sign (Goodfellow et al. 2015)"
-    single_step = True
-
-
-@ATTACKS.register("fgsm-rs")
-class FGSMRandomStart(Method):
-    summary = "FGSM from a uniform random point of the ε-ball, a step of 1.25 ε (Wong et al. 2020)"
-    single_step, random_start, alpha_per_eps = True, True, 1.25
-
-
-@ATTACKS.register("bim")
-class BIM(Method):
-    summary = "iterative FGSM from the input, projected after each step (Kurakin et al. 2017)"
-
-
-@ATTACKS.register("pgd")
-class PGD(Method):
-    summary = "iterative FGSM from a uniform random point of the ε-ball (Madry et al. 2018)"
-    random_start = True
-
-
-@ATTACKS.register("mifgsm")
-class MIFGSM(Method):
-    summary = "iterative FGSM on a momentum of L1-normalised gradients (Dong et al. 2018)"
-    momentum = True
-
-
-def default_alpha(method: str, eps: float, steps: int) -> float:
-    """The step size of ``method`` for ``eps`` in ``steps`` steps (:meth:`Method.default_alpha`)."""
-    return ATTACKS[method].default_alpha(eps, steps)
 
 
 def attack(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
+    method: str | Attack = "bim",
     *,
-    method: str = "bim",
-    eps: float,
-    alpha: float | None = None,
-    steps: int | None = None,
-    decay: float = 1.0,
     target: TargetSpec = None,
-    early_stop: bool = True,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     on_done: Callable[[int], None] | None = None,
+    **settings: Any,
 ) -> AttackResult:
     """Attack the images ``x`` (in [0, 1]) with true labels ``y``.
 
-    ``steps`` defaults to 1 for FGSM and 10 otherwise, ``alpha`` to :func:`default_alpha`; ``decay`` is
-    MI-FGSM's momentum factor. ``target`` makes the attack targeted (see :func:`resolve_targets`); samples
-    whose target is their label are skipped. With ``early_stop`` a sample stops as soon as it meets its
-    goal (one that meets it unperturbed is not attacked), so its iteration count is exact and its example
-    the first that succeeded; without it every sample takes every step, as in torchattacks. At most
-    ``batch_size`` samples (default: as many as run fastest on the device,
-    :func:`~dlapps.models.layout.inference_batch`) go through the model at once, in slots that are refilled as
-    samples finish. The model runs in eval mode and every submodule gets its own mode back afterwards.
-    Random starts and random targets come from ``generator`` (else the global RNG); ``on_done`` is called
-    with the number of samples finished, as they finish.
+    ``method`` is a registered attack's name, made with ``settings`` (``eps``, ``threat``, ``steps``, ``alpha``,
+    ``restarts``, ``early_stop`` and its own, see :class:`~dlapps.attacks.attack.Attack`), or an attack already
+    made. ``target`` makes the attack targeted (see :func:`resolve_targets`); samples whose target is their label
+    are skipped. With early stop a sample stops as soon as it meets its goal (one that meets it unperturbed is not
+    attacked), so its iteration count is exact and its example the first that succeeded; without it every sample
+    takes every step, as in torchattacks. Each restart attacks the samples no run before it broke; a sample's
+    iterations count the steps of every run it took. At most ``batch_size`` samples (default: as many as run
+    fastest on the device, :func:`~dlapps.models.layout.inference_batch`) go through the model at once, in slots
+    that are refilled as samples finish. The model runs in eval mode and every submodule gets its own mode back
+    afterwards. Random starts and random targets come from ``generator`` (else the global RNG); ``on_done`` is
+    called with the number of samples finished, as they finish.
     """
-    spec = ATTACKS[method]
-    if steps is None:
-        steps = 1 if spec.single_step else 10
-    if spec.single_step and steps != 1:
-        raise AttackError(f"{method} takes a single step of size eps; use method='bim' for {steps} steps")
-    check_budget(eps, alpha, steps)
-    alpha = default_alpha(method, eps, steps) if alpha is None else alpha
+    spec = make_attack(method, **settings)
     check_inputs(x, y)
     x = x.detach()
+    if spec.threat_name == "l2" and spec.eps > (diameter := math.sqrt(x[0].numel())):
+        raise AttackError(f"eps={spec.eps:g} exceeds {diameter:.4g}, the L2 diameter of the [0, 1] box of these inputs")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise AttackError(f"batch_size must be a positive integer, got {batch_size!r}")
     slots = batch_size or inference_batch(x.shape[1:], x.device)
@@ -138,18 +74,26 @@ def attack(
         skipped = goal == y if targeted else torch.zeros_like(y, dtype=torch.bool)
         met_unperturbed = meets_goal(clean, goal, targeted) & ~skipped
         first_met = torch.where(met_unperturbed, 0, -1)
-        queue = (~skipped & ~(met_unperturbed & early_stop)).nonzero().flatten()
+        queue = (~skipped & ~(met_unperturbed & spec.early_stop)).nonzero().flatten()
         if on_done is not None:
             on_done(len(x) - len(queue))
         adversarial, logits_after = x.clone(), clean.clone()
-        if len(queue):
-            budget = Budget(
-                eps, alpha, steps, targeted, spec.random_start, decay if spec.momentum else None, early_stop
+        samples = {"x": x, "goal": goal, "clean": clean}
+        for run in range(spec.runs):
+            if not len(queue):
+                break
+            last = run == spec.runs - 1
+            adversarial[queue], first, logits_after[queue] = run_in_slots(
+                model, spec, {key: value[queue] for key, value in samples.items()}, targeted=targeted, run=run,
+                slots=slots, generator=generator, on_done=on_done if last else None,
+            )  # fmt: skip
+            first_met[queue] = torch.where(
+                (first_met[queue] >= 0) | (first < 0), first_met[queue], first + run * spec.steps
             )
-            adversarial[queue], first, logits_after[queue] = attack_in_slots(
-                model, x[queue], goal[queue], budget, slots=slots, generator=generator, on_done=on_done
-            )
-            first_met[queue] = torch.where(first_met[queue] >= 0, first_met[queue], first)
+            broken = meets_goal(logits_after[queue], goal[queue], targeted)
+            if on_done is not None and not last:
+                on_done(int(broken.sum()))
+            queue = queue[~broken]
     success = meets_goal(logits_after, goal, targeted) & ~skipped
     return AttackResult(
         adversarial=adversarial,
@@ -170,7 +114,7 @@ def _true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch
 
 
 def attack_arrays(
-    model: nn.Module, data: ImageArrays, *, device: torch.device | str | None = None, **kwargs: Any
+    model: nn.Module, data: ImageArrays, *args: Any, device: torch.device | str | None = None, **kwargs: Any
 ) -> AttackResult:
     """:func:`attack` on a whole uint8 split, moved to ``device`` (default: the model's) and scaled to [0, 1].
 
@@ -178,7 +122,7 @@ def attack_arrays(
     """
     device = device or model_device(model)
     x = data.images.to(device).float() / 255
-    return attack(model, x, data.labels.to(device), **kwargs).to("cpu")
+    return attack(model, x, data.labels.to(device), *args, **kwargs).to("cpu")
 
 
 def survives_restarts(
@@ -198,17 +142,9 @@ def survives_restarts(
     The stronger attack a robustness claim needs against gradient masking: more steps than the usual budget and
     several random starts, counting a sample as robust only if none of them fooled it.
     """
-    robust = torch.ones(len(data), dtype=torch.bool)
-    for restart in range(restarts):
-        left = robust.nonzero().flatten()
-        if len(left) == 0:
-            break
-        result = attack_arrays(
-            model, data.take(left), method="pgd", eps=eps, alpha=alpha, steps=steps, batch_size=batch_size,
-            generator=torch.Generator().manual_seed(seed + restart),
-        )  # fmt: skip
-        robust[left] = result.pred_after == result.labels
-    return robust
+    result = attack_arrays(model, data, "pgd", eps=eps, steps=steps, alpha=alpha, restarts=restarts,
+                           batch_size=batch_size, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return result.pred_after == result.labels
 
 
 def robustness_at(

@@ -82,17 +82,6 @@ def _move(value: torch.Tensor | None, device: torch.device | str) -> torch.Tenso
     return None if value is None else value.to(device)
 
 
-def check_budget(eps: float, alpha: float | None, steps: int) -> None:
-    """ε and the step size (None: a default) are non-negative finite numbers, ``steps`` a positive integer."""
-    for name, value in (("eps", eps), ("alpha", alpha)):
-        if value is None and name == "alpha":
-            continue
-        if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
-            raise AttackError(f"{name} must be in [0, 1] (pixel units: images are in [0, 1]), got {value!r}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise AttackError(f"steps must be a positive integer, got {steps!r}")
-
-
 def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
     """Images in [0, 1], one int64 label per image."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:

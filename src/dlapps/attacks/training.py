@@ -15,19 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlapps.attacks.api import ATTACKS
-from dlapps.attacks.base import check_budget, check_inputs
-from dlapps.attacks.iterative import perturb
+from dlapps.attacks.attack import Attack, make_attack
+from dlapps.attacks.base import check_inputs
+from dlapps.attacks.loop import perturb
 from dlapps.errors import AttackError
-
-MOMENTUM_DECAY = 1.0  # MI-FGSM's, when it makes the adversarial batch
 
 
 @dataclass(frozen=True)
 class AdversarialStepLoss:
     """``step_loss(model, inputs, labels) -> (loss, adversarial logits)``: train accuracy is robust accuracy.
 
-    ``method`` is any registered attack (:data:`~dlapps.attacks.ATTACKS`); ``alpha`` defaults to its own step
+    ``method`` is any registered attack (:data:`~dlapps.attacks.ATTACKS`), L∞; ``alpha`` defaults to its own step
     (ε for fgsm, 1.25 ε for fgsm-rs, 2.5 ε / steps for the iterative ones); single-step attacks take one step.
     :attr:`objective` names every setting, for a :class:`~dlapps.train.ClassifierRecipe`.
     """
@@ -40,16 +38,17 @@ class AdversarialStepLoss:
     w_adv: float = 0.5
 
     def __post_init__(self) -> None:
-        spec = ATTACKS[self.method]
-        check_budget(self.eps, self.alpha, self.steps)
-        if spec.single_step and self.steps != 1:
-            raise AttackError(f"{self.method} takes a single step; use method 'pgd' for {self.steps} steps")
+        self.attack  # noqa: B018 - making it checks its settings
         if not (self.w_clean >= 0 and self.w_adv > 0):
             raise AttackError(f"weights must be w_clean >= 0 and w_adv > 0, got {self.w_clean} and {self.w_adv}")
 
     @property
+    def attack(self) -> Attack:
+        return make_attack(self.method, eps=self.eps, alpha=self.alpha, steps=self.steps, early_stop=False)
+
+    @property
     def step_size(self) -> float:
-        return ATTACKS[self.method].default_alpha(self.eps, self.steps) if self.alpha is None else self.alpha
+        return self.attack.alpha
 
     @property
     def objective(self) -> str:
@@ -62,11 +61,7 @@ class AdversarialStepLoss:
         self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         check_inputs(inputs, labels)
-        spec = ATTACKS[self.method]
-        adversarial = perturb(
-            model, inputs, labels, eps=self.eps, alpha=self.step_size, steps=self.steps,
-            random_start=spec.random_start, decay=MOMENTUM_DECAY if spec.momentum else None,
-        )  # fmt: skip
+        adversarial = perturb(model, inputs, labels, self.attack)
         adversarial_logits = model(adversarial)
         loss = self.w_adv * F.cross_entropy(adversarial_logits.float(), labels)
         if self.w_clean > 0:
