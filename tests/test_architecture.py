@@ -17,7 +17,7 @@ LAYERS = {
     "evaluate": {"data", "models"},
     "explain": {"data", "models"},
     "ood": {"data", "models", "report"},
-    "attacks": {"data", "models", "ood"},
+    "attacks": {"data", "models", "evaluate", "ood"},
 }
 TOP_LEVEL = {"", "config", "errors", "registry"}  # "": the package itself (its version)
 

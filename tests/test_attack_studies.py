@@ -124,10 +124,12 @@ def test_adversarial_training(tmp_path, data_root):
     )
     variants = results["variants"]
     assert [v["variant"] for v in variants] == ["standard", "fgsm-rs 0.5/0.5", "fgsm-rs 0/1"]
-    robust = ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy"]
+    robust = ["clean accuracy", "FGSM accuracy", "PGD-2 accuracy", "PGD-3 accuracy", "APGD-CE-2 accuracy",
+              "APGD-CE-3 accuracy"]  # fmt: skip
     ood = ["MSP AUROC (CIFAR-100)", "MSP AUPR-In (CIFAR-100)"]
     assert all(list(v["metrics"]) == robust + ood for v in variants)
     assert all(0 <= v["metrics"][m] <= v["metrics"]["clean accuracy"] for v in variants for m in robust)
+    assert all(v["metrics"]["APGD-CE-3 accuracy"] <= v["metrics"]["PGD-3 accuracy"] + 0.05 for v in variants)
     assert all(0 < v["metrics"][m] < 1 for v in variants for m in ood)
     assert variants[1]["objective"].startswith("adversarial fgsm-rs eps=0.0313725 alpha=0.0392157 steps=1")
     assert len({v["model"] for v in variants}) == 3 and len(list((out.parent / "models").glob("*.safetensors"))) == 3

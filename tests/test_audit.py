@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import top_k_accuracy_score
 from torchmetrics.classification import MulticlassCalibrationError
 
-from dlapps.attacks import half_fooled, survives_restarts
+from dlapps.attacks import attack_arrays, half_fooled
 from dlapps.data import load_arrays
 from dlapps.evaluate import (
     brier_score,
@@ -97,13 +97,15 @@ def test_rank_correlation_and_the_head_randomisation_check(resnet20, data_root):
 @pytest.mark.slow  # attacks on a real model
 @pytest.mark.parametrize("eps", [1, 2])
 def test_robust_accuracy_is_at_most_torchattacks_pgd(resnet20, data_root, eps):
-    """The audit's stronger attack never reports more robustness than torchattacks' PGD with the same budget."""
+    """PGD with restarts never reports more robustness than torchattacks' PGD with the same budget."""
     test = load_arrays("cifar10", "test", data_root, limit=64)
     x = test.images.float() / 255
     torch.manual_seed(0)
     reference = torchattacks.PGD(resnet20, eps=eps / 255, alpha=eps / 255 / 4, steps=10, random_start=True)
     theirs = (resnet20(reference(x, test.labels)).argmax(1) == test.labels).double().mean().item()
-    robust = survives_restarts(resnet20, test, eps=eps / 255, alpha=eps / 255 / 4, steps=10, restarts=2)
+    ours = attack_arrays(resnet20, test, "pgd", eps=eps / 255, alpha=eps / 255 / 4, steps=10, restarts=2,
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    robust = ours.pred_after == ours.labels
     clean = resnet20(x).argmax(1) == test.labels
     assert not (robust & ~clean).any()
     assert robust.double().mean().item() <= theirs
@@ -118,7 +120,7 @@ def test_half_fooled_interpolates_or_bounds():
 
 TINY = ["test_subset=200", "faithfulness_images=8", "deletion_images=4", "deletion_steps=4", "sanity_images=4",
         "grid_images=3", "id_subset=100", "ood_subset=50", "fit_subset=200", "attack_images=20",
-        "epsilons=0.5,2,8", "strong_steps=5", "detectors=msp,energy,mahalanobis"]  # fmt: skip
+        "epsilons=0.5,2,8", "ensemble_steps=5", "square_queries=20", "detectors=msp,energy,mahalanobis"]  # fmt: skip
 
 
 def _audit(out, data_root, *args: str, settings=TINY, **spies):
@@ -147,10 +149,10 @@ def _assert_audit_figures(drawn, results, model) -> None:
         heights = {r["ood_set"]: r["auroc"] for r in results["ood"]["metrics"] if r["detector"] == detector}
         assert drawn_bars[name] == pytest.approx([heights[s] for s in results["ood"]["sets"]])
     rows, config = results["robustness"]["rows"], results["config"]
-    eps, steps, strong = [r["eps_255"] for r in rows], config["attack_steps"], config["strong_steps"]
+    eps, steps = [r["eps_255"] for r in rows], config["attack_steps"]
     accuracy = panel(drawn["robustness.png"], "accuracy")
     for label, key in (("clean", "clean_accuracy"), (f"PGD-{steps}", "robust_accuracy"),
-                       (f"robust (+ PGD-{strong} × {config['restarts']} starts)", "robust_accuracy_strong")):  # fmt: skip
+                       ("robust (PGD and the ensemble)", "robust_accuracy_all")):  # fmt: skip
         assert_line(accuracy, label, eps, [r[key] for r in rows])
     assert_line(
         panel(drawn["robustness.png"], "correctly classified images fooled"), "", eps, [r["fooled"] for r in rows]
@@ -173,10 +175,15 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     assert set(results["ood"]["sets"]) == {"cifar100", "fakedata", "gaussian", "uniform"}
     assert results["ood"]["sets"]["cifar100"]["distance"] == "near" and len(results["ood"]["metrics"]) == 12
     rows = results["robustness"]["rows"]
-    assert [r["eps_255"] for r in rows] == [0.5, 2, 8] and rows[-1]["robust_accuracy_strong"] == 0.0
-    assert all(r["robust_accuracy_strong"] <= r["robust_accuracy"] for r in rows)
+    assert [r["eps_255"] for r in rows] == [0.5, 2, 8] and rows[-1]["robust_accuracy_all"] == 0.0
+    assert all(r["robust_accuracy_all"] <= r["robust_accuracy"] for r in rows)
+    robust = results["robustness"]
+    assert robust["linf"]["eps_255"] == 8 and robust["l2"]["eps"] == 0.5
+    assert [s["attack"] for s in robust["linf"]["ensemble"]["stages"]] == ["apgd-ce", "apgd-t", "square"]
+    assert [s["attack"] for s in robust["l2"]["ensemble"]["stages"]] == ["apgd-ce", "apgd-t"]  # Square is L∞ only
+    assert not any(check["flagged"] for check in robust["trust"]) and len(robust["trust"]) == 5
     assert [s for s, *_ in results["summary"]] == ["accuracy", "calibration", "explanations", "explanations",
-                                                  "OOD detection", "robustness"]  # fmt: skip
+                                                  "OOD detection", "robustness", "robustness"]  # fmt: skip
     for heading in (
         "## Summary",
         "## Accuracy",
@@ -193,6 +200,12 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     assert page.count("data:image/png;base64,") == 6 and "<script" not in page
     again, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
     assert again["cached_runs"] == 4 and again["summary"] == results["summary"]  # every section reused
+    (section,) = (out / "runs").glob("robustness-*.json")
+    section.unlink()  # as if the run had been stopped at the end of the robustness section
+    resumed, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
+    attacks = len(list((out / "runs").glob("audit-attack-*.json")))
+    assert attacks > 10 and resumed["cached_runs"] == 3 + attacks  # every attack's record reused, none run again
+    assert resumed["robustness"] == results["robustness"]
 
 
 @pytest.mark.slow
@@ -201,7 +214,7 @@ def test_audit_of_an_imagenet_model_on_imagenette(tmp_path, data_root):
     results, report = _audit(tmp_path / "mobilenet", data_root, "--model", "mobilenet_v2_imagenet", "--data", "imagenette",
                              "--ood", "gaussian",  # each 224-pixel image costs: one OOD set, a few images each
                              settings=[*TINY, "test_subset=40", "attack_images=2", "epsilons=1", "attack_steps=2",
-                                       "strong_steps=2", "ood_subset=5", "id_subset=5", "fit_subset=10",
+                                       "ensemble_steps=2", "square_queries=5", "ood_subset=5", "id_subset=5", "fit_subset=10",
                                        "detectors=msp,energy", "faithfulness_images=4", "deletion_images=2",
                                        "deletion_steps=2", "sanity_images=2", "grid_images=1"])  # fmt: skip
     assert results["model"]["restricted_to"] == [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]

@@ -258,12 +258,14 @@ def audit(
 ) -> None:
     """Audit one classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
     in one report (report.md and a self-contained report.html)."""
+    from dlapps.experiments import RunContext
     from dlapps.experiments.audit import audit as run_audit
+    from dlapps.train import resolve_device
 
     out = out or Path("runs") / f"audit-{profile}"
-    results = run_audit(model, data, ood=tuple(ood or ()), profile=profile, out=out, device=device,
-                        data_root=data_root, download=download, settings=list(set_ or []), progress=progress,
-                        precision=precision)  # fmt: skip
+    ctx = RunContext(out=out, device=resolve_device(device), data_root=data_root, download=download,
+                     show_progress=progress, precision=precision)  # fmt: skip
+    results = run_audit(model, data, ood=tuple(ood or ()), profile=profile, settings=list(set_ or []), ctx=ctx)
     table = Table(title=f"audit of {results['model']['title']} on {results['data']['title']}")
     for column in ("section", "quantity", "value", "what it means"):
         table.add_column(column)

@@ -18,11 +18,11 @@ from dlapps.attacks.api import (
     TARGETING_METRICS,
     attack,
     attack_arrays,
-    fgsm_and_pgd_accuracy,
-    robustness_at,
-    survives_restarts,
+    robust_accuracies,
     targeted_against_untargeted,
 )
+from dlapps.attacks.ensemble import STANDARD_ENSEMBLE, EnsembleResult, robustness_at, run_ensemble
+from dlapps.attacks.trust import Check, gradient_health, trust_checks
 from dlapps.attacks.base import PIXEL, AttackResult, TargetSpec, eps_label, resolve_targets
 from dlapps.attacks.loop import perturb
 from dlapps.attacks.metrics import (
@@ -61,7 +61,7 @@ __all__ = [
     "clean_accuracy",
     "cumulative_success",
     "eps_label",
-    "fgsm_and_pgd_accuracy",
+    "robust_accuracies",
     "half_fooled",
     "make_attack",
     "mean_confidence_drop",
@@ -73,6 +73,11 @@ __all__ = [
     "showcase",
     "success_rate",
     "summarize",
-    "survives_restarts",
+    "run_ensemble",
+    "trust_checks",
+    "gradient_health",
+    "STANDARD_ENSEMBLE",
+    "EnsembleResult",
+    "Check",
     "targeted_against_untargeted",
 ]

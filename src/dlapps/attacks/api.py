@@ -12,7 +12,6 @@ from torch import nn
 
 from dlapps.attacks.attack import Attack, make_attack
 from dlapps.attacks.base import (
-    PIXEL,
     AttackResult,
     TargetSpec,
     check_inputs,
@@ -22,7 +21,7 @@ from dlapps.attacks.base import (
     resolve_targets,
 )
 from dlapps.attacks.loop import meets_goal, run_in_slots
-from dlapps.attacks.metrics import clean_accuracy, cumulative_success, robust_accuracy, summarize
+from dlapps.attacks.metrics import clean_accuracy, robust_accuracy, summarize
 from dlapps.data import ImageArrays
 from dlapps.errors import AttackError
 from dlapps.models.hooks import model_device, model_mode
@@ -125,71 +124,16 @@ def attack_arrays(
     return attack(model, x, data.labels.to(device), *args, **kwargs).to("cpu")
 
 
-def survives_restarts(
-    model: nn.Module,
-    data: ImageArrays,
-    *,
-    eps: float,
-    steps: int,
-    restarts: int,
-    alpha: float | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
-) -> torch.Tensor:
-    """(N,) bool, on the CPU: whether each sample is still classified correctly after every one of ``restarts`` PGD
-    runs from random starts; each run attacks only the samples the runs before it did not fool.
-
-    The stronger attack a robustness claim needs against gradient masking: more steps than the usual budget and
-    several random starts, counting a sample as robust only if none of them fooled it.
-    """
-    result = attack_arrays(model, data, "pgd", eps=eps, steps=steps, alpha=alpha, restarts=restarts,
-                           batch_size=batch_size, generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    return result.pred_after == result.labels
-
-
-def robustness_at(
-    model: nn.Module,
-    data: ImageArrays,
-    eps_255: float,
-    *,
-    steps: int,
-    strong_steps: int,
-    restarts: int,
-    batch_size: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """L∞ PGD at ε = ``eps_255`` grey levels on ``data`` with per-sample early stop, then, on what survives, PGD with
-    ``strong_steps`` steps from ``restarts`` random starts, so that gradient masking cannot flatter: the attack's
-    summary, the robust accuracy after both (``robust_accuracy_strong``), the fraction of correctly classified
-    images fooled, and the fraction fooled within k steps."""
-    eps = eps_255 * PIXEL
-    result = attack_arrays(model, data, method="pgd", eps=eps, steps=steps, batch_size=batch_size,
-                           generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    survived = result.pred_after == result.labels
-    if survived.any() and eps > 0:
-        strong = survives_restarts(model, data.take(survived.nonzero().flatten()), eps=eps, steps=strong_steps,
-                                   restarts=restarts, batch_size=batch_size, seed=seed + 1)  # fmt: skip
-        survived[survived.clone()] = strong
-    summary = summarize(result)
-    robust = survived.double().mean().item()
-    return {"eps_255": eps_255, **summary, "robust_accuracy_strong": robust,
-            "fooled": 1 - robust / max(summary["clean_accuracy"], 1e-12),
-            "cumulative_success": cumulative_success(result, steps)}  # fmt: skip
-
-
-def fgsm_and_pgd_accuracy(
-    model: nn.Module, data: ImageArrays, *, eps: float, alpha: float, pgd_steps: tuple[int, ...], batch_size: int | None = None,
-    seed: int = 0,
-) -> dict[str, float]:  # fmt: skip
-    """Clean accuracy, and robust accuracy under FGSM (every image one step) and under PGD of each ``pgd_steps``
-    from a random start; PGD stops an image once it is misclassified, so it counts as robust only if no step
-    fooled it."""
-    fgsm = attack_arrays(model, data, method="fgsm", eps=eps, batch_size=batch_size, early_stop=False)
-    found = {"clean accuracy": clean_accuracy(fgsm), "FGSM accuracy": robust_accuracy(fgsm)}
-    for steps in pgd_steps:
-        pgd = attack_arrays(model, data, method="pgd", eps=eps, alpha=alpha, steps=steps, batch_size=batch_size,
-                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
-        found[f"PGD-{steps} accuracy"] = robust_accuracy(pgd)
+def robust_accuracies(
+    model: nn.Module, data: ImageArrays, attacks: dict[str, Attack], *, batch_size: int | None = None, seed: int = 0
+) -> dict[str, float]:
+    """Clean accuracy, and the robust accuracy under each of ``attacks`` (label -> attack), each on every image:
+    one stopped by early stop at its first misclassification counts as robust only if no step fooled it."""
+    found: dict[str, float] = {}
+    for label, each in attacks.items():
+        result = attack_arrays(model, data, each, batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+        found.setdefault("clean accuracy", clean_accuracy(result))
+        found[f"{label} accuracy"] = robust_accuracy(result)
     return found
 
 

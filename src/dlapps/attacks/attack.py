@@ -101,7 +101,13 @@ class Attack:
         stay). The mean, as in torchattacks, so that results agree with it bit for bit; no step depends on the
         gradient's overall scale."""
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.loss(logits, state, targeted).mean(), adv)
+            loss = self.loss(logits, state, targeted).mean()
+            if not loss.requires_grad:
+                raise AttackError(
+                    f"the model's output has no gradient with respect to its input, so {self.name} cannot run; "
+                    "a score-based attack (square) can"
+                )
+            (grad,) = torch.autograd.grad(loss, adv)
         return grad
 
     def step(

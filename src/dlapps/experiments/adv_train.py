@@ -26,8 +26,10 @@ from dlapps.attacks import (
     PIXEL,
     TARGETING_METRICS,
     AdversarialStepLoss,
+    Attack,
     eps_label,
-    fgsm_and_pgd_accuracy,
+    make_attack,
+    robust_accuracies,
     targeted_against_untargeted,
 )
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_dict
@@ -72,8 +74,9 @@ class AdvTrainConfig(OnDataset):
     seeds: PositiveInt = 1  # models per variant, trained from seeds seed, seed + 1, ...
     evaluations: tuple[Annotated[str, EVALUATIONS], ...] = ("robustness", "ood")
     eval_eps: GreyLevels = 8.0  # grey levels
-    eval_alpha: GreyLevels = 2.0  # grey levels, PGD step
-    eval_steps: tuple[PositiveInt, ...] = (10, 20)
+    eval_attacks: tuple[Annotated[str, ATTACKS], ...] = ("fgsm", "pgd", "apgd-ce")  # side by side, at eval_eps
+    eval_alpha: GreyLevels = 2.0  # grey levels, PGD's step (the other attacks take their own)
+    eval_steps: tuple[PositiveInt, ...] = (10, 20)  # of each iterative attack
     eval_batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest)
     ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it
     resize_ood: bool = False  # resize / convert OOD images that do not fit
@@ -107,6 +110,17 @@ class AdvTrainConfig(OnDataset):
                 method=self.method, eps=self.eps * PIXEL, alpha=None if self.alpha is None else self.alpha * PIXEL,
                 steps=self.steps, w_clean=w_clean, w_adv=w_adv,
             )  # fmt: skip
+        return found
+
+    def eval_attacks_by_label(self) -> dict[str, Attack]:
+        """``FGSM``, ``PGD-10``, ``APGD-CE-20``...: each evaluation attack at ``eval_eps``, with each of
+        ``eval_steps`` for an iterative one."""
+        found = {}
+        for name in self.eval_attacks:
+            alpha = self.eval_alpha * PIXEL if name == "pgd" else None
+            for steps in (1,) if ATTACKS[name].single_step else self.eval_steps:
+                label = name.upper() if ATTACKS[name].single_step else f"{name.upper()}-{steps}"
+                found[label] = make_attack(name, eps=self.eval_eps * PIXEL, steps=steps, alpha=alpha)
         return found
 
     def hparams(self) -> dict[str, Any]:
@@ -144,9 +158,10 @@ def _eval_batch(config: AdvTrainConfig, test: ImageArrays, ctx: RunContext) -> i
 
 @EVALUATIONS.register("robustness")
 def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
-    """Clean accuracy, and robust accuracy under FGSM and under PGD of each ``eval_steps`` with random start."""
-    return fgsm_and_pgd_accuracy(model, test, eps=config.eval_eps * PIXEL, alpha=config.eval_alpha * PIXEL,
-                                 pgd_steps=config.eval_steps, batch_size=_eval_batch(config, test, ctx), seed=config.seed)  # fmt: skip
+    """Clean accuracy, and robust accuracy under each evaluation attack (PGD and APGD side by side show the gap
+    between the usual attack and the stronger one)."""
+    return robust_accuracies(model, test, config.eval_attacks_by_label(), batch_size=_eval_batch(config, test, ctx),
+                             seed=config.seed)  # fmt: skip
 
 
 @EVALUATIONS.register("ood")
@@ -243,7 +258,7 @@ class AdvTrain(Study):
             "model": recipe.key(),
             "evaluations": list(config.evaluations),
             "data": {"source": test.source, "n": len(test), "seed": config.seed},
-            "eval": {k: to_dict(config)[k] for k in ("eval_eps", "eval_alpha", "eval_steps", "ood_set", "resize_ood",
+            "eval": {k: to_dict(config)[k] for k in ("eval_eps", "eval_attacks", "eval_alpha", "eval_steps", "ood_set", "resize_ood",
                                                      "seed")},
             **({"targeting": {k: to_dict(config)[k] for k in ("attack_eps", "attack_steps", "attack_alpha_fraction")}}
                if "targeting" in config.evaluations else {}),
@@ -334,9 +349,9 @@ class AdvTrain(Study):
         )
         evaluated = []
         if "robustness" in config.evaluations:
-            evaluated.append(f"FGSM and PGD at ε = {eps_label(config.eval_eps)} (random start, step "
-                             f"{config.eval_alpha:g}/255, each image stopping once misclassified, so it counts as "
-                             "robust only if no step fooled it)")  # fmt: skip
+            evaluated.append(f"{', '.join(config.eval_attacks_by_label())} at ε = {eps_label(config.eval_eps)} "
+                             f"(PGD from a random start with a step of {config.eval_alpha:g}/255; each image stopping "
+                             "once misclassified, so it counts as robust only if no step fooled it)")  # fmt: skip
         if "ood" in config.evaluations:
             evaluated.append(f"MSP's OOD detection against as many images of {set_title(config.ood_set)}")
         if "targeting" in config.evaluations:

@@ -8,9 +8,10 @@ report. Five sections on one model and one dataset, each cached on its own (a re
   deletion / insertion AUC), and Adebayo et al.'s sanity check (maps against those of a randomised head);
 - OOD detection: every detector against OOD sets (by default another natural-image dataset, FakeData and noise
   of the same shape);
-- robustness: PGD over an ε sweep with per-sample early stop, the effort per image, the ε at which half of the
-  correctly classified images are fooled, and a stronger attack (more steps, random restarts) so that gradient
-  masking cannot inflate the robust accuracy.
+- robustness: the standard ensemble (APGD-CE, APGD-T, Square) at the standard ε for the images, L∞ and L2, and
+  over an ε sweep beside PGD with per-sample early stop: robust accuracy, the images each attack was first to
+  break, the effort per image, the ε at which half of the correctly classified images are fooled; and whether the
+  number can be believed (the sanity checks of Carlini et al. 2019, each flagged with its evidence).
 
 A one-screen summary with a verdict per section opens the report. A model with more outputs than the dataset
 has classes (an ImageNet model on Imagenette) is audited as a classifier of the dataset's classes: its logits
@@ -28,7 +29,17 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
-from dlapps.attacks import half_fooled, robustness_at
+from dlapps.attacks import (
+    ATTACKS,
+    PIXEL,
+    STANDARD_ENSEMBLE,
+    Attack,
+    half_fooled,
+    make_attack,
+    robustness_at,
+    run_ensemble,
+    trust_checks,
+)
 from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.data.downloads import Need
@@ -75,10 +86,14 @@ class AuditConfig(OnDataset):
     id_subset: PositiveInt | None = 5000  # test images scored by the detectors
     ood_subset: PositiveInt | None = 2000  # images per OOD set
     fit_subset: PositiveInt | None = 20_000  # training images the detectors are fitted on
-    epsilons: tuple[GreyLevels, ...] = (0.5, 1, 2, 4, 8, 16)  # grey levels (units of 1/255)
-    attack_steps: PositiveInt = 10
-    strong_steps: PositiveInt = 50
-    restarts: PositiveInt = 5
+    epsilons: tuple[GreyLevels, ...] = (0.5, 1, 2, 4, 8, 16)  # L∞ sweep, grey levels (units of 1/255)
+    eps: GreyLevels | None = None  # the reported L∞ ε (None: 8/255 up to 64-px images, 4/255 beyond)
+    l2_eps: float | None = None  # the reported L2 ε (None: 0.5 up to 64-px images, 3 beyond); 0: no L2 attack
+    attack_steps: PositiveInt = 10  # PGD's, in the sweep
+    ensemble: tuple[Annotated[str, ATTACKS], ...] = STANDARD_ENSEMBLE  # each on what the ones before left standing
+    ensemble_steps: PositiveInt = 100  # iterations of each gradient attack of the ensemble
+    square_queries: PositiveInt = 5000  # queries of each score-based attack of the ensemble
+    large_eps: GreyLevels = 64  # where robust accuracy must be ~0
     attack_images: PositiveInt | None = 1000
     batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
     scale_counts: bool = False  # the image counts above are for 32×32 images: fewer for larger ones (quick)
@@ -99,8 +114,22 @@ class AuditConfig(OnDataset):
     def validate(self) -> None:
         require(len(self.cam_methods) > 0 and len(self.detectors) > 0, "cam_methods and detectors must not be empty")
         require(list(self.epsilons) == sorted(set(self.epsilons)) and self.epsilons, "epsilons must increase")
+        require(
+            self.l2_eps is None or 0 <= self.l2_eps <= 1000,
+            f"l2_eps must be in [0, 1000] (0: no L2 attack), got {self.l2_eps}",
+        )
+        require(any(ATTACKS[name].uses_gradient for name in self.ensemble),
+                "the ensemble needs a gradient attack (e.g. apgd-ce): the sanity checks run it again, stronger")  # fmt: skip
         require(self.fit_subset is None or self.fit_subset >= 50 or "knn" not in self.detectors,
                 "fit_subset must be at least 50 for the KNN detector")  # fmt: skip
+
+
+def standard_eps(config: AuditConfig, shape: tuple[int, int, int]) -> tuple[float, float]:
+    """The reported L∞ ε (grey levels) and L2 ε: RobustBench's 8/255 and 0.5 up to 64-pixel images, the ImageNet
+    convention (4/255, and L2 3.0) beyond, unless the config sets them."""
+    small = max(shape[1:]) <= 64
+    return (config.eps if config.eps is not None else 8 if small else 4,
+            config.l2_eps if config.l2_eps is not None else 0.5 if small else 3.0)  # fmt: skip
 
 
 def default_ood_sets(dataset: str) -> tuple[str, ...]:
@@ -117,7 +146,7 @@ class Audit(Study):
         "quick": {
             "cam_methods": ("gradcam",), "faithfulness_images": 100, "deletion_images": 20, "deletion_steps": 8,
             "sanity_images": 20, "id_subset": 1000, "ood_subset": 1000, "fit_subset": 5000,
-            "epsilons": (0.5, 1, 2, 4, 8), "strong_steps": 20, "restarts": 2, "attack_images": 500,
+            "epsilons": (0.5, 1, 2, 4, 8), "ensemble_steps": 20, "square_queries": 300, "attack_images": 500,
             "scale_counts": True,
         },
         "full": {},
@@ -146,6 +175,12 @@ class Audit(Study):
             ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
             batch = config.batch_size or inference_batch(test.image_shape, ctx.device)
             identity = {"model": classifier.describe(), "data": test.source, "n": len(test), "seed": config.seed}
+
+            def memo(name: str, settings: dict[str, Any], compute) -> dict[str, Any]:
+                """One attack's record, cached on its own: an interrupted robustness section resumes from it."""
+                keyed = {**identity, "images": config.attack_images, "batch_size": config.batch_size, **settings}
+                return ctx.cache.get_or_compute(f"audit-attack-{name}", keyed, lambda _: compute())
+
             sections, found = {}, {}
             for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),
                                   ("ood", self._ood), ("robustness", self._robustness)):  # fmt: skip
@@ -154,7 +189,7 @@ class Audit(Study):
                 sections[name] = ctx.cache.get_or_compute(
                     name,
                     settings,
-                    lambda _, section=section: section(config, ctx, classifier, test, ood=ood, batch=batch),
+                    lambda _, section=section: section(config, ctx, classifier, test, ood=ood, batch=batch, memo=memo),
                 )
             found |= self._cam_grid(config, classifier, test, sections["explanations"], ctx, batch)
         results = {
@@ -215,7 +250,9 @@ class Audit(Study):
             sets[set_label(name)] = conform(data, test.image_shape, resize=config.resize_ood or not config.ood_sets)
         return sets
 
-    def _ood(self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood, batch: int) -> dict:
+    def _ood(
+        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood, batch: int, **_
+    ) -> dict:
         train = self._training_images(config, ctx)
         ids = test.subset(config.id_subset, config.seed)
         if train is None:  # no training split here: fit on test images that are not scored
@@ -245,12 +282,33 @@ class Audit(Study):
             return None
 
     def _robustness(
-        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
+        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, memo, **_
     ) -> dict:
-        data = test.subset(config.attack_images, config.seed)
-        rows = [robustness_at(classifier.module, data, eps, steps=config.attack_steps, strong_steps=config.strong_steps,
-                              restarts=config.restarts, batch_size=batch, seed=config.seed) for eps in config.epsilons]  # fmt: skip
-        return {"images": len(data), "rows": rows}
+        model, data = classifier.module, test.subset(config.attack_images, config.seed)
+        linf, l2 = standard_eps(config, data.image_shape)
+        rows, headline = [], None
+        for eps in sorted({*config.epsilons, linf}):
+            row, found = robustness_at(model, data, eps, self._ensemble(config, eps * PIXEL, "linf"),
+                                       pgd_steps=config.attack_steps, batch_size=batch, seed=config.seed, memo=memo)  # fmt: skip
+            rows += [row] if eps in config.epsilons else []
+            headline = (row, found) if eps == linf else headline
+        record = {"images": len(data), "rows": rows, "linf": {"eps_255": linf, **headline[0]}}
+        if l2:
+            found = run_ensemble(model, data, self._ensemble(config, l2, "l2"), batch_size=batch,
+                                 seed=config.seed + 1, memo=memo)  # fmt: skip
+            record["l2"] = {"eps": l2, "ensemble": found.record()}
+        first = ATTACKS[next(name for name in config.ensemble if ATTACKS[name].uses_gradient)]
+        checks = trust_checks(
+            model, data, headline[1], [(r["eps_255"], r["robust_accuracy_all"]) for r in rows],
+            stronger=first(eps=linf * PIXEL, steps=2 * config.ensemble_steps, restarts=2),
+            large=first(eps=config.large_eps * PIXEL, steps=config.ensemble_steps), batch_size=batch, memo=memo,
+        )  # fmt: skip
+        return record | {"trust": [check.record() for check in checks]}
+
+    def _ensemble(self, config: AuditConfig, eps: float, threat: str) -> list[Attack]:
+        """The ensemble's attacks that work in ``threat``, at ``eps``, with the profile's budget."""
+        return [make_attack(name, eps=eps, threat=threat, steps=config.ensemble_steps if ATTACKS[name].uses_gradient
+                            else config.square_queries) for name in config.ensemble if threat in ATTACKS[name].threats]  # fmt: skip
 
     # --- figures and report ---------------------------------------------------------------------------
 
@@ -297,13 +355,12 @@ class Audit(Study):
         eps, rows = [r["eps_255"] for r in robust["rows"]], robust["rows"]
         accuracy_lines = {"clean": (eps, [r["clean_accuracy"] for r in rows]),
                           f"PGD-{config.attack_steps}": (eps, [r["robust_accuracy"] for r in rows]),
-                          f"robust (+ PGD-{config.strong_steps} × {config.restarts} starts)":
-                              (eps, [r["robust_accuracy_strong"] for r in rows])}  # fmt: skip
+                          "robust (PGD and the ensemble)": (eps, [r["robust_accuracy_all"] for r in rows])}  # fmt: skip
         found["robustness.png"] = figures.line_panels(
             {"accuracy": accuracy_lines, "correctly classified images fooled": {"": (eps, [r["fooled"] for r in rows])}},
             xlabel="ε (grey levels, /255)", xticks=eps, xticklabels=[f"{e:g}" for e in eps], log2_x=min(eps) > 0,
             ylims={"accuracy": (0, 1.02), "correctly classified images fooled": (0, 1.02)},
-            title=f"{title}: robustness to L∞ PGD",
+            title=f"{title}: robustness to L∞ attacks",
         )  # fmt: skip
         steps = list(range(config.attack_steps + 1))
         found["effort.png"] = figures.line_panels(
@@ -331,9 +388,6 @@ class Audit(Study):
         method_rows = [[r["method"], r["images"], format_number(r["average_drop"]),
                         format_number(r["increase_in_confidence"]), format_number(r["deletion_auc"]),
                         format_number(r["insertion_auc"])] for r in expl["methods"]]  # fmt: skip
-        robust_rows = [[f"{r['eps_255']:g}/255", percent(r["clean_accuracy"]), percent(r["robust_accuracy"]),
-                        percent(r["robust_accuracy_strong"]), format_number(r["mean_iterations"], 2),
-                        percent(r["fooled"])] for r in robust["rows"]]  # fmt: skip
         sets = ", ".join(
             f"{name} ({info['size']} images, {info['distance']}-OOD)" for name, info in ood["sets"].items()
         )
@@ -418,24 +472,51 @@ class Audit(Study):
                 else []
             ),  # fmt: skip
             Heading("Robustness"),
-            f"L∞ PGD from a random start on {robust['images']} test images: at most {config.attack_steps} steps of "
-            f"2.5·ε/{config.attack_steps}, each image stopping once fooled; the images that survive are attacked again "
-            f"with {config.strong_steps} steps from {config.restarts} random starts, and only those that survive "
-            "every attack count as robust (the *robust* column is the lower of the two).",
-            table(
-                [
-                    "ε",
-                    "clean %",
-                    f"PGD-{config.attack_steps} %",
-                    "robust %",
-                    "mean steps to fool",
-                    "correct images fooled %",
-                ],
-                robust_rows,
-            ),  # fmt: skip
+            *robustness_text(config, robust),
             Image("robustness.png", "robustness"),
             Image("effort.png", "attack effort per image"),
         ]
+
+
+def robustness_text(config: AuditConfig, robust: dict[str, Any]) -> list:
+    """The robustness section: the ensemble at the reported ε, the sweep beside PGD, and the sanity checks."""
+    weaker = config.ensemble_steps < 100 or config.square_queries < 5000
+    stages = [["L∞", f"{robust['linf']['eps_255']:g}/255", robust["linf"]["ensemble"]]]
+    if "l2" in robust:
+        stages.append(["L2", f"{robust['l2']['eps']:g}", robust["l2"]["ensemble"]])
+    stage_rows = [[threat, eps, "clean", "", "", percent(found["clean_accuracy"])] for threat, eps, found in stages[:1]]
+    for threat, eps, found in stages:
+        stage_rows += [[threat, eps, s["attack"], s["attacked"], s["broke"], percent(s["robust_accuracy"])]
+                       for s in found["stages"]]  # fmt: skip
+    linf = robust["linf"]
+    stage_rows.append(["L∞", f"{linf['eps_255']:g}/255", f"PGD-{config.attack_steps} alone", "", "",
+                       percent(linf["robust_accuracy"])])  # fmt: skip
+    sweep_rows = [[f"{r['eps_255']:g}/255", percent(r["clean_accuracy"]), percent(r["robust_accuracy"]),
+                   percent(r["robust_accuracy_all"]), " / ".join(str(s["broke"]) for s in r["ensemble"]["stages"]),
+                   format_number(r["mean_iterations"], 2), percent(r["fooled"])] for r in robust["rows"]]  # fmt: skip
+    flagged = [c for c in robust["trust"] if c["flagged"]]
+    return [
+        f"The standard ensemble on {robust['images']} test images: {', then '.join(config.ensemble)}, each attack on "
+        "the images that every attack before it left standing, so an image counts as robust only if it survives all "
+        f"of them (Croce & Hein 2020). Gradient attacks take {config.ensemble_steps} iterations, score-based ones "
+        f"{config.square_queries} queries"
+        + (": fewer than the standard's 100 and 5,000, so the attacks are weaker and these robust accuracies may be too "
+           "high (`--profile full` runs the standard budget)." if weaker else ", the standard budget (RobustBench's).")
+        + " *Broke* counts the images each attack was the first to break.",
+        table(["threat", "ε", "attack", "attacked", "broke", "robust %"], stage_rows),
+        f"Over the ε sweep (L∞), beside PGD from a random start ({config.attack_steps} steps of 2.5·ε/"
+        f"{config.attack_steps}, each image stopping once fooled); *robust* counts the images that survive PGD and "
+        "the whole ensemble.",
+        table(["ε", "clean %", f"PGD-{config.attack_steps} %", "robust %",
+               f"broke ({' / '.join(config.ensemble)})", "mean PGD steps to fool", "correct images fooled %"],
+              sweep_rows),  # fmt: skip
+        Heading("Can this robust accuracy be believed?", 2),
+        "The sanity checks of Carlini et al. 2019 (\"On evaluating adversarial robustness\"), at the reported L∞ ε: "
+        + ("none is flagged." if not flagged else
+           f"{len(flagged)} flagged; until they are explained, read the robust accuracy as an upper bound."),
+        table(["check", "", "evidence"],
+              [[c["check"], "⚠ flagged" if c["flagged"] else "passed", c["evidence"]] for c in robust["trust"]]),
+    ]  # fmt: skip
 
 
 def _curve(bins: dict[str, list]) -> tuple[list, list, list]:
@@ -449,7 +530,8 @@ def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:
         "explanations": ("cam_methods", "layer", "faithfulness_images", "deletion_images", "deletion_steps",
                          "scorecam_images", "sanity_images"),
         "ood": ("ood_sets", "resize_ood", "detectors", "id_subset", "ood_subset", "fit_subset"),
-        "robustness": ("epsilons", "attack_steps", "strong_steps", "restarts", "attack_images", "batch_size"),
+        "robustness": ("epsilons", "eps", "l2_eps", "attack_steps", "ensemble", "ensemble_steps", "square_queries",
+                       "large_eps", "attack_images", "batch_size"),
     }[section]  # fmt: skip
     settings = to_dict(config)
     return {key: settings[key] for key in keys}
@@ -486,32 +568,42 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      f"the best of {len(means)} detectors over {len(ood['sets'])} set(s)"
                      + (f"; MSP {percent(msp)}%" if msp is not None else "")
                      + ("; weak: many OOD images would pass as in-distribution" if means[top] < 0.8 else "")))  # fmt: skip
-    headline = robust["rows"][-1]
+    headline = robust["linf"]
     half = half_fooled(robust["rows"])
     where = ("no ε of the sweep fools half of the correct images" if half["relation"] == ">"
              else f"half of the correctly classified images are fooled at ε {half['relation']} {half['eps']:.2g}/255")  # fmt: skip
-    rows.append(("robustness", f"robust accuracy at ε = {headline['eps_255']:g}/255",
-                 f"{percent(headline['robust_accuracy_strong'])}%",
-                 f"{where}; {'not robust' if headline['robust_accuracy_strong'] < 0.1 else 'some robustness'} "
-                 f"at {headline['eps_255']:g}/255 (clean {percent(headline['clean_accuracy'])}%)"))  # fmt: skip
+    rows.append(("robustness", f"robust accuracy at ε = {headline['eps_255']:g}/255 (L∞)",
+                 f"{percent(headline['robust_accuracy_all'])}%",
+                 f"PGD and the ensemble ({', '.join(s['attack'] for s in headline['ensemble']['stages'])}); {where}; "
+                 f"{'not robust' if headline['robust_accuracy_all'] < 0.1 else 'some robustness'} "
+                 f"(clean {percent(headline['clean_accuracy'])}%)"))  # fmt: skip
+    flagged = [c["check"] for c in robust["trust"] if c["flagged"]]
+    rows.append(("robustness", "sanity checks flagged", f"{len(flagged)} of {len(robust['trust'])}",
+                 "do not trust the robust accuracy: " + "; ".join(flagged) if flagged else
+                 "no sign that the attacks were fooled (gradient masking, no convergence)"))  # fmt: skip
     return rows
 
 
-def audit(model: str | ModelSpec, data: str, *, ood: tuple[str, ...] = (), profile: str = "quick",
-          out: str | Path = "runs/audit", device: str = "auto", data_root: str | Path | None = None,
-          download: bool = False, settings: list[str] | None = None, progress: bool = True,
-          precision: str = "auto") -> dict[str, Any]:  # fmt: skip
-    """Audit ``model`` (a model name or path, or a :class:`ModelSpec`) on the dataset ``data``; write the report
-    into ``out`` and return the results (what ``results.json`` holds)."""
+def audit(
+    model: str | ModelSpec,
+    data: str,
+    *,
+    ood: tuple[str, ...] = (),
+    profile: str = "quick",
+    settings: list[str] | None = None,
+    ctx: RunContext | None = None,
+) -> dict[str, Any]:
+    """Audit ``model`` (a model name or path, or a :class:`ModelSpec`) on the dataset ``data`` with the ``profile``'s
+    settings and ``settings`` (``key=value``); write the report where ``ctx`` says (default: ``runs/audit`` on the
+    best device) and return the results (what ``results.json`` holds)."""
     study = STUDIES["audit"]
     overrides = [f"dataset={data}", *(f"model.{k}={v}" for k, v in _spec_settings(model)),
                  *([f"ood_sets={','.join(ood)}"] if ood else []), *(settings or [])]  # fmt: skip
     config = study.config(profile, overrides)
+    ctx = ctx or RunContext(out=Path("runs/audit"), device=resolve_device("auto"))
     command = "dlapps " + shlex.join(["audit", "--model", config.model.name, "--data", data, "--profile", profile,
-                                      "--out", str(out), *(f"--set={item}" for item in overrides[1:] if "model.name" not in item)])  # fmt: skip
-    ctx = RunContext(out=Path(out), device=resolve_device(device), data_root=data_root, download=download,
-                     show_progress=progress, command=command, precision=precision)  # fmt: skip
-    return run_study(study, config, ctx)
+                                      "--out", str(ctx.out), *(f"--set={item}" for item in overrides[1:] if "model.name" not in item)])  # fmt: skip
+    return run_study(study, config, replace(ctx, command=command))
 
 
 def _spec_settings(model: str | ModelSpec) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ each of them and no analysis leaves a hook behind or a model in another mode tha
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +17,9 @@ from dlapps.errors import ConfigError
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model's parameters (or buffers) are; the CPU for a model that has neither."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
 
 
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:
