@@ -55,6 +55,8 @@ def attack(
     called with the number of samples finished, as they finish.
     """
     spec = make_attack(method, **settings)
+    if target is not None and not spec.takes_target:
+        raise AttackError(f"{spec.name} takes no target: it is untargeted ({spec.summary})")
     check_inputs(x, y)
     x = x.detach()
     if spec.threat_name == "l2" and spec.eps > (diameter := math.sqrt(x[0].numel())):

@@ -40,6 +40,7 @@ class Attack:
     random_start: ClassVar[bool] = False  # start from a random point of the ball (else from the input)
     uses_gradient: ClassVar[bool] = True  # False: a score-based attack; the loop then runs without autograd
     uses_clean_logits: ClassVar[bool] = False  # its start reads ``clean``, so adversarial training must compute it
+    takes_target: ClassVar[bool] = True  # False: an untargeted attack only; attack() refuses a target
 
     def __init__(
         self,
