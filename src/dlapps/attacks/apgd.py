@@ -80,7 +80,6 @@ class APGD(Attack):
     random_start = True
     uses_clean_logits = True  # its start sizes the logits it keeps by the clean ones
     takes_target = False
-    min_classes = 2
 
     def __init__(self, *, rho: float = 0.75, **settings) -> None:
         super().__init__(**settings)
@@ -96,8 +95,6 @@ class APGD(Attack):
         """A random point on the sphere of radius ε (uniform noise scaled to it for L∞, Gaussian for L2), and
         fresh step size, best point and checkpoint record."""
         x, clean = state["x"], state["clean"]
-        if clean.shape[1] < self.min_classes:
-            raise AttackError(f"{self.name} needs at least {self.min_classes} classes; the model has {clean.shape[1]}")
         if self.threat_name == "linf":
             noise = uniform_noise(x, 1.0, generator)
         else:
@@ -213,20 +210,14 @@ class APGDT(APGD):
             raise AttackError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
         self.n_target_classes = n_target_classes
 
-    @property
-    def runs(self) -> int:
-        """Every restart of every target class."""
-        return self.n_target_classes * self.restarts
+    def runs(self, classes: int) -> int:
+        """Every restart of every target class (at most the classes other than the label)."""
+        return min(self.n_target_classes, classes - 1) * self.restarts
 
     def start(self, state: State, run: int, generator: torch.Generator | None) -> State:
         """:meth:`APGD.start`, and the target of this run: the class the clean input scores ``run // restarts + 1``
         -th highest among the classes other than its label."""
         clean, label = state["clean"], state["goal"]
-        if self.n_target_classes >= clean.shape[1]:
-            raise AttackError(
-                f"n_target_classes={self.n_target_classes} needs more than {self.n_target_classes} classes; "
-                f"the model has {clean.shape[1]}"
-            )
         started = super().start(state, run, generator)
         ranked = clean.float().scatter(1, label[:, None], torch.inf).argsort(1, descending=True)
         return started | {"target": ranked[:, 1 + run // self.restarts]}

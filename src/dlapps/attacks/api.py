@@ -69,6 +69,8 @@ def attack(
             clean = torch.cat([check_logits(model(chunk), len(chunk)) for chunk in x.split(slots)]).float()
         check_not_probabilities(clean)
         check_labels(y, clean.shape[1])
+        if clean.shape[1] < spec.min_classes:
+            raise AttackError(f"{spec.name} needs at least {spec.min_classes} classes; the model has {clean.shape[1]}")
         targets = resolve_targets(target, y, clean, generator)
         targeted = targets is not None
         goal = targets if targeted else y
@@ -80,10 +82,11 @@ def attack(
             on_done(len(x) - len(queue))
         adversarial, logits_after = x.clone(), clean.clone()
         samples = {"x": x, "goal": goal, "clean": clean}
-        for run in range(spec.runs):
+        runs = spec.runs(clean.shape[1])
+        for run in range(runs):
             if not len(queue):
                 break
-            last = run == spec.runs - 1
+            last = run == runs - 1
             adversarial[queue], first, logits_after[queue] = run_in_slots(
                 model, spec, {key: value[queue] for key, value in samples.items()}, targeted=targeted, run=run,
                 slots=slots, generator=generator, on_done=on_done if last else None,

@@ -41,6 +41,7 @@ class Attack:
     uses_gradient: ClassVar[bool] = True  # False: a score-based attack; the loop then runs without autograd
     uses_clean_logits: ClassVar[bool] = False  # its start reads ``clean``, so adversarial training must compute it
     takes_target: ClassVar[bool] = True  # False: an untargeted attack only; attack() refuses a target
+    min_classes: ClassVar[int] = 2  # the fewest classes its loss makes sense for
 
     def __init__(
         self,
@@ -78,9 +79,9 @@ class Attack:
     def threat(self) -> type[Threat]:
         return THREATS[self.threat_name]
 
-    @property
-    def runs(self) -> int:
-        """How many times the samples not yet broken are attacked again (from a new random start, a new target)."""
+    def runs(self, classes: int) -> int:
+        """How many times the samples not yet broken are attacked again (from a new random start, a new target), on
+        a model with ``classes`` outputs."""
         return self.restarts
 
     def default_alpha(self) -> float:

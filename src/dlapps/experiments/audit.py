@@ -288,13 +288,13 @@ class Audit(Study):
         linf, l2 = standard_eps(config, data.image_shape)
         rows, headline = [], None
         for eps in sorted({*config.epsilons, linf}):
-            row, found = robustness_at(model, data, eps, self._ensemble(config, eps * PIXEL, "linf"),
+            row, found = robustness_at(model, data, eps, self._ensemble(config, eps * PIXEL, "linf", len(test.classes)),
                                        pgd_steps=config.attack_steps, batch_size=batch, seed=config.seed, memo=memo)  # fmt: skip
             rows += [row] if eps in config.epsilons else []
             headline = (row, found) if eps == linf else headline
         record = {"images": len(data), "rows": rows, "linf": {"eps_255": linf, **headline[0]}}
         if l2:
-            found = run_ensemble(model, data, self._ensemble(config, l2, "l2"), batch_size=batch,
+            found = run_ensemble(model, data, self._ensemble(config, l2, "l2", len(test.classes)), batch_size=batch,
                                  seed=config.seed + 1, memo=memo)  # fmt: skip
             record["l2"] = {"eps": l2, "ensemble": found.record()}
         first = ATTACKS[next(name for name in config.ensemble if ATTACKS[name].uses_gradient)]
@@ -305,10 +305,12 @@ class Audit(Study):
         )  # fmt: skip
         return record | {"trust": [check.record() for check in checks]}
 
-    def _ensemble(self, config: AuditConfig, eps: float, threat: str) -> list[Attack]:
-        """The ensemble's attacks that work in ``threat``, at ``eps``, with the profile's budget."""
+    def _ensemble(self, config: AuditConfig, eps: float, threat: str, classes: int) -> list[Attack]:
+        """The ensemble's attacks that work in ``threat`` and on ``classes`` classes, at ``eps``, with the profile's
+        budget."""
         return [make_attack(name, eps=eps, threat=threat, steps=config.ensemble_steps if ATTACKS[name].uses_gradient
-                            else config.square_queries) for name in config.ensemble if threat in ATTACKS[name].threats]  # fmt: skip
+                            else config.square_queries) for name in config.ensemble
+                if threat in ATTACKS[name].threats and classes >= ATTACKS[name].min_classes]  # fmt: skip
 
     # --- figures and report ---------------------------------------------------------------------------
 
