@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dlapps.data import ResidentLoader, get_dataset
+from dlapps.data import ResidentLoader, Transform, get_dataset
 from dlapps.errors import CheckpointError
 from dlapps.models import create_model, read_weights
 from dlapps.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
@@ -11,10 +11,10 @@ MNIST = get_dataset("mnist")
 
 
 def _loaders(train, test, seed=0, batch_size=64):
-    norm = {"mean": MNIST.mean, "std": MNIST.std}
+    norm = Transform(mean=MNIST.mean, std=MNIST.std)
     return (
-        ResidentLoader(train, batch_size=batch_size, shuffle=True, seed=seed, **norm),
-        ResidentLoader(test, batch_size=500, **norm),
+        ResidentLoader(train, batch_size=batch_size, shuffle=True, seed=seed, transform=norm),
+        ResidentLoader(test, batch_size=500, transform=norm),
     )
 
 

@@ -21,6 +21,7 @@ from dlapps.config import PositiveInt, fingerprint, require, to_dict
 from dlapps.data import DATASET, DATASETS, ImageArrays, ResidentLoader, get_dataset, normalization
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need
+from dlapps.data.resident import CROP_AND_FLIP, PLAIN, Shard
 from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
 from dlapps.models.classifier import build_from_card
@@ -89,11 +90,13 @@ def recipe_loaders(
         f"batch_size {recipe.train.batch_size} must be divisible by the {world.size} processes",
     )
     train, test = train.subset(recipe.train_subset), test.subset(recipe.test_subset)
-    shard = {"rank": world.rank, "world_size": world.size, "device": device}
-    augment = {"crop_padding": 4, "hflip": True} if recipe.augment else {}
+    shard = Shard(world.rank, world.size)
     batch = recipe.train.batch_size // world.size
-    train_loader = ResidentLoader(train, batch_size=batch, shuffle=True, seed=recipe.seed, **shard, **augment)
-    return train_loader, ResidentLoader(test, batch_size=inference_batch(test.image_shape, device), **shard)
+    transform = CROP_AND_FLIP if recipe.augment else PLAIN
+    train_loader = ResidentLoader(train, batch_size=batch, device=device, shuffle=True, seed=recipe.seed,
+                                  transform=transform, shard=shard)  # fmt: skip
+    test_batch = inference_batch(test.image_shape, device)
+    return train_loader, ResidentLoader(test, batch_size=test_batch, device=device, shard=shard)
 
 
 def checkpoint_path(recipe: ClassifierRecipe, folder: Path) -> Path:
