@@ -2,10 +2,11 @@
 
 A classifier is explained on its dataset's images (by default the ImageNet MobileNetV2 on the Imagenette
 validation images) with CAM, Grad-CAM, Grad-CAM++, Score-CAM and LayerCAM, and, for the course setup, the
-deepest residual CNN trained by ``residual-cnn`` (taken from the shared model folder, trained if missing)
-on its test images. For each model the study draws a grid like the course write-up's (image, heatmap,
-overlay; true and predicted class with confidence), a method comparison, and a faithfulness table (average
-drop, increase in confidence, deletion/insertion AUC).
+deepest residual CNN of the ResNet runs it names (:data:`dlapps.train.writeup.RESNET_RUNS`, as ``residual-cnn``
+trains them: taken from the shared model folder, trained if missing) on its test images. For each model the
+study draws a grid like the course write-up's (image, heatmap, overlay; true and predicted class with
+confidence), a method comparison, and a faithfulness table (average drop, increase in confidence,
+deletion/insertion AUC).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from dlapps.models.pretrained import weights_need
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
+from dlapps.train import ClassifierRecipe
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.writeup import resnet_runs
 
 # torchcam's published faithfulness on Imagenette with the ImageNet ResNet-18 (average drop, increase).
 TORCHCAM_RESNET18 = {"gradcam": (0.2686, 0.2250), "gradcam++": (0.5271, 0.1962), "layercam": (0.1712, 0.2819)}
@@ -45,10 +48,10 @@ class CamConfig(OnDataset):
     # runs instead when the model is published but its weights are not in the data root and have no public address
     stand_in: Annotated[str, MODEL] | None = "resnet18_imagenet"
     layer: str | None = None  # None: the model's known CAM layer, else its last spatial feature map
-    # also explain the deepest residual net of this residual-cnn profile (the write-up's own CIFAR net in its profile);
-    # none: not, so that explaining a model on its own data trains nothing else
+    # also explain the deepest residual net of these ResNet runs (the write-up's own CIFAR net in its profile), as
+    # residual-cnn's profile of that name trains it; none: not, so that a model explained on its data trains nothing
     residual_cnn: str | None = None
-    residual_cnn_set: tuple[str, ...] = ()  # ... with these residual-cnn overrides (key=value, no lists)
+    residual_cnn_set: tuple[str, ...] = ()  # ... with these overrides of the runs (key=value, no lists)
     methods: tuple[Annotated[str, CAM_METHODS], ...] = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
     grid_images: PositiveInt = 10
     faithfulness_images: PositiveInt = 1000  # average drop / increase in confidence
@@ -64,8 +67,11 @@ class CamConfig(OnDataset):
                 f"stand_in must be a published model ({', '.join(PRETRAINED)}) or none, got {self.stand_in!r}")  # fmt: skip
         require(self.residual_cnn is not None or not self.residual_cnn_set,
                 "residual_cnn_set changes the residual net that residual_cnn names: set residual_cnn too")  # fmt: skip
-        if self.residual_cnn is not None:  # the residual net to explain must be valid
-            STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
+        self.residual_net()  # the residual net to explain must be valid
+
+    def residual_net(self) -> ClassifierRecipe | None:
+        """The recipe of the residual net to explain beside the model (None: none)."""
+        return None if self.residual_cnn is None else resnet_runs(self.residual_cnn, self.residual_cnn_set).deepest()
 
 
 def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -135,10 +141,8 @@ class Cam(Study):
     def needs(self, config: CamConfig, root: Path, download: bool = False) -> list[Need]:
         config = replace(config, model=self.model(config, root, download)[0])
         found = super().needs(config, root, download)
-        if config.residual_cnn is not None:
-            cnn = STUDIES["residual-cnn"]
-            found += cnn.needs(cnn.config(config.residual_cnn, list(config.residual_cnn_set)), root, download)
-        return found
+        net = config.residual_net()
+        return found + (net.needs(root) if net is not None else [])
 
     @staticmethod
     def model(config: CamConfig, root: Path, download: bool = False) -> tuple[ModelSpec, str | None]:
@@ -194,9 +198,8 @@ class Cam(Study):
         return StudyOutput(results, results["faithfulness"], found)
 
     def _residual_cnn(self, config: CamConfig, ctx: RunContext, progress) -> dict[str, Any]:
-        """The deepest residual net of the configured ``residual-cnn`` run, explained on its test images."""
-        cnn = STUDIES["residual-cnn"].config(config.residual_cnn, list(config.residual_cnn_set))
-        recipe = cnn.recipe(max(cnn.blocks), skip=True, seed=0)
+        """The deepest residual net of the configured ResNet runs, explained on its test images."""
+        recipe = config.residual_net()
         dataset = get_dataset(recipe.dataset)
         data = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=recipe.image_size,
                             limit=config.faithfulness_images, seed=config.seed)  # fmt: skip

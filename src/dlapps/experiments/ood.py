@@ -26,7 +26,6 @@ from dlapps.data.ood import (
     set_label,
 )
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
 from dlapps.models.classifier import align_labels
 from dlapps.ood import DETECTORS, DetectorEvaluation, create_detector, evaluate_detectors, summarize_detectors
 from dlapps.ood.plots import detector_figures, overview
@@ -35,6 +34,7 @@ from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, table
 from dlapps.train import TrainConfig
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
 
 WRITEUP_ACCURACY = {"small_cnn": 0.64, "resnet20": 0.81}  # the course write-up's CIFAR-10 test accuracies
 WRITEUP_SMALL_CNN_MSP_AUROC = 0.63  # its small CNN, CIFAR-10 vs its CIFAR-100 subset (exercise 2.2's baseline)

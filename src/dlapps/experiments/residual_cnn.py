@@ -8,50 +8,28 @@ context's model folder, where the ``cam`` study finds them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dlapps.config import PositiveInt, require
+from dlapps.config import PositiveInt
 from dlapps.data import get_dataset
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
-from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, training_settings
 from dlapps.explain import layer_gradient_norms
 from dlapps.models.classifier import build_from_card
-from dlapps.models.registry import non_default
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import ClassifierRecipe, TrainConfig, recipe_loaders, seed_everything
+from dlapps.train import recipe_loaders, seed_everything
+from dlapps.train.writeup import RESNET_RUNS, ResNetRuns
 
 # He et al. 2016, Table 6: CIFAR-10 test error of ResNet-20/32/44/56/110 (widths 16/32/64, 164 epochs).
 HE_2016_ACCURACY = {20: 0.9125, 32: 0.9249, 44: 0.9283, 56: 0.9303, 110: 0.9357}
 
 
 @dataclass(frozen=True)
-class ResidualCNNConfig(OnDataset):
-    blocks: tuple[PositiveInt, ...] = (3, 5, 9)  # per stage: ResNet-20, -32, -56
-    widths: tuple[PositiveInt, ...] = (16, 32, 64)
+class ResidualCNNConfig(OnDataset, ResNetRuns):
     seeds: PositiveInt = 3
-    train_subset: PositiveInt | None = None
-    test_subset: PositiveInt | None = None
-    augment: bool = True
     gradient_batches: PositiveInt = 4
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            epochs=40, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="onecycle"
-        )
-    )
-
-    def validate(self) -> None:
-        require(len(self.blocks) > 0, "blocks must not be empty")
-        require(len(self.widths) == 3, f"widths must be 3 positive ints, got {self.widths}")
-
-    def recipe(self, blocks: int, skip: bool, seed: int) -> ClassifierRecipe:
-        hparams = non_default("cifar_resnet", {"blocks": blocks, "skip": skip, "widths": self.widths})
-        return ClassifierRecipe(
-            "cifar_resnet", tuple(sorted(hparams.items())), self.dataset, self.image_size, self.train,
-            self.train_subset, self.test_subset, self.augment, seed,
-        )  # fmt: skip
 
 
 def label(blocks: int, skip: bool) -> str:
@@ -62,15 +40,9 @@ def label(blocks: int, skip: bool) -> str:
 class ResidualCNN(Study):
     summary = "ResNets with and without skip connections at several depths (CIFAR-10 by default): accuracy curves."
     config_type = ResidualCNNConfig
-    profiles = {
-        # 14 against 32 layers: the skip connections' gain at 8 layers is within one seed's noise at this budget
-        "quick": {"blocks": (2, 5), "widths": (8, 16, 32), "seeds": 1, "train_subset": 5_000,
-                  "test_subset": 2_000, "train.epochs": 6, "train.lr": 0.05},
-        "full": {},
-        # The write-up's nets are given only as "N residual blocks, skip on or off" and its ResNet's 81%: ResNet-8
-        # and ResNet-20 on all of CIFAR-10, trained briefly; the ResNet-20 is the one cam and ood take as its own.
-        "writeup": {"blocks": (1, 3), "seeds": 1, **training_settings("train", WRITEUP_RESNET_TRAINING)},
-    }  # fmt: skip
+    # the library's named runs, whose deepest net cam explains
+    profiles = {"quick": {**RESNET_RUNS["quick"], "seeds": 1}, "full": RESNET_RUNS["full"],
+                "writeup": {**RESNET_RUNS["writeup"], "seeds": 1}}  # fmt: skip
     exercise = (1, "1.3", "skip connections in CNNs")
 
     def run(self, config: ResidualCNNConfig, ctx: RunContext) -> StudyOutput:
