@@ -8,9 +8,7 @@ and the literature, environment) into a staging folder that replaces nothing unt
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from rich.progress import Progress
 
-from dlapps.config import PositiveInt, apply_overrides, named_by, to_dict
+from dlapps.config import PositiveInt, apply_overrides, named_by, nested, to_dict
 from dlapps.data import DATASET, DATASETS, Dataset, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need, ensure
@@ -220,15 +218,6 @@ def _study_entry(name: str, cls: type[Study]) -> Study:
 
 # ``@STUDIES.register(name)`` on a Study subclass.
 STUDIES: Registry[Study] = Registry("study", entry=_study_entry)
-
-
-def nested(config: Any) -> Iterator[Any]:
-    """Every config nested in ``config``, depth first."""
-    for item in dataclasses.fields(config):
-        value = getattr(config, item.name)
-        if dataclasses.is_dataclass(value):
-            yield value
-            yield from nested(value)
 
 
 def trained_runs(

@@ -20,6 +20,7 @@ import torch
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
+from dlapps.data.arrays import one_per_class
 from dlapps.data.downloads import Need
 from dlapps.evaluate import predict
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
@@ -28,12 +29,11 @@ from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
 from dlapps.models.hooks import feature_layer
 from dlapps.models.layout import inference_batch
-from dlapps.models.pretrained import weights_need
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
 from dlapps.train import ClassifierRecipe
-from dlapps.train.model_spec import ModelSpec
+from dlapps.train.model_spec import ModelSpec, with_stand_in
 from dlapps.train.writeup import resnet_runs
 
 # torchcam's published faithfulness on Imagenette with the ImageNet ResNet-18 (average drop, increase).
@@ -74,20 +74,13 @@ class CamConfig(OnDataset):
         return None if self.residual_cnn is None else resnet_runs(self.residual_cnn, self.residual_cnn_set).deepest()
 
 
-def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the first image of each class (in the given order), then more until ``count``."""
-    firsts = [int((labels == c).nonzero()[0]) for c in labels.unique().tolist()]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
-    return torch.tensor((firsts + rest)[:count])
-
-
 def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config: CamConfig, device) -> dict[str, Any]:
     """Grid maps and faithfulness of every method for one classifier on ``data`` (labels: its outputs)."""
     model, images, labels = classifier.module, data.images.to(device).float() / 255, data.labels
     batch = config.batch_size or inference_batch(data.image_shape, device)
     confidence, prediction = predict(model, data, batch).softmax(1).max(1)
     prediction = prediction.to(device)
-    grid = _one_per_class(labels.cpu(), config.grid_images)
+    grid = one_per_class(labels.cpu(), config.grid_images)
     titles = [f"true: {data.classes[labels[i]]}\npred: {data.classes[prediction[i]]} ({confidence[i]:.2f})"
               for i in grid.tolist()]  # fmt: skip
     grid_maps, rows = {}, []
@@ -146,23 +139,8 @@ class Cam(Study):
 
     @staticmethod
     def model(config: CamConfig, root: Path, download: bool = False) -> tuple[ModelSpec, str | None]:
-        """The model to explain, and why another stands in for it (None: none does).
-
-        A published model whose weights are not in the data root is explained by ``stand_in`` when the weights
-        cannot be fetched (no public address) or are not to be (no ``--download``) and the stand-in's weights
-        are there or can be fetched; otherwise the missing weights are an error, before any work."""
-        spec = config.model
-        need = weights_need(spec.name, root) if spec.is_published else None
-        if need is None or config.stand_in is None or need.present() or (need.resource is not None and download):
-            return spec, None
-        fetchable = need.resource is not None
-        if fetchable and not weights_need(config.stand_in, root).present():
-            return spec, None  # the stand-in would need a download too: name the model's own weights
-        chosen, absent = PRETRAINED[config.stand_in], PRETRAINED[spec.name]
-        why = "`--download` fetches it" if fetchable else "it has no public address"
-        reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}; {why}), so the "
-                  f"published {chosen.title}, {chosen.accuracy}, explains the images in its place")  # fmt: skip
-        return ModelSpec(config.stand_in), reason
+        """The model to explain, and why another stands in for it (None: none does)."""
+        return with_stand_in(config.model, config.stand_in, root, download)
 
     def run(self, config: CamConfig, ctx: RunContext) -> StudyOutput:
         # Inputs that can be wrong (weights files, image folders) are read before any long computation.

@@ -15,11 +15,10 @@ from dlapps.config import PositiveInt
 from dlapps.data import get_dataset
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
 from dlapps.explain import layer_gradient_norms
-from dlapps.models.classifier import build_from_card
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
-from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import recipe_loaders, seed_everything
+from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, over_seeds, table
+from dlapps.train import initial_model, training_batches
 from dlapps.train.writeup import RESNET_RUNS, ResNetRuns
 
 # He et al. 2016, Table 6: CIFAR-10 test error of ResNet-20/32/44/56/110 (widths 16/32/64, 164 epochs).
@@ -65,14 +64,11 @@ class ResidualCNN(Study):
 
     def _gradient_profiles(self, config: ResidualCNNConfig, ctx: RunContext, train, test) -> dict[str, Any]:
         """Per-layer gradient norms at initialisation for the deepest plain and residual nets (seed 0)."""
-        deepest = max(config.blocks)
-        profiles = {}
+        deepest, profiles = max(config.blocks), {}
         for skip in (False, True):
             recipe = config.recipe(deepest, skip, seed=0)
-            seed_everything(0)
-            model = build_from_card(recipe.card(train)).to(ctx.device).train()
-            loader, _ = recipe_loaders(recipe, train, test, ctx.device)
-            batches = [b for _, b in zip(range(config.gradient_batches), loader, strict=False)]
+            batches = training_batches(recipe, train, test, ctx.device, config.gradient_batches)
+            model = initial_model(recipe, train, ctx.device)
             profiles[label(deepest, skip)] = layer_gradient_norms(model, batches).as_dict()
         return profiles
 
@@ -181,11 +177,6 @@ class ResidualCNN(Study):
 
 
 def _summarize(config: ResidualCNNConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for blocks in config.blocks:
-        for skip in (False, True):
-            accs = [r["test_acc"] for r in records if r["blocks"] == blocks and r["skip"] == skip]
-            mean, std = mean_std(accs)
-            rows.append({"blocks": blocks, "layers": 6 * blocks + 2, "skip": skip, "mean_test_acc": mean,
-                         "std_test_acc": std, "seeds": len(accs)})  # fmt: skip
-    return rows
+    return over_seeds(
+        records, ({"blocks": b, "layers": 6 * b + 2, "skip": s} for b in config.blocks for s in (False, True))
+    )

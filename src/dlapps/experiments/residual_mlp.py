@@ -16,11 +16,10 @@ from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, get_dataset
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
 from dlapps.explain import layer_gradient_norms
-from dlapps.models.classifier import build_from_card
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
-from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import ClassifierRecipe, TrainConfig, recipe_loaders, seed_everything
+from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, over_seeds, table
+from dlapps.train import ClassifierRecipe, TrainConfig, initial_model, training_batches
 
 # The course write-up's single-run test accuracies (width 16, MNIST).
 WRITEUP: dict[str, dict[int, float]] = {
@@ -124,11 +123,10 @@ class ResidualMLP(Study):
         profiles: dict[str, dict[str, Any]] = {"init": {}, "trained": {}}
         for variant in config.variants():
             recipe = config.recipe(variant, config.gradient_depth, seed=0)
-            loader, _ = recipe_loaders(recipe, train, test, ctx.device)
-            batches = [batch for _, batch in zip(range(config.gradient_batches), loader, strict=False)]
-            seed_everything(0)
-            model = build_from_card(recipe.card(train)).to(ctx.device)
-            profiles["init"][variant] = layer_gradient_norms(model, batches).as_dict()
+            batches = training_batches(recipe, train, test, ctx.device, config.gradient_batches)
+            profiles["init"][variant] = layer_gradient_norms(
+                initial_model(recipe, train, ctx.device), batches
+            ).as_dict()
             if variant in trained:
                 profiles["trained"][variant] = layer_gradient_norms(trained[variant], batches).as_dict()
         return profiles
@@ -241,13 +239,5 @@ class ResidualMLP(Study):
 
 
 def _summarize(config: ResidualMLPConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for depth in config.depths:
-        for variant in config.variants():
-            accs = [r["test_acc"] for r in records if r["variant"] == variant and r["depth"] == depth]
-            mean, std = mean_std(accs)
-            rows.append({
-                "depth": depth, "variant": variant, "mean_test_acc": mean, "std_test_acc": std, "seeds": len(accs),
-                "writeup_reference": writeup_reference(config, variant, depth),
-            })  # fmt: skip
-    return rows
+    cells = over_seeds(records, ({"depth": d, "variant": v} for d in config.depths for v in config.variants()))
+    return [{**cell, "writeup_reference": writeup_reference(config, cell["variant"], cell["depth"])} for cell in cells]

@@ -15,6 +15,7 @@ from dlapps.config import PositiveInt, require
 from dlapps.data import Dataset, ImageArrays, normalization
 from dlapps.models import MODELS, PRETRAINED, Classifier, from_checkpoint, from_pretrained, from_weights
 from dlapps.models.classifier import MODEL, checkpoint_card
+from dlapps.models.pretrained import weights_need
 from dlapps.models.registry import TORCHVISION
 from dlapps.train.config import TrainConfig
 from dlapps.train.recipes import ClassifierRecipe
@@ -87,6 +88,26 @@ class ModelSpec:
             self.name, tuple(sorted(hparams.items())), dataset, image_size, self.train, self.train_subset,
             test_subset, self.augment, self.seed,
         )  # fmt: skip
+
+
+def with_stand_in(
+    spec: ModelSpec, stand_in: str | None, root: Path, download: bool = False
+) -> tuple[ModelSpec, str | None]:
+    """``spec``, or the published ``stand_in`` and why it stands in (None: it does not). A published model whose
+    weights are not in the data root gives way when they cannot be fetched (no public address) or are not to be
+    (no ``download``) and the stand-in's weights are there or can be fetched; otherwise the missing weights are
+    an error, before any work."""
+    need = weights_need(spec.name, root) if spec.is_published else None
+    if need is None or stand_in is None or need.present() or (need.resource is not None and download):
+        return spec, None
+    fetchable = need.resource is not None
+    if fetchable and not weights_need(stand_in, root).present():
+        return spec, None  # the stand-in would need a download too: name the model's own weights
+    chosen, absent = PRETRAINED[stand_in], PRETRAINED[spec.name]
+    why = "`--download` fetches it" if fetchable else "it has no public address"
+    reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}; {why}), so the "
+              f"published {chosen.title}, {chosen.accuracy}, explains the images in its place")  # fmt: skip
+    return ModelSpec(stand_in), reason
 
 
 def load_classifier(

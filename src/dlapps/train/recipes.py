@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import torch
 from rich.progress import Progress
+from torch import nn
 
 from dlapps.config import PositiveInt, fingerprint, require, to_dict
 from dlapps.data import DATASET, DATASETS, ImageArrays, ResidentLoader, get_dataset, normalization
@@ -99,6 +100,21 @@ def recipe_loaders(
     return train_loader, ResidentLoader(test, batch_size=test_batch, device=device, shard=shard)
 
 
+def initial_model(recipe: ClassifierRecipe, train: ImageArrays, device: torch.device) -> nn.Module:
+    """The recipe's model before training, built after seeding with the recipe's seed: the weights its training
+    starts from, so an analysis at initialisation sees those very weights."""
+    seed_everything(recipe.seed)
+    return build_from_card(recipe.card(train)).to(device)
+
+
+def training_batches(
+    recipe: ClassifierRecipe, train: ImageArrays, test: ImageArrays, device: torch.device, count: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches its training sees (its loader's first epoch)."""
+    loader, _ = recipe_loaders(recipe, train, test, device)
+    return [batch for _, batch in zip(range(count), loader, strict=False)]
+
+
 def checkpoint_path(recipe: ClassifierRecipe, folder: Path) -> Path:
     """Where the recipe's model is trained in ``folder``."""
     return folder / f"{recipe.key()}.safetensors"
@@ -123,14 +139,12 @@ def obtain_classifier(
     if train is None or test is None:
         train, test = recipe.load_data(data_root, download)
     card = recipe.card(train)
-    seed_everything(recipe.seed)
-    model = build_from_card(card).to(device)
+    model = initial_model(recipe, train, device)
     path = checkpoint_path(recipe, folder)
     info = _load_or_set_aside(path, model)
     reused = info is not None and info.get("epoch") == recipe.train.epochs
     if not reused:
-        seed_everything(recipe.seed)
-        model = build_from_card(card).to(device)  # fit restores weights and optimizer from a partial checkpoint
+        model = initial_model(recipe, train, device)  # fit restores weights and optimizer from a partial checkpoint
         train_loader, test_loader = recipe_loaders(recipe, train, test, device)
         fit(
             wrap(model, device), train_loader, test_loader, recipe.train, seed=recipe.seed, checkpoint=path,
