@@ -96,11 +96,11 @@ def test_trained_runs_trains_side_by_side_and_counts_no_cache_hits(tmp_path, mni
     records, models = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
     assert [r["depth"] for r in records] == [2, 4, 6] and list(models) == ["depth 2", "depth 4", "depth 6"]
     assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
-    assert ctx.cache.hits == 0
+    assert ctx.reused == 0
     assert all(r["train_seconds"] > 0 and r["test_acc"] > 0.5 for r in records)
     again = RunContext(out=tmp_path / "study", device=CPU, show_progress=False, workers=2)
     trained_runs(again, "runs", plan, mnist_train, mnist_test)
-    assert again.cache.hits == 3 and again.trained_side_by_side == set()
+    assert again.reused == 3 and again.trained_side_by_side == set()
 
 
 def test_an_error_in_a_worker_stops_the_others_and_keeps_their_finished_epochs(
@@ -156,7 +156,7 @@ def test_by_default_runs_go_side_by_side_where_a_few_steps_measure_it_faster(
     assert not side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
     ctx = RunContext(out=tmp_path / "other", device=CPU, show_progress=False, models_dir=tmp_path / "other-models")
     records, _ = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
-    assert ctx.trained_side_by_side == set() and len(records) == 2 and ctx.cache.hits == 0
+    assert ctx.trained_side_by_side == set() and len(records) == 2 and ctx.reused == 0
 
 
 def test_worker_counts_are_checked(tmp_path):

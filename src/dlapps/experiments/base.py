@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import torch
 from matplotlib.figure import Figure
 from rich.progress import Progress
 
 from dlapps.config import PositiveInt, apply_overrides, named_by, nested, to_dict
-from dlapps.data import DATASET, DATASETS, Dataset, ImageArrays, get_dataset, resolve_data_root
+from dlapps.data import DATASET, DATASETS, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need, ensure
 from dlapps.data.ood import OOD_SET, ood_set_needs
@@ -34,84 +33,27 @@ from dlapps.report.markdown import Block
 from dlapps.report.progress import make_progress
 from dlapps.report.runs import RunCache, check_output_folder, output_lock
 from dlapps.report.study import environment, write_report
-from dlapps.train import ClassifierRecipe, Training, obtain_classifier, train_side_by_side
+from dlapps.train import ClassifierRecipe, ModelSource, Training
 from dlapps.train.device import resolve_precision
-from dlapps.train.model_spec import ModelSpec, load_classifier
-from dlapps.train.side_by_side import check_workers, default_workers
+from dlapps.train.model_spec import ModelSpec
 
 
-@dataclass
-class RunContext:
-    """Where and how a study runs; studies own all their I/O through this. It keeps what a run finds out: the
-    cache's hits and the models trained side by side."""
+@dataclass(kw_only=True)
+class RunContext(ModelSource):
+    """Where and how a study runs; studies own all their I/O through this: the models it analyses (from its
+    :class:`ModelSource`), its output folder and the cache of its finished runs, its progress display."""
 
     out: Path
-    device: torch.device
-    data_root: Path | None = None
     models_dir: Path | None = None  # trained models shared between studies; None: "models" beside <out>
-    download: bool = False
     show_progress: bool = True
     command: str = ""
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
-    compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
-    precision: str = "auto"  # training: fp32, bf16 or auto (bf16 where native); not part of any result's identity
-    workers: int | None = None  # runs trained side by side; None: one per core on a CPU where that is faster
-    # (not part of any result's identity)
     cache: RunCache = field(init=False)
-    trained_side_by_side: set[str] = field(init=False)  # keys of the models workers trained for this run
 
     def __post_init__(self) -> None:
-        resolve_precision(self.precision, self.device)  # bad values fail here, before any work
-        if self.workers is not None:
-            check_workers(self.workers, self.device)
-            if self.compile and self.workers > 1:
-                raise ConfigError(f"{self.workers} workers asked for with compile: compiled runs train one at a time")
+        super().__post_init__()
         self.models_dir = self.models_dir or self.out.parent / "models"
         self.cache = RunCache(self.out / "runs")
-        self.trained_side_by_side = set()
-
-    @property
-    def training_workers(self) -> int:
-        return default_workers(self.device) if self.workers is None else self.workers
-
-    def classifier(
-        self,
-        model: ModelSpec | ClassifierRecipe,
-        data: ImageArrays | None = None,
-        *,
-        dataset: Dataset | None = None,
-        image_size: int | None = None,
-        test_subset: int | None = None,
-        **training: Any,
-    ) -> Classifier:
-        """The classifier a :class:`ModelSpec` names, for ``dataset`` (``data``: its evaluation split), or the
-        model of a recipe, on the run's device: published or given weights are loaded; a model trained here comes
-        from the shared model folder, trained there first when it is not (else counted as a reused run).
-        ``training``: keyword arguments of :func:`~dlapps.train.obtain_classifier` (``progress``, ``train`` and
-        ``test`` splits, ``step_loss``)."""
-        if isinstance(model, ModelSpec) and model.kind != "train":
-            return load_classifier(model, dataset, data, self.data_root, self.download).to(self.device)
-        recipe = model.recipe(dataset.name, image_size, test_subset) if isinstance(model, ModelSpec) else model
-        classifier, reused = obtain_classifier(
-            recipe, self.models_dir, self.device, data_root=self.data_root, download=self.download,
-            compile=self.compile, precision=self.precision, **training,
-        )  # fmt: skip
-        self.cache.hits += reused and recipe.key() not in self.trained_side_by_side
-        # A model a study analyses goes to the layout that runs fastest; a recipe's stays as it was trained.
-        return classifier.to(self.device) if isinstance(model, ModelSpec) else classifier
-
-    def train_side_by_side(
-        self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress
-    ) -> None:
-        """Train the runs that are not in the model folder yet side by side, where that is how they train
-        soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
-        if self.compile:  # compiled runs train one at a time (forked workers cannot compile)
-            return
-        trained = train_side_by_side(
-            runs, self.models_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
-            progress=progress, only_if_faster=self.workers is None,
-        )  # fmt: skip
-        self.trained_side_by_side.update(trained)
 
     def progress(self) -> AbstractContextManager[Progress]:
         """A progress display to use as a context manager: the shared one if any, else a new one."""
@@ -270,7 +212,7 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
             "training_precision": resolve_precision(ctx.precision, ctx.device),
         },  # fmt: skip
         **output.results,
-        "cached_runs": ctx.cache.hits,
+        "cached_runs": ctx.cache.hits + ctx.reused,
         "wall_seconds": time.perf_counter() - started,
         "command": ctx.command,
     }

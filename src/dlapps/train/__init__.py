@@ -6,11 +6,13 @@ from dlapps.train.config import TrainConfig
 from dlapps.train.device import resolve_device, seed_everything
 from dlapps.train.recipes import ClassifierRecipe, initial_model, obtain_classifier, recipe_loaders, training_batches
 from dlapps.train.side_by_side import Training, train_side_by_side
+from dlapps.train.source import ModelSource
 from dlapps.train.trainer import EpochStats, evaluate, fit
 
 __all__ = [
     "ClassifierRecipe",
     "EpochStats",
+    "ModelSource",
     "TrainConfig",
     "Training",
     "evaluate",
