@@ -24,16 +24,14 @@ from dlapps.data.downloads import Need, ensure
 from dlapps.data.ood import OOD_SET, ood_set_needs
 from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError
-from dlapps.models import Classifier
 from dlapps.models.pretrained import weights_need
 from dlapps.registry import Registry
 from dlapps.report.comparison import Comparison
-from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block
 from dlapps.report.progress import make_progress
 from dlapps.report.runs import RunCache, check_output_folder, output_lock
-from dlapps.report.study import environment, write_report
-from dlapps.train import ClassifierRecipe, ModelSource, Training
+from dlapps.report.study import environment, write_study
+from dlapps.train import ModelSource
 from dlapps.train.device import resolve_precision
 from dlapps.train.model_spec import ModelSpec
 
@@ -162,32 +160,6 @@ def _study_entry(name: str, cls: type[Study]) -> Study:
 STUDIES: Registry[Study] = Registry("study", entry=_study_entry)
 
 
-def trained_runs(
-    ctx: RunContext, title: str, plan: list[tuple[str, dict[str, Any], ClassifierRecipe]], train, test
-) -> tuple[list[dict[str, Any]], dict[str, Classifier]]:
-    """Each recipe of ``plan`` (label, the run's own fields, recipe), trained or found in the model folder, under
-    one progress bar: a record per run (its fields, the model's key and size, final accuracies, seconds,
-    history) and the models by label."""
-    records, models = [], {}
-    with ctx.progress() as progress:
-        overall = progress.add_task(title, total=len(plan))
-        ctx.train_side_by_side([Training(label, recipe) for label, _, recipe in plan], train, test, progress)
-        for label, fields, recipe in plan:
-            progress.update(overall, description=label)
-            started = time.perf_counter()
-            models[label] = model = ctx.classifier(recipe, progress=progress, train=train, test=test)
-            history = model.info["history"]
-            records.append({
-                **fields, "key": recipe.key(), "parameters": sum(p.numel() for p in model.module.parameters()),
-                "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
-                "train_seconds": sum(h["seconds"] for h in history), "seconds": time.perf_counter() - started,
-                "history": history,
-            })  # fmt: skip
-            progress.console.print(f"{label}: test acc {records[-1]['test_acc']:.4f}")
-            progress.advance(overall)
-    return records, models
-
-
 def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     """Run ``study`` and write its standard files into ``ctx.out``; return the ``results.json`` content."""
     for folder in (ctx.out, ctx.models_dir):
@@ -216,11 +188,5 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
         "wall_seconds": time.perf_counter() - started,
         "command": ctx.command,
     }
-    with staged_output(ctx.out) as stage:
-        write_json(stage / "results.json", results)
-        write_csv(stage / "results.csv", output.rows)
-        write_text(stage / "table.md", study.table(config, results))
-        for name, figure in output.figures.items():
-            save_figure(figure, stage / name)
-        write_report(study, config, results, stage)
+    write_study(ctx.out, study, config, results, output.rows, output.figures)
     return results

@@ -27,7 +27,6 @@ from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, Study
 from dlapps.explain import CAM_METHODS, batched_maps, faithfulness
 from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
-from dlapps.models.hooks import feature_layer
 from dlapps.models.layout import inference_batch
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -155,7 +154,7 @@ class Cam(Study):
                 config.model, data, dataset=dataset, image_size=config.image_size, progress=progress
             )
             data = align_labels(classifier, dataset, data, config.model.class_map)
-            layer = config.layer or classifier.cam_layer or feature_layer(classifier.module, _example(data, ctx))
+            layer = classifier.explained_layer(_example(data, ctx), config.layer)
             if config.residual_cnn is not None:
                 explained["residual-cnn"] = self._residual_cnn(config, ctx, progress)
             explained["model"] = explain_model(classifier, data, layer, config, ctx.device)
@@ -167,11 +166,8 @@ class Cam(Study):
         main = "cam" if "cam" in config.methods else config.methods[0]
         found = {}
         for key, item in explained.items():
-            found[f"{key}_cam_grid.png"] = figures.cam_grid(item["grid_images"], item["grid_maps"][main], item["titles"],
-                                                            method=main)  # fmt: skip
-            shown = slice(0, 6)
-            found[f"{key}_methods.png"] = figures.cam_comparison(
-                item["grid_images"][shown], {m: v[shown] for m, v in item["grid_maps"].items()}, item["titles"][shown]
+            found[f"{key}_cam_grid.png"], found[f"{key}_methods.png"] = figures.cam_figures(
+                item["grid_images"], item["grid_maps"], item["titles"], main=main
             )
         return StudyOutput(results, results["faithfulness"], found)
 
@@ -183,9 +179,7 @@ class Cam(Study):
                             limit=config.faithfulness_images, seed=config.seed)  # fmt: skip
         classifier = ctx.classifier(recipe, progress=progress)
         classifier = replace(classifier, title=f"{classifier.title} (residual-cnn {config.residual_cnn})")
-        return explain_model(
-            classifier, data, feature_layer(classifier.module, _example(data, ctx)), config, ctx.device
-        )
+        return explain_model(classifier, data, classifier.explained_layer(_example(data, ctx)), config, ctx.device)
 
     def title(self, config: CamConfig, results: dict[str, Any]) -> str:
         return f"Class activation maps: {results['models']['model']['model']}"

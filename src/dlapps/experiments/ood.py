@@ -132,7 +132,7 @@ class OOD(Study):
                 scores[role] = evaluation = evaluate_detectors(detectors, classifier.module, fit, ids, ood,
                                                                batch_size=config.batch_size)  # fmt: skip
                 models[role] = {"label": classifier.title, "accuracy": evaluation.accuracy,
-                                "parameters": sum(p.numel() for p in classifier.module.parameters()),
+                                "parameters": classifier.parameter_count,
                                 "detector_seconds": evaluation.seconds, **classifier.describe(),
                                 "history": classifier.info.get("history")}  # fmt: skip
                 records += evaluation.records(distances, model=role)

@@ -13,7 +13,7 @@ from typing import Any
 
 from dlapps.config import PositiveInt
 from dlapps.data import get_dataset
-from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import layer_gradient_norms
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -52,7 +52,8 @@ class ResidualCNN(Study):
              config.recipe(blocks, skip, seed))
             for blocks in config.blocks for skip in (False, True) for seed in range(config.seeds)
         ]  # fmt: skip
-        records, _ = trained_runs(ctx, "residual-cnn runs", plan, train, test)
+        with ctx.progress() as progress:
+            records, _ = ctx.trained_runs(plan, train, test, progress, "residual-cnn runs")
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source, "test": test.source},
             "runs": records,

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, get_dataset
-from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import layer_gradient_norms
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
@@ -101,7 +101,8 @@ class ResidualMLP(Study):
             (f"{variant_label(v)}, depth {d}, seed {s}", {"variant": v, "depth": d, "seed": s}, config.recipe(v, d, s))
             for d in config.depths for v in config.variants() for s in range(config.seeds)
         ]  # fmt: skip
-        records, models = trained_runs(ctx, "residual-mlp runs", plan, train, test)
+        with ctx.progress() as progress:
+            records, models = ctx.trained_runs(plan, train, test, progress, "residual-mlp runs")
         at_gradient_depth = [
             (f["variant"], label) for label, f, _ in plan if (f["depth"], f["seed"]) == (config.gradient_depth, 0)
         ]

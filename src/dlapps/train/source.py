@@ -3,6 +3,7 @@ between runs (each trained there once, several side by side where that is sooner
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,28 @@ class ModelSource:
             progress=progress, only_if_faster=self.workers is None,
         )  # fmt: skip
         self.trained_side_by_side.update(trained)
+
+    def trained_runs(
+        self, plan: list[tuple[str, dict[str, Any], ClassifierRecipe]], train: ImageArrays, test: ImageArrays,
+        progress: Progress, title: str = "runs",
+    ) -> tuple[list[dict[str, Any]], dict[str, Classifier]]:  # fmt: skip
+        """Each recipe of ``plan`` (label, the run's own fields, recipe), trained or found in the model folder,
+        under one progress bar: a record per run (its fields, the model's key and size, final accuracies,
+        seconds, history) and the models by label."""
+        records, models = [], {}
+        overall = progress.add_task(title, total=len(plan))
+        self.train_side_by_side([Training(label, recipe) for label, _, recipe in plan], train, test, progress)
+        for label, fields, recipe in plan:
+            progress.update(overall, description=label)
+            started = time.perf_counter()
+            models[label] = model = self.classifier(recipe, progress=progress, train=train, test=test)
+            history = model.info["history"]
+            records.append({
+                **fields, "key": recipe.key(), "parameters": model.parameter_count,
+                "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
+                "train_seconds": sum(h["seconds"] for h in history), "seconds": time.perf_counter() - started,
+                "history": history,
+            })  # fmt: skip
+            progress.console.print(f"{label}: test acc {records[-1]['test_acc']:.4f}")
+            progress.advance(overall)
+        return records, models
