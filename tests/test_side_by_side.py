@@ -77,9 +77,9 @@ def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_p
     try:
         for _, recipe, step_loss in recipes:
             alone, reused = obtain_classifier(
-                recipe, tmp_path / "alone", CPU, step_loss=step_loss, train=mnist_train, test=mnist_test
+                recipe, tmp_path / "alone", CPU, mnist_train, mnist_test, step_loss=step_loss
             )
-            side, reused_side = obtain_classifier(recipe, tmp_path / "side", CPU, train=mnist_train, test=mnist_test)
+            side, reused_side = obtain_classifier(recipe, tmp_path / "side", CPU, mnist_train, mnist_test)
             assert (reused, reused_side) == (False, True)
             for a, b in zip(alone.module.state_dict().values(), side.module.state_dict().values(), strict=True):
                 assert torch.equal(a, b)

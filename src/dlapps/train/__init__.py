@@ -2,7 +2,7 @@
 side by side."""
 
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
-from dlapps.train.config import TrainConfig
+from dlapps.train.config import Execution, TrainConfig
 from dlapps.train.device import resolve_device, seed_everything
 from dlapps.train.recipes import ClassifierRecipe, initial_model, obtain_classifier, recipe_loaders, training_batches
 from dlapps.train.side_by_side import Training, train_side_by_side
@@ -12,6 +12,7 @@ from dlapps.train.trainer import EpochStats, evaluate, fit
 __all__ = [
     "ClassifierRecipe",
     "EpochStats",
+    "Execution",
     "ModelSource",
     "TrainConfig",
     "Training",

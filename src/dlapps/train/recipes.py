@@ -29,7 +29,7 @@ from dlapps.models.classifier import build_from_card
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, TORCHVISION, architecture_title
 from dlapps.train.checkpoint import load_checkpoint
-from dlapps.train.config import TrainConfig
+from dlapps.train.config import AUTO, Execution, TrainConfig
 from dlapps.train.device import seed_everything
 from dlapps.train.distributed import barrier, current_world, unwrap, wrap
 from dlapps.train.trainer import StepLoss, cross_entropy_step, fit
@@ -124,20 +124,16 @@ def obtain_classifier(
     recipe: ClassifierRecipe,
     folder: Path,
     device: torch.device,
+    train: ImageArrays,
+    test: ImageArrays,
     *,
-    data_root: str | Path | None = None,
-    download: bool = False,
-    compile: bool | None = None,
-    precision: str = "auto",
+    execution: Execution = AUTO,
     progress: Progress | None = None,
     step_loss: StepLoss = cross_entropy_step,
-    train: ImageArrays | None = None,
-    test: ImageArrays | None = None,
 ) -> tuple[Classifier, bool]:
     """The recipe's trained model (in eval mode) from ``folder``, trained there first if it is not; and whether
-    it was there. Pass the dataset's training and evaluation splits when already loaded."""
-    if train is None or test is None:
-        train, test = recipe.load_data(data_root, download)
+    it was there. ``train`` and ``test``: its dataset's training and evaluation splits
+    (:meth:`ClassifierRecipe.load_data`)."""
     card = recipe.card(train)
     model = initial_model(recipe, train, device)
     path = checkpoint_path(recipe, folder)
@@ -149,7 +145,7 @@ def obtain_classifier(
         fit(
             wrap(model, device), train_loader, test_loader, recipe.train, seed=recipe.seed, checkpoint=path,
             progress=progress if current_world().is_main else None, run_info=to_dict(recipe), card=card,
-            step_loss=step_loss, compile=compile, precision=precision,
+            step_loss=step_loss, execution=execution,
         )  # fmt: skip
         barrier()  # rank 0 has written the last checkpoint
         model = unwrap(model)

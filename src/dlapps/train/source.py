@@ -14,6 +14,7 @@ from rich.progress import Progress
 from dlapps.data import Dataset, ImageArrays
 from dlapps.errors import ConfigError
 from dlapps.models import Classifier
+from dlapps.train.config import Execution
 from dlapps.train.device import resolve_precision
 from dlapps.train.model_spec import ModelSpec, load_classifier
 from dlapps.train.recipes import ClassifierRecipe, obtain_classifier
@@ -56,20 +57,24 @@ class ModelSource:
         dataset: Dataset | None = None,
         image_size: int | None = None,
         test_subset: int | None = None,
+        train: ImageArrays | None = None,
+        test: ImageArrays | None = None,
         **training: Any,
     ) -> Classifier:
         """The classifier a :class:`ModelSpec` names, for ``dataset`` (``data``: its evaluation split), or the
         model of a recipe, on the device: published or given weights are loaded; a model trained here comes
-        from the model folder, trained there first when it is not (else counted as reused).
-        ``training``: keyword arguments of :func:`~dlapps.train.obtain_classifier` (``progress``, ``train`` and
-        ``test`` splits, ``step_loss``)."""
+        from the model folder, trained there first when it is not (else counted as reused), on its dataset's
+        ``train`` and ``test`` splits (read when not given). ``training``: keyword arguments of
+        :func:`~dlapps.train.obtain_classifier` (``progress``, ``step_loss``)."""
         if isinstance(model, ModelSpec) and model.kind != "train":
             return load_classifier(model, dataset, data, self.data_root, self.download).to(self.device)
         recipe = model.recipe(dataset.name, image_size, test_subset) if isinstance(model, ModelSpec) else model
+        if train is None or test is None:
+            train, test = recipe.load_data(self.data_root, self.download)
+        execution = Execution(self.compile, self.precision)
         classifier, reused = obtain_classifier(
-            recipe, self.models_dir, self.device, data_root=self.data_root, download=self.download,
-            compile=self.compile, precision=self.precision, **training,
-        )  # fmt: skip
+            recipe, self.models_dir, self.device, train, test, execution=execution, **training
+        )
         self.reused += reused and recipe.key() not in self.trained_side_by_side
         # A model to analyse goes to the layout that runs fastest; a recipe's stays as it was trained.
         return classifier.to(self.device) if isinstance(model, ModelSpec) else classifier
