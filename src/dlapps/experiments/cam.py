@@ -104,6 +104,8 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
 class Cam(Study):
     summary = "CAM, Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM on a classifier (ImageNet MobileNetV2 by default); faithfulness."
     config_type = CamConfig
+    exercise = (1, "2.3", "class activation maps")
+    reads_training_split = False
     profiles = {
         "quick": {
             # Score-CAM needs one forward pass per channel (1,280 on MobileNetV2): ten minutes of a 2-core CPU
@@ -126,9 +128,6 @@ class Cam(Study):
             "deletion_steps": 8,
         },
     }
-    exercise = (1, "2.3", "class activation maps")
-
-    reads_training_split = False
 
     def needs(self, config: CamConfig, root: Path, download: bool = False) -> list[Need]:
         config = replace(config, model=self.model(config, root, download)[0])
