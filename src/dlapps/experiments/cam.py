@@ -28,11 +28,12 @@ from dlapps.explain import CAM_METHODS, batched_maps, faithfulness
 from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
 from dlapps.models.layout import inference_batch
+from dlapps.models.spec import with_stand_in
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
 from dlapps.train import ClassifierRecipe
-from dlapps.train.model_spec import ModelSpec, with_stand_in
+from dlapps.train.model_spec import ModelSpec
 from dlapps.train.writeup import resnet_runs
 
 # torchcam's published faithfulness on Imagenette with the ImageNet ResNet-18 (average drop, increase).

@@ -14,9 +14,10 @@ from rich.progress import Progress
 from dlapps.data import Dataset, ImageArrays
 from dlapps.errors import ConfigError
 from dlapps.models import Classifier
+from dlapps.models.spec import load_classifier
 from dlapps.train.config import Execution
 from dlapps.train.device import resolve_precision
-from dlapps.train.model_spec import ModelSpec, load_classifier
+from dlapps.train.model_spec import ModelSpec
 from dlapps.train.recipes import ClassifierRecipe, obtain_classifier
 from dlapps.train.side_by_side import Training, check_workers, default_workers, train_side_by_side
 
