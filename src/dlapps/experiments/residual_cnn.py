@@ -17,7 +17,8 @@ from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, Study
 from dlapps.explain import layer_gradient_norms
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
-from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, over_seeds, table
+from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
+from dlapps.report.seeds import over_seeds, seed_curves, seed_values, series
 from dlapps.train import initial_model, training_batches
 from dlapps.train.writeup import RESNET_RUNS, ResNetRuns
 
@@ -33,6 +34,10 @@ class ResidualCNNConfig(OnDataset, ResNetRuns):
 
 def label(blocks: int, skip: bool) -> str:
     return f"{'ResNet' if skip else 'Plain'}-{6 * blocks + 2}"
+
+
+def _name(skip: bool) -> str:
+    return "with skip" if skip else "plain"
 
 
 @STUDIES.register("residual-cnn")
@@ -76,23 +81,12 @@ class ResidualCNN(Study):
     def _figures(self, config: ResidualCNNConfig, results: dict[str, Any]) -> dict[str, Any]:
         records, found = results["runs"], {}
         for split in ("test", "train"):
-            panels = {
-                f"{6 * b + 2} layers": {
-                    ("with skip" if skip else "plain"): [[h[f"{split}_acc"] for h in r["history"]] for r in records
-                                                         if r["blocks"] == b and r["skip"] == skip]
-                    for skip in (False, True)
-                }
-                for b in config.blocks
-            }  # fmt: skip
+            panels = {f"{6 * b + 2} layers": {_name(s): seed_curves(records, f"{split}_acc", {"blocks": b, "skip": s})
+                                              for s in (False, True)} for b in config.blocks}  # fmt: skip
             found[f"curves_{split}.png"] = figures.curves_grid(panels, ylabel=f"{split} accuracy")
-        series = {}
-        for skip in (False, True):
-            rows = [s for s in results["summary"] if s["skip"] == skip]
-            series["with skip" if skip else "plain"] = tuple(
-                [s[k] for s in rows] for k in ("layers", "mean_test_acc", "std_test_acc")
-            )
+        lines = {_name(s): series(results["summary"], "layers", {"skip": s}) for s in (False, True)}
         found["accuracy_vs_depth.png"] = figures.mean_std_lines(
-            series, xlabel="layers", ylabel="final test accuracy",
+            lines, xlabel="layers", ylabel="final test accuracy",
             title=f"ResNets with and without skip connections on {results['data']['title']}",
         )  # fmt: skip
         found["gradients_init.png"] = figures.gradient_norms(
@@ -106,8 +100,7 @@ class ResidualCNN(Study):
     def table(self, config: ResidualCNNConfig, results: dict[str, Any]) -> str:
         records, rows = results["runs"], []
         for blocks in config.blocks:
-            plain = [r["test_acc"] for r in records if r["blocks"] == blocks and not r["skip"]]
-            skip = [r["test_acc"] for r in records if r["blocks"] == blocks and r["skip"]]
+            plain, skip = (seed_values(records, "test_acc", {"blocks": blocks, "skip": s}) for s in (False, True))
             gap = mean_std(skip)[0] - mean_std(plain)[0]
             minutes = sum(r["train_seconds"] for r in records if r["blocks"] == blocks) / 60
             rows.append(

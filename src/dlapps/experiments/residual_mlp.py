@@ -18,7 +18,8 @@ from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, Study
 from dlapps.explain import layer_gradient_norms
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
-from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, over_seeds, table
+from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
+from dlapps.report.seeds import over_seeds, seed_curves, seed_values, series
 from dlapps.train import ClassifierRecipe, TrainConfig, initial_model, training_batches
 
 # The course write-up's single-run test accuracies (width 16, MNIST).
@@ -134,22 +135,21 @@ class ResidualMLP(Study):
 
     def _figures(self, config: ResidualMLPConfig, results: dict[str, Any]) -> dict[str, Any]:
         records, variants = results["runs"], list(config.variants())
-        series, references = {}, {}
+        lines, references = {}, {}
         for v in variants:
-            rows = [s for s in results["summary"] if s["variant"] == v]
-            series[variant_label(v)] = tuple([s[k] for s in rows] for k in ("depth", "mean_test_acc", "std_test_acc"))
-            seeded = [(s["depth"], s["writeup_reference"]) for s in rows if s["writeup_reference"] is not None]
+            lines[variant_label(v)] = series(results["summary"], "depth", {"variant": v})
+            seeded = [(s["depth"], s["writeup_reference"]) for s in results["summary"]
+                      if s["variant"] == v and s["writeup_reference"] is not None]  # fmt: skip
             if seeded:
                 references[variant_label(v)] = tuple(zip(*seeded, strict=True))
         found = {
             "accuracy_vs_depth.png": figures.mean_std_lines(
-                series, xlabel="depth (hidden layers)", ylabel="test accuracy", log2_x=True, references=references,
+                lines, xlabel="depth (hidden layers)", ylabel="test accuracy", log2_x=True, references=references,
                 title=f"{results['data']['title']}, width {config.width}: final test accuracy",
             ),
             "curves.png": figures.curves_grid(
-                {f"depth {d}": {variant_label(v): [[h["test_acc"] for h in r["history"]] for r in records
-                                                   if r["variant"] == v and r["depth"] == d] for v in variants}
-                 for d in config.depths},
+                {f"depth {d}": {variant_label(v): seed_curves(records, "test_acc", {"variant": v, "depth": d})
+                                for v in variants} for d in config.depths},
                 ylabel="test accuracy",
             ),
         }  # fmt: skip
@@ -171,7 +171,7 @@ class ResidualMLP(Study):
         for depth in config.depths:
             row: list[object] = [depth]
             for v in variants:
-                accs = [r["test_acc"] for r in records if r["variant"] == v and r["depth"] == depth]
+                accs = seed_values(records, "test_acc", {"variant": v, "depth": depth})
                 cell = format_mean_std(accs)
                 reference = writeup_reference(config, v, depth)
                 if reference is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -12,16 +12,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def over_seeds(records: Sequence[dict], cells: Iterable[dict], value: str = "test_acc") -> list[dict]:
-    """Per cell (the fields that name a setup), ``value``'s mean, std and count over the records that match it."""
-    rows = []
-    for cell in cells:
-        values = [r[value] for r in records if all(r[k] == v for k, v in cell.items())]
-        mean, std = mean_std(values)
-        rows.append({**cell, f"mean_{value}": mean, f"std_{value}": std, "seeds": len(values)})
-    return rows
 
 
 def format_mean_std(values: Sequence[float], digits: int = 3) -> str:
