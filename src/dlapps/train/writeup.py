@@ -31,18 +31,18 @@ def training_settings(prefix: str, train: TrainConfig) -> dict[str, Any]:
     return {f"{prefix}.{key}": value for key, value in to_dict(train).items()}
 
 
-def writeup_cnn(field: str) -> dict[str, Any]:
-    """Config overrides that make the :class:`~dlapps.train.model_spec.ModelSpec` at ``field`` the write-up's
+def writeup_cnn(key: str) -> dict[str, Any]:
+    """Config overrides that make the :class:`~dlapps.train.model_spec.ModelSpec` at ``key`` the write-up's
     small custom CNN, trained on all training images with :data:`WRITEUP_CNN_TRAINING`."""
-    return {field: "small_cnn", **training_settings(f"{field}.train", WRITEUP_CNN_TRAINING),
-            f"{field}.augment": False, f"{field}.train_subset": None, f"{field}.seed": 0}  # fmt: skip
+    return {key: "small_cnn", **training_settings(f"{key}.train", WRITEUP_CNN_TRAINING),
+            f"{key}.augment": False, f"{key}.train_subset": None, f"{key}.seed": 0}  # fmt: skip
 
 
-def writeup_resnet(field: str) -> dict[str, Any]:
-    """Config overrides that make the :class:`~dlapps.train.model_spec.ModelSpec` at ``field`` the write-up's own
+def writeup_resnet(key: str) -> dict[str, Any]:
+    """Config overrides that make the :class:`~dlapps.train.model_spec.ModelSpec` at ``key`` the write-up's own
     ResNet: the ResNet-20 (with shortcuts, seed 0) of the ``writeup`` :data:`RESNET_RUNS`, the same model."""
-    return {field: "cifar_resnet", **training_settings(f"{field}.train", WRITEUP_RESNET_TRAINING),
-            f"{field}.augment": True, f"{field}.train_subset": None, f"{field}.seed": 0}  # fmt: skip
+    return {key: "cifar_resnet", **training_settings(f"{key}.train", WRITEUP_RESNET_TRAINING),
+            f"{key}.augment": True, f"{key}.train_subset": None, f"{key}.seed": 0}  # fmt: skip
 
 
 @dataclass(frozen=True)
