@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from dlapps.data import ImageArrays, ResidentLoader
+from dlapps.data import ImageArrays, ResidentLoader, Shard
 from dlapps.report.io import read_json
 from helpers import dlapps_main
 
@@ -18,7 +18,7 @@ RECIPE = ["--model", "mlp", "--dataset", "mnist", "--set", "train_subset=3000", 
 
 def test_shards_are_disjoint_equal_and_cover_the_data():
     data = ImageArrays(torch.zeros(11, 1, 2, 2, dtype=torch.uint8), torch.arange(11), ("a",), "t")
-    shards = [ResidentLoader(data, batch_size=4, rank=r, world_size=3, seed=5).labels for r in range(3)]
+    shards = [ResidentLoader(data, batch_size=4, shard=Shard(r, 3), seed=5).labels for r in range(3)]
     assert [len(s) for s in shards] == [3, 3, 3]
     assert len(set(torch.cat(shards).tolist())) == 9
 

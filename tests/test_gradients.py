@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlapps.data import ResidentLoader, get_dataset
+from dlapps.data import ResidentLoader, Transform, get_dataset
 from dlapps.explain import layer_gradient_norms
 from dlapps.models import create_model
 
@@ -13,7 +13,7 @@ from dlapps.models import create_model
 @pytest.fixture(scope="module")
 def batches(mnist_test):
     spec = get_dataset("mnist")
-    loader = ResidentLoader(mnist_test.subset(256), batch_size=64, mean=spec.mean, std=spec.std)
+    loader = ResidentLoader(mnist_test.subset(256), batch_size=64, transform=Transform(mean=spec.mean, std=spec.std))
     return list(loader)
 
 

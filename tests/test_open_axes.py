@@ -197,8 +197,9 @@ def tiny_checkpoint(tmp_path_factory, data_root):
     recipe = ClassifierRecipe(
         "small_cnn", (("hidden", 32),), "cifar10", train=TrainConfig(epochs=1), train_subset=500, test_subset=100
     )
-    classifier, reused = obtain_classifier(recipe, out, torch.device("cpu"), data_root=data_root)
-    assert not reused and obtain_classifier(recipe, out, torch.device("cpu"), data_root=data_root)[1]
+    splits = recipe.load_data(data_root)
+    classifier, reused = obtain_classifier(recipe, out, torch.device("cpu"), *splits)
+    assert not reused and obtain_classifier(recipe, out, torch.device("cpu"), *splits)[1]
     return classifier
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlapps.data import ImageArrays, ResidentLoader
+from dlapps.data import ImageArrays, ResidentLoader, Transform
 from dlapps.data.augment import normalize, random_crop, random_hflip
 
 
@@ -36,7 +36,7 @@ def test_batches_hold_the_right_images_and_drop_last():
 
 def test_normalisation():
     data = _indexed()
-    loader = ResidentLoader(data, batch_size=50, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    loader = ResidentLoader(data, batch_size=50, transform=Transform(mean=(0.5,) * 3, std=(0.25,) * 3))
     inputs, _ = next(iter(loader))
     assert torch.allclose(inputs, (data.images.float() / 255 - 0.5) / 0.25)
     assert torch.allclose(normalize(data.images, (0.0,), (1.0,)), data.images.float() / 255)
@@ -72,7 +72,7 @@ def test_augmented_loader_is_reproducible_per_epoch():
     data = ImageArrays(
         torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8), torch.zeros(30, dtype=torch.long), ("a",), "t"
     )
-    make = lambda: ResidentLoader(data, batch_size=10, shuffle=True, crop_padding=2, hflip=True, seed=1)  # noqa: E731
+    make = lambda: ResidentLoader(data, batch_size=10, shuffle=True, transform=Transform(2, hflip=True), seed=1)  # noqa: E731
     a, b = make(), make()
     a.set_epoch(2), b.set_epoch(2)
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b, strict=True))

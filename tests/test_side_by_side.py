@@ -10,7 +10,7 @@ from rich.console import Console
 
 from dlapps.attacks import AdversarialStepLoss
 from dlapps.errors import ConfigError, TrainingDiverged
-from dlapps.experiments.base import RunContext, trained_runs
+from dlapps.experiments.base import RunContext
 from dlapps.models.classifier import build_from_card
 from dlapps.train import ClassifierRecipe, TrainConfig, Training, load_checkpoint, obtain_classifier, side_by_side
 from dlapps.train.recipes import checkpoint_path
@@ -77,9 +77,9 @@ def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_p
     try:
         for _, recipe, step_loss in recipes:
             alone, reused = obtain_classifier(
-                recipe, tmp_path / "alone", CPU, step_loss=step_loss, train=mnist_train, test=mnist_test
+                recipe, tmp_path / "alone", CPU, mnist_train, mnist_test, step_loss=step_loss
             )
-            side, reused_side = obtain_classifier(recipe, tmp_path / "side", CPU, train=mnist_train, test=mnist_test)
+            side, reused_side = obtain_classifier(recipe, tmp_path / "side", CPU, mnist_train, mnist_test)
             assert (reused, reused_side) == (False, True)
             for a, b in zip(alone.module.state_dict().values(), side.module.state_dict().values(), strict=True):
                 assert torch.equal(a, b)
@@ -90,17 +90,22 @@ def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_p
     assert train_side_by_side(recipes, tmp_path / "side", workers=2, train=mnist_train, test=mnist_test) == set()
 
 
+def _trained_runs(ctx, plan, train, test):
+    with ctx.progress() as progress:
+        return ctx.trained_runs(plan, train, test, progress)
+
+
 def test_trained_runs_trains_side_by_side_and_counts_no_cache_hits(tmp_path, mnist_train, mnist_test):
     ctx = RunContext(out=tmp_path / "study", device=CPU, show_progress=False, workers=2)
     plan = [(f"depth {d}", {"depth": d}, _recipe(d)) for d in (2, 4, 6)]
-    records, models = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
+    records, models = _trained_runs(ctx, plan, mnist_train, mnist_test)
     assert [r["depth"] for r in records] == [2, 4, 6] and list(models) == ["depth 2", "depth 4", "depth 6"]
     assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
-    assert ctx.cache.hits == 0
+    assert ctx.reused == 0
     assert all(r["train_seconds"] > 0 and r["test_acc"] > 0.5 for r in records)
     again = RunContext(out=tmp_path / "study", device=CPU, show_progress=False, workers=2)
-    trained_runs(again, "runs", plan, mnist_train, mnist_test)
-    assert again.cache.hits == 3 and again.trained_side_by_side == set()
+    _trained_runs(again, plan, mnist_train, mnist_test)
+    assert again.reused == 3 and again.trained_side_by_side == set()
 
 
 def test_an_error_in_a_worker_stops_the_others_and_keeps_their_finished_epochs(
@@ -150,13 +155,13 @@ def test_by_default_runs_go_side_by_side_where_a_few_steps_measure_it_faster(
     monkeypatch.setattr(side_by_side, "_step_seconds", lambda run, train, counts: {n: seconds[n] for n in counts})
     assert side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
     ctx = RunContext(out=tmp_path / "study", device=CPU, show_progress=False)
-    trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
+    _trained_runs(ctx, plan, mnist_train, mnist_test)
     assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
     seconds[threads] = 1 / 1.9  # where they train 1.9x faster, one run after the other is sooner
     assert not side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
     ctx = RunContext(out=tmp_path / "other", device=CPU, show_progress=False, models_dir=tmp_path / "other-models")
-    records, _ = trained_runs(ctx, "runs", plan, mnist_train, mnist_test)
-    assert ctx.trained_side_by_side == set() and len(records) == 2 and ctx.cache.hits == 0
+    records, _ = _trained_runs(ctx, plan, mnist_train, mnist_test)
+    assert ctx.trained_side_by_side == set() and len(records) == 2 and ctx.reused == 0
 
 
 def test_worker_counts_are_checked(tmp_path):

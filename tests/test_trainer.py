@@ -2,19 +2,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dlapps.data import ResidentLoader, get_dataset
+from dlapps.data import ResidentLoader, Transform, get_dataset
 from dlapps.errors import CheckpointError
 from dlapps.models import create_model, read_weights
-from dlapps.train import TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
+from dlapps.train import Execution, TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
 
 MNIST = get_dataset("mnist")
 
 
 def _loaders(train, test, seed=0, batch_size=64):
-    norm = {"mean": MNIST.mean, "std": MNIST.std}
+    norm = Transform(mean=MNIST.mean, std=MNIST.std)
     return (
-        ResidentLoader(train, batch_size=batch_size, shuffle=True, seed=seed, **norm),
-        ResidentLoader(test, batch_size=500, **norm),
+        ResidentLoader(train, batch_size=batch_size, shuffle=True, seed=seed, transform=norm),
+        ResidentLoader(test, batch_size=500, transform=norm),
     )
 
 
@@ -32,14 +32,14 @@ def test_learns_real_mnist_subset(mnist_train, mnist_test):
 
 @pytest.mark.slow  # torch.compile: half a minute on a CPU
 def test_compiled_training_matches_eager(mnist_train, mnist_test):
-    """``compile=True`` (the CUDA default) trains the same weights as eager within float noise, on the CPU."""
+    """Compiled (the CUDA default) trains the same weights as eager within float noise, on the CPU."""
     train_data, test_data = mnist_train.subset(2000), mnist_test.subset(1000)
     runs = {}
     for compiled in (False, True):
         torch.manual_seed(0)
         model = create_model("mlp", num_classes=10, in_shape=(1, 28, 28), width=32, depth=2)
         train, test = _loaders(train_data, test_data)
-        history = fit(model, train, test, TrainConfig(epochs=2, batch_size=64, lr=2e-3), compile=compiled)
+        history = fit(model, train, test, TrainConfig(epochs=2, batch_size=64, lr=2e-3), execution=Execution(compiled))
         runs[compiled] = model, history
     (eager, eager_history), (compiled, compiled_history) = runs[False], runs[True]
     assert list(compiled.state_dict()) == list(eager.state_dict())  # trained in place, not through a wrapper's keys
@@ -50,7 +50,7 @@ def test_compiled_training_matches_eager(mnist_train, mnist_test):
 
 
 def test_bf16_training_on_the_cpu_learns_like_fp32_and_says_so(tmp_path, mnist_train, mnist_test):
-    """``precision="bf16"``: autocast on the CPU (emulated where not native: slow, so a
+    """bf16: autocast on the CPU (emulated where not native: slow, so a
     tiny CNN), reaching fp32's accuracy; the checkpoint records the precision used."""
     train_data, test_data = mnist_train.subset(4000), mnist_test.subset(1000)
     runs = {}
@@ -59,7 +59,14 @@ def test_bf16_training_on_the_cpu_learns_like_fp32_and_says_so(tmp_path, mnist_t
         model = create_model("small_cnn", num_classes=10, in_shape=(1, 28, 28), channels=(8, 16), hidden=32)
         train, test = _loaders(train_data, test_data)
         path = tmp_path / f"{precision}.safetensors"
-        history = fit(model, train, test, TrainConfig(epochs=2, lr=3e-3), checkpoint=path, precision=precision)
+        history = fit(
+            model,
+            train,
+            test,
+            TrainConfig(epochs=2, lr=3e-3),
+            checkpoint=path,
+            execution=Execution(precision=precision),
+        )
         runs[precision] = model, history, load_checkpoint(path, model)
     (fp32, fp32_history, fp32_info), (bf16, bf16_history, bf16_info) = runs["fp32"], runs["bf16"]
     assert (fp32_info["precision"], bf16_info["precision"]) == ("fp32", "bf16")

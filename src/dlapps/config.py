@@ -16,6 +16,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
 from dlapps.errors import ConfigError, DlappsError
@@ -94,6 +95,15 @@ def config_keys(config: Any, prefix: str = "") -> dict[str, Any]:
         else:
             keys[f"{prefix}{field.name}"] = value
     return keys
+
+
+def nested(config: Any) -> Iterator[Any]:
+    """Every config nested in ``config``, depth first."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            yield value
+            yield from nested(value)
 
 
 def named_by(config: Any, checker: Any) -> list[Any]:

@@ -10,7 +10,7 @@ from dlapps.data.datasets import (
     load_arrays,
     normalization,
 )
-from dlapps.data.resident import ResidentLoader
+from dlapps.data.resident import ResidentLoader, Shard, Transform
 from dlapps.data.roots import resolve_data_root
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "Dataset",
     "ImageArrays",
     "ResidentLoader",
+    "Shard",
+    "Transform",
     "find_datasets",
     "get_dataset",
     "load_arrays",

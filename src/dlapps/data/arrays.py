@@ -14,6 +14,14 @@ def subset_indices(total: int, size: int | None, seed: int = 0) -> torch.Tensor 
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:size]
 
 
+def one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the first sample of each class (in the given order), then of the others in order, ``count`` in
+    all: a grid of examples that shows every class it can."""
+    firsts = [int((labels == c).nonzero()[0]) for c in labels.unique().tolist()]
+    rest = [i for i in range(len(labels)) if i not in set(firsts)]
+    return torch.tensor((firsts + rest)[:count])
+
+
 @dataclass(frozen=True)
 class ImageArrays:
     """A whole split in memory. ``source`` says where it was read from (for reports and errors)."""

@@ -8,6 +8,7 @@ The uint8 images sit on the device once; each epoch shuffles indices with a gene
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,13 +23,48 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+@dataclass(frozen=True)
+class Transform:
+    """What each batch goes through: a random crop after zero-padding by ``crop_padding`` pixels and random
+    horizontal flips (drawn per epoch), then normalisation with ``mean``/``std`` (else scaling to [0, 1])."""
+
+    crop_padding: int = 0
+    hflip: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.crop_padding:
+            images = random_crop(images, self.crop_padding, generator)
+        if self.hflip:
+            images = random_hflip(images, generator)
+        if self.mean is not None and self.std is not None:
+            return normalize(images, self.mean, self.std)
+        return images.float() / 255.0
+
+
+PLAIN = Transform()  # images scaled to [0, 1], nothing else
+CROP_AND_FLIP = Transform(crop_padding=4, hflip=True)  # the CIFAR augmentation of He et al.
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the data a process of a data-parallel training holds: shard ``rank`` of ``world_size``."""
+
+    rank: int = 0
+    world_size: int = 1
+
+
+WHOLE = Shard()  # all of the data: a world of one process
+
+
 class ResidentLoader:
     """Iterate ``(inputs, labels)`` batches of a split held on ``device``.
 
-    Inputs are float32, normalised with ``mean``/``std`` when given (else scaled to [0, 1]).
+    Inputs are float32, made by ``transform`` (default: scaled to [0, 1]).
     Call :meth:`set_epoch` before iterating to get that epoch's order and augmentation.
-    With ``world_size > 1`` the loader keeps only shard ``rank`` of a fixed seeded split of the data (all
-    shards of equal size), for data-parallel training.
+    With a ``shard`` of a world of more than one, the loader keeps only that shard of a fixed seeded split of the
+    data (all shards of equal size), for data-parallel training.
     """
 
     def __init__(
@@ -39,14 +75,11 @@ class ResidentLoader:
         device: torch.device | str = "cpu",
         shuffle: bool = False,
         seed: int = 0,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        crop_padding: int = 0,
-        hflip: bool = False,
+        transform: Transform = PLAIN,
         drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
+        shard: Shard = WHOLE,
     ) -> None:
+        rank, world_size = shard.rank, shard.world_size
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -63,9 +96,7 @@ class ResidentLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.mean, self.std = mean, std
-        self.crop_padding = crop_padding
-        self.hflip = hflip
+        self.transform = transform
         self.drop_last = drop_last
         self.epoch = 0
 
@@ -87,13 +118,4 @@ class ResidentLoader:
         order = order.to(self.device)
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            images = self.images[index]
-            if self.crop_padding:
-                images = random_crop(images, self.crop_padding, generator)
-            if self.hflip:
-                images = random_hflip(images, generator)
-            if self.mean is not None and self.std is not None:
-                inputs = normalize(images, self.mean, self.std)
-            else:
-                inputs = images.float() / 255.0
-            yield inputs, self.labels[index]
+            yield self.transform(self.images[index], generator), self.labels[index]

@@ -8,112 +8,50 @@ and the literature, environment) into a staging folder that replaces nothing unt
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import torch
 from matplotlib.figure import Figure
 from rich.progress import Progress
 
-from dlapps.config import PositiveInt, apply_overrides, named_by, to_dict
-from dlapps.data import DATASET, DATASETS, Dataset, ImageArrays, get_dataset, resolve_data_root
+from dlapps.config import PositiveInt, apply_overrides, named_by, nested, to_dict
+from dlapps.data import DATASET, DATASETS, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need, ensure
 from dlapps.data.ood import OOD_SET, ood_set_needs
 from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError
-from dlapps.models import Classifier
 from dlapps.models.pretrained import weights_need
 from dlapps.registry import Registry
 from dlapps.report.comparison import Comparison
-from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block
 from dlapps.report.progress import make_progress
 from dlapps.report.runs import RunCache, check_output_folder, output_lock
-from dlapps.report.study import environment, write_report
-from dlapps.train import ClassifierRecipe, Training, obtain_classifier, train_side_by_side
+from dlapps.report.study import environment, write_study
+from dlapps.train import ModelSource
 from dlapps.train.device import resolve_precision
-from dlapps.train.model_spec import ModelSpec, load_classifier
-from dlapps.train.side_by_side import check_workers, default_workers
+from dlapps.train.model_spec import ModelSpec
 
 
-@dataclass
-class RunContext:
-    """Where and how a study runs; studies own all their I/O through this. It keeps what a run finds out: the
-    cache's hits and the models trained side by side."""
+@dataclass(kw_only=True)
+class RunContext(ModelSource):
+    """Where and how a study runs; studies own all their I/O through this: the models it analyses (from its
+    :class:`ModelSource`), its output folder and the cache of its finished runs, its progress display."""
 
     out: Path
-    device: torch.device
-    data_root: Path | None = None
     models_dir: Path | None = None  # trained models shared between studies; None: "models" beside <out>
-    download: bool = False
     show_progress: bool = True
     command: str = ""
     shared_progress: Progress | None = None  # an outer display (``reproduce``) that studies add their bars to
-    compile: bool | None = None  # torch.compile training; None: on CUDA only (not part of any result's identity)
-    precision: str = "auto"  # training: fp32, bf16 or auto (bf16 where native); not part of any result's identity
-    workers: int | None = None  # runs trained side by side; None: one per core on a CPU where that is faster
-    # (not part of any result's identity)
     cache: RunCache = field(init=False)
-    trained_side_by_side: set[str] = field(init=False)  # keys of the models workers trained for this run
 
     def __post_init__(self) -> None:
-        resolve_precision(self.precision, self.device)  # bad values fail here, before any work
-        if self.workers is not None:
-            check_workers(self.workers, self.device)
-            if self.compile and self.workers > 1:
-                raise ConfigError(f"{self.workers} workers asked for with compile: compiled runs train one at a time")
+        super().__post_init__()
         self.models_dir = self.models_dir or self.out.parent / "models"
         self.cache = RunCache(self.out / "runs")
-        self.trained_side_by_side = set()
-
-    @property
-    def training_workers(self) -> int:
-        return default_workers(self.device) if self.workers is None else self.workers
-
-    def classifier(
-        self,
-        model: ModelSpec | ClassifierRecipe,
-        data: ImageArrays | None = None,
-        *,
-        dataset: Dataset | None = None,
-        image_size: int | None = None,
-        test_subset: int | None = None,
-        **training: Any,
-    ) -> Classifier:
-        """The classifier a :class:`ModelSpec` names, for ``dataset`` (``data``: its evaluation split), or the
-        model of a recipe, on the run's device: published or given weights are loaded; a model trained here comes
-        from the shared model folder, trained there first when it is not (else counted as a reused run).
-        ``training``: keyword arguments of :func:`~dlapps.train.obtain_classifier` (``progress``, ``train`` and
-        ``test`` splits, ``step_loss``)."""
-        if isinstance(model, ModelSpec) and model.kind != "train":
-            return load_classifier(model, dataset, data, self.data_root, self.download).to(self.device)
-        recipe = model.recipe(dataset.name, image_size, test_subset) if isinstance(model, ModelSpec) else model
-        classifier, reused = obtain_classifier(
-            recipe, self.models_dir, self.device, data_root=self.data_root, download=self.download,
-            compile=self.compile, precision=self.precision, **training,
-        )  # fmt: skip
-        self.cache.hits += reused and recipe.key() not in self.trained_side_by_side
-        # A model a study analyses goes to the layout that runs fastest; a recipe's stays as it was trained.
-        return classifier.to(self.device) if isinstance(model, ModelSpec) else classifier
-
-    def train_side_by_side(
-        self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress
-    ) -> None:
-        """Train the runs that are not in the model folder yet side by side, where that is how they train
-        soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
-        if self.compile:  # compiled runs train one at a time (forked workers cannot compile)
-            return
-        trained = train_side_by_side(
-            runs, self.models_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
-            progress=progress, only_if_faster=self.workers is None,
-        )  # fmt: skip
-        self.trained_side_by_side.update(trained)
 
     def progress(self) -> AbstractContextManager[Progress]:
         """A progress display to use as a context manager: the shared one if any, else a new one."""
@@ -222,41 +160,6 @@ def _study_entry(name: str, cls: type[Study]) -> Study:
 STUDIES: Registry[Study] = Registry("study", entry=_study_entry)
 
 
-def nested(config: Any) -> Iterator[Any]:
-    """Every config nested in ``config``, depth first."""
-    for item in dataclasses.fields(config):
-        value = getattr(config, item.name)
-        if dataclasses.is_dataclass(value):
-            yield value
-            yield from nested(value)
-
-
-def trained_runs(
-    ctx: RunContext, title: str, plan: list[tuple[str, dict[str, Any], ClassifierRecipe]], train, test
-) -> tuple[list[dict[str, Any]], dict[str, Classifier]]:
-    """Each recipe of ``plan`` (label, the run's own fields, recipe), trained or found in the model folder, under
-    one progress bar: a record per run (its fields, the model's key and size, final accuracies, seconds,
-    history) and the models by label."""
-    records, models = [], {}
-    with ctx.progress() as progress:
-        overall = progress.add_task(title, total=len(plan))
-        ctx.train_side_by_side([Training(label, recipe) for label, _, recipe in plan], train, test, progress)
-        for label, fields, recipe in plan:
-            progress.update(overall, description=label)
-            started = time.perf_counter()
-            models[label] = model = ctx.classifier(recipe, progress=progress, train=train, test=test)
-            history = model.info["history"]
-            records.append({
-                **fields, "key": recipe.key(), "parameters": sum(p.numel() for p in model.module.parameters()),
-                "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
-                "train_seconds": sum(h["seconds"] for h in history), "seconds": time.perf_counter() - started,
-                "history": history,
-            })  # fmt: skip
-            progress.console.print(f"{label}: test acc {records[-1]['test_acc']:.4f}")
-            progress.advance(overall)
-    return records, models
-
-
 def run_study(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]:
     """Run ``study`` and write its standard files into ``ctx.out``; return the ``results.json`` content."""
     for folder in (ctx.out, ctx.models_dir):
@@ -281,15 +184,9 @@ def _run_and_write(study: Study, config: Any, ctx: RunContext) -> dict[str, Any]
             "training_precision": resolve_precision(ctx.precision, ctx.device),
         },  # fmt: skip
         **output.results,
-        "cached_runs": ctx.cache.hits,
+        "cached_runs": ctx.cache.hits + ctx.reused,
         "wall_seconds": time.perf_counter() - started,
         "command": ctx.command,
     }
-    with staged_output(ctx.out) as stage:
-        write_json(stage / "results.json", results)
-        write_csv(stage / "results.csv", output.rows)
-        write_text(stage / "table.md", study.table(config, results))
-        for name, figure in output.figures.items():
-            save_figure(figure, stage / name)
-        write_report(study, config, results, stage)
+    write_study(ctx.out, study, config, results, output.rows, output.figures)
     return results

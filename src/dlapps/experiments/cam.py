@@ -2,10 +2,11 @@
 
 A classifier is explained on its dataset's images (by default the ImageNet MobileNetV2 on the Imagenette
 validation images) with CAM, Grad-CAM, Grad-CAM++, Score-CAM and LayerCAM, and, for the course setup, the
-deepest residual CNN trained by ``residual-cnn`` (taken from the shared model folder, trained if missing)
-on its test images. For each model the study draws a grid like the course write-up's (image, heatmap,
-overlay; true and predicted class with confidence), a method comparison, and a faithfulness table (average
-drop, increase in confidence, deletion/insertion AUC).
+deepest residual CNN of the ResNet runs it names (:data:`dlapps.train.writeup.RESNET_RUNS`, as ``residual-cnn``
+trains them: taken from the shared model folder, trained if missing) on its test images. For each model the
+study draws a grid like the course write-up's (image, heatmap, overlay; true and predicted class with
+confidence), a method comparison, and a faithfulness table (average drop, increase in confidence,
+deletion/insertion AUC).
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ import torch
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
+from dlapps.data.arrays import one_per_class
 from dlapps.data.downloads import Need
 from dlapps.evaluate import predict
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import CAM_METHODS, batched_maps, faithfulness
 from dlapps.models import PRETRAINED, Classifier
 from dlapps.models.classifier import MODEL, align_labels
-from dlapps.models.hooks import feature_layer
 from dlapps.models.layout import inference_batch
-from dlapps.models.pretrained import weights_need
+from dlapps.models.spec import with_stand_in
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_number, table
+from dlapps.train import ClassifierRecipe
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.writeup import resnet_runs
 
 # torchcam's published faithfulness on Imagenette with the ImageNet ResNet-18 (average drop, increase).
 TORCHCAM_RESNET18 = {"gradcam": (0.2686, 0.2250), "gradcam++": (0.5271, 0.1962), "layercam": (0.1712, 0.2819)}
@@ -45,10 +48,10 @@ class CamConfig(OnDataset):
     # runs instead when the model is published but its weights are not in the data root and have no public address
     stand_in: Annotated[str, MODEL] | None = "resnet18_imagenet"
     layer: str | None = None  # None: the model's known CAM layer, else its last spatial feature map
-    # also explain the deepest residual net of this residual-cnn profile (the write-up's own CIFAR net in its profile);
-    # none: not, so that explaining a model on its own data trains nothing else
+    # also explain the deepest residual net of these ResNet runs (the write-up's own CIFAR net in its profile), as
+    # residual-cnn's profile of that name trains it; none: not, so that a model explained on its data trains nothing
     residual_cnn: str | None = None
-    residual_cnn_set: tuple[str, ...] = ()  # ... with these residual-cnn overrides (key=value, no lists)
+    residual_cnn_set: tuple[str, ...] = ()  # ... with these overrides of the runs (key=value, no lists)
     methods: tuple[Annotated[str, CAM_METHODS], ...] = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
     grid_images: PositiveInt = 10
     faithfulness_images: PositiveInt = 1000  # average drop / increase in confidence
@@ -64,15 +67,11 @@ class CamConfig(OnDataset):
                 f"stand_in must be a published model ({', '.join(PRETRAINED)}) or none, got {self.stand_in!r}")  # fmt: skip
         require(self.residual_cnn is not None or not self.residual_cnn_set,
                 "residual_cnn_set changes the residual net that residual_cnn names: set residual_cnn too")  # fmt: skip
-        if self.residual_cnn is not None:  # the residual net to explain must be valid
-            STUDIES["residual-cnn"].config(self.residual_cnn, list(self.residual_cnn_set))
+        self.residual_net()  # the residual net to explain must be valid
 
-
-def _one_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the first image of each class (in the given order), then more until ``count``."""
-    firsts = [int((labels == c).nonzero()[0]) for c in labels.unique().tolist()]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
-    return torch.tensor((firsts + rest)[:count])
+    def residual_net(self) -> ClassifierRecipe | None:
+        """The recipe of the residual net to explain beside the model (None: none)."""
+        return None if self.residual_cnn is None else resnet_runs(self.residual_cnn, self.residual_cnn_set).deepest()
 
 
 def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config: CamConfig, device) -> dict[str, Any]:
@@ -81,7 +80,7 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
     batch = config.batch_size or inference_batch(data.image_shape, device)
     confidence, prediction = predict(model, data, batch).softmax(1).max(1)
     prediction = prediction.to(device)
-    grid = _one_per_class(labels.cpu(), config.grid_images)
+    grid = one_per_class(labels.cpu(), config.grid_images)
     titles = [f"true: {data.classes[labels[i]]}\npred: {data.classes[prediction[i]]} ({confidence[i]:.2f})"
               for i in grid.tolist()]  # fmt: skip
     grid_maps, rows = {}, []
@@ -106,6 +105,8 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
 class Cam(Study):
     summary = "CAM, Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM on a classifier (ImageNet MobileNetV2 by default); faithfulness."
     config_type = CamConfig
+    exercise = (1, "2.3", "class activation maps")
+    reads_training_split = False
     profiles = {
         "quick": {
             # Score-CAM needs one forward pass per channel (1,280 on MobileNetV2): ten minutes of a 2-core CPU
@@ -128,37 +129,17 @@ class Cam(Study):
             "deletion_steps": 8,
         },
     }
-    exercise = (1, "2.3", "class activation maps")
-
-    reads_training_split = False
 
     def needs(self, config: CamConfig, root: Path, download: bool = False) -> list[Need]:
         config = replace(config, model=self.model(config, root, download)[0])
         found = super().needs(config, root, download)
-        if config.residual_cnn is not None:
-            cnn = STUDIES["residual-cnn"]
-            found += cnn.needs(cnn.config(config.residual_cnn, list(config.residual_cnn_set)), root, download)
-        return found
+        net = config.residual_net()
+        return found + (net.needs(root) if net is not None else [])
 
     @staticmethod
     def model(config: CamConfig, root: Path, download: bool = False) -> tuple[ModelSpec, str | None]:
-        """The model to explain, and why another stands in for it (None: none does).
-
-        A published model whose weights are not in the data root is explained by ``stand_in`` when the weights
-        cannot be fetched (no public address) or are not to be (no ``--download``) and the stand-in's weights
-        are there or can be fetched; otherwise the missing weights are an error, before any work."""
-        spec = config.model
-        need = weights_need(spec.name, root) if spec.is_published else None
-        if need is None or config.stand_in is None or need.present() or (need.resource is not None and download):
-            return spec, None
-        fetchable = need.resource is not None
-        if fetchable and not weights_need(config.stand_in, root).present():
-            return spec, None  # the stand-in would need a download too: name the model's own weights
-        chosen, absent = PRETRAINED[config.stand_in], PRETRAINED[spec.name]
-        why = "`--download` fetches it" if fetchable else "it has no public address"
-        reason = (f"{absent.title}'s weights file is not in the data root ({need.paths[0]}; {why}), so the "
-                  f"published {chosen.title}, {chosen.accuracy}, explains the images in its place")  # fmt: skip
-        return ModelSpec(config.stand_in), reason
+        """The model to explain, and why another stands in for it (None: none does)."""
+        return with_stand_in(config.model, config.stand_in, root, download)
 
     def run(self, config: CamConfig, ctx: RunContext) -> StudyOutput:
         # Inputs that can be wrong (weights files, image folders) are read before any long computation.
@@ -173,7 +154,7 @@ class Cam(Study):
                 config.model, data, dataset=dataset, image_size=config.image_size, progress=progress
             )
             data = align_labels(classifier, dataset, data, config.model.class_map)
-            layer = config.layer or classifier.cam_layer or feature_layer(classifier.module, _example(data, ctx))
+            layer = classifier.explained_layer(_example(data, ctx), config.layer)
             if config.residual_cnn is not None:
                 explained["residual-cnn"] = self._residual_cnn(config, ctx, progress)
             explained["model"] = explain_model(classifier, data, layer, config, ctx.device)
@@ -185,26 +166,20 @@ class Cam(Study):
         main = "cam" if "cam" in config.methods else config.methods[0]
         found = {}
         for key, item in explained.items():
-            found[f"{key}_cam_grid.png"] = figures.cam_grid(item["grid_images"], item["grid_maps"][main], item["titles"],
-                                                            method=main)  # fmt: skip
-            shown = slice(0, 6)
-            found[f"{key}_methods.png"] = figures.cam_comparison(
-                item["grid_images"][shown], {m: v[shown] for m, v in item["grid_maps"].items()}, item["titles"][shown]
+            found[f"{key}_cam_grid.png"], found[f"{key}_methods.png"] = figures.cam_figures(
+                item["grid_images"], item["grid_maps"], item["titles"], main=main
             )
         return StudyOutput(results, results["faithfulness"], found)
 
     def _residual_cnn(self, config: CamConfig, ctx: RunContext, progress) -> dict[str, Any]:
-        """The deepest residual net of the configured ``residual-cnn`` run, explained on its test images."""
-        cnn = STUDIES["residual-cnn"].config(config.residual_cnn, list(config.residual_cnn_set))
-        recipe = cnn.recipe(max(cnn.blocks), skip=True, seed=0)
+        """The deepest residual net of the configured ResNet runs, explained on its test images."""
+        recipe = config.residual_net()
         dataset = get_dataset(recipe.dataset)
         data = dataset.load(dataset.eval_split, ctx.data_root, ctx.download, size=recipe.image_size,
                             limit=config.faithfulness_images, seed=config.seed)  # fmt: skip
         classifier = ctx.classifier(recipe, progress=progress)
         classifier = replace(classifier, title=f"{classifier.title} (residual-cnn {config.residual_cnn})")
-        return explain_model(
-            classifier, data, feature_layer(classifier.module, _example(data, ctx)), config, ctx.device
-        )
+        return explain_model(classifier, data, classifier.explained_layer(_example(data, ctx)), config, ctx.device)
 
     def title(self, config: CamConfig, results: dict[str, Any]) -> str:
         return f"Class activation maps: {results['models']['model']['model']}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from dlapps.config import NonNegativeFloat, PositiveFloat, PositiveInt, require
+from dlapps.config import PositiveInt, require
 from dlapps.data import get_dataset
 from dlapps.data.ood import (
     CIFAR10_OVERLAP,
@@ -26,43 +26,21 @@ from dlapps.data.ood import (
     set_label,
 )
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
 from dlapps.models.classifier import align_labels
-from dlapps.ood import DETECTORS, DetectorEvaluation, create_detector, evaluate_detectors, summarize_detectors
+from dlapps.ood import DETECTORS, DetectorEvaluation, DetectorSettings, evaluate_detectors, summarize_detectors
 from dlapps.ood.plots import detector_figures, overview
 from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metrics_table
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, table
 from dlapps.train import TrainConfig
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.writeup import WRITEUP_RESNET_TRAINING, writeup_cnn, writeup_resnet
 
 WRITEUP_ACCURACY = {"small_cnn": 0.64, "resnet20": 0.81}  # the course write-up's CIFAR-10 test accuracies
 WRITEUP_SMALL_CNN_MSP_AUROC = 0.63  # its small CNN, CIFAR-10 vs its CIFAR-100 subset (exercise 2.2's baseline)
 # OpenOOD v1.5, CIFAR-10, ResNet-18 at ~95% accuracy: (near-OOD, far-OOD) AUROC in %. Its near-OOD sets are
 # CIFAR-100 and TinyImageNet, its far-OOD ones MNIST, SVHN, Textures and Places365: context, not a target.
 OPENOOD_ANCHORS = {"msp": (88.03, 90.73), "knn": (90.64, 92.96), "vim": (88.68, 93.48)}
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """Detector hyper-parameters; the defaults are each paper's CIFAR settings."""
-
-    odin_temperature: PositiveFloat = 1000.0
-    odin_epsilon: NonNegativeFloat = 0.0014
-    knn_k: PositiveInt = 50
-    vim_dim: PositiveInt | None = None  # principal-subspace dimension; None: the paper's rule (N/2 for small N)
-    react_percentile: PositiveFloat = 90.0
-
-    def validate(self) -> None:
-        require(self.react_percentile <= 100, f"react_percentile must be in (0, 100], got {self.react_percentile}")
-
-    def hparams(self, detector: str) -> dict[str, Any]:
-        return {
-            "odin": {"temperature": self.odin_temperature, "epsilon": self.odin_epsilon},
-            "knn": {"k": self.knn_k},
-            "vim": {"dim": self.vim_dim},
-            "react": {"percentile": self.react_percentile},
-        }.get(detector, {})
 
 
 @dataclass(frozen=True)
@@ -111,15 +89,6 @@ class OodConfig(OnDataset):
         return {role: getattr(self, role) for role, analysed in roles.items() if analysed}
 
 
-def _detectors(config: OodConfig, id_classes: tuple[int, ...] | None) -> dict[str, Any]:
-    """The configured detectors; ``id_classes``: the outputs that are ID classes, where the model has more outputs
-    than the dataset classes (Mahalanobis then fits only those)."""
-    hparams = {name: config.detector.hparams(name) for name in config.detectors}
-    if "mahalanobis" in hparams and id_classes is not None:
-        hparams["mahalanobis"] = {"classes": id_classes}
-    return {name: create_detector(name, **hparams[name]) for name in config.detectors}
-
-
 @STUDIES.register("ood")
 class OOD(Study):
     summary = "Post-hoc OOD detectors (MSP ... ReAct) on two classifiers (CIFAR-10 by default): near- and far-OOD."
@@ -159,10 +128,11 @@ class OOD(Study):
                                             test_subset=config.id_subset, progress=progress, train=train, test=test)  # fmt: skip
                 fit, ids = (align_labels(classifier, dataset, d, spec.class_map) for d in (fit_data, id_data))
                 id_classes = None if fit.classes == fit_data.classes else tuple(sorted(set(fit.labels.tolist())))
-                scores[role] = evaluation = evaluate_detectors(_detectors(config, id_classes), classifier.module, fit, ids,
-                                                               ood, batch_size=config.batch_size)  # fmt: skip
+                detectors = config.detector.create(config.detectors, id_classes)
+                scores[role] = evaluation = evaluate_detectors(detectors, classifier.module, fit, ids, ood,
+                                                               batch_size=config.batch_size)  # fmt: skip
                 models[role] = {"label": classifier.title, "accuracy": evaluation.accuracy,
-                                "parameters": sum(p.numel() for p in classifier.module.parameters()),
+                                "parameters": classifier.parameter_count,
                                 "detector_seconds": evaluation.seconds, **classifier.describe(),
                                 "history": classifier.info.get("history")}  # fmt: skip
                 records += evaluation.records(distances, model=role)

@@ -8,69 +8,45 @@ context's model folder, where the ``cam`` study finds them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dlapps.config import PositiveInt, require
+from dlapps.config import PositiveInt
 from dlapps.data import get_dataset
-from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
-from dlapps.experiments.writeup import WRITEUP_RESNET_TRAINING, training_settings
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import layer_gradient_norms
-from dlapps.models.classifier import build_from_card
-from dlapps.models.registry import non_default
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import ClassifierRecipe, TrainConfig, recipe_loaders, seed_everything
+from dlapps.report.seeds import over_seeds, seed_curves, seed_values, series
+from dlapps.train import initial_model, training_batches
+from dlapps.train.writeup import RESNET_RUNS, ResNetRuns
 
 # He et al. 2016, Table 6: CIFAR-10 test error of ResNet-20/32/44/56/110 (widths 16/32/64, 164 epochs).
 HE_2016_ACCURACY = {20: 0.9125, 32: 0.9249, 44: 0.9283, 56: 0.9303, 110: 0.9357}
 
 
 @dataclass(frozen=True)
-class ResidualCNNConfig(OnDataset):
-    blocks: tuple[PositiveInt, ...] = (3, 5, 9)  # per stage: ResNet-20, -32, -56
-    widths: tuple[PositiveInt, ...] = (16, 32, 64)
+class ResidualCNNConfig(OnDataset, ResNetRuns):
     seeds: PositiveInt = 3
-    train_subset: PositiveInt | None = None
-    test_subset: PositiveInt | None = None
-    augment: bool = True
     gradient_batches: PositiveInt = 4
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            epochs=40, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="onecycle"
-        )
-    )
-
-    def validate(self) -> None:
-        require(len(self.blocks) > 0, "blocks must not be empty")
-        require(len(self.widths) == 3, f"widths must be 3 positive ints, got {self.widths}")
-
-    def recipe(self, blocks: int, skip: bool, seed: int) -> ClassifierRecipe:
-        hparams = non_default("cifar_resnet", {"blocks": blocks, "skip": skip, "widths": self.widths})
-        return ClassifierRecipe(
-            "cifar_resnet", tuple(sorted(hparams.items())), self.dataset, self.image_size, self.train,
-            self.train_subset, self.test_subset, self.augment, seed,
-        )  # fmt: skip
 
 
 def label(blocks: int, skip: bool) -> str:
     return f"{'ResNet' if skip else 'Plain'}-{6 * blocks + 2}"
 
 
+def _name(skip: bool) -> str:
+    return "with skip" if skip else "plain"
+
+
 @STUDIES.register("residual-cnn")
 class ResidualCNN(Study):
     summary = "ResNets with and without skip connections at several depths (CIFAR-10 by default): accuracy curves."
     config_type = ResidualCNNConfig
-    profiles = {
-        # 14 against 32 layers: the skip connections' gain at 8 layers is within one seed's noise at this budget
-        "quick": {"blocks": (2, 5), "widths": (8, 16, 32), "seeds": 1, "train_subset": 5_000,
-                  "test_subset": 2_000, "train.epochs": 6, "train.lr": 0.05},
-        "full": {},
-        # The write-up's nets are given only as "N residual blocks, skip on or off" and its ResNet's 81%: ResNet-8
-        # and ResNet-20 on all of CIFAR-10, trained briefly; the ResNet-20 is the one cam and ood take as its own.
-        "writeup": {"blocks": (1, 3), "seeds": 1, **training_settings("train", WRITEUP_RESNET_TRAINING)},
-    }  # fmt: skip
+    # the library's named runs, whose deepest net cam explains
+    profiles = {"quick": {**RESNET_RUNS["quick"], "seeds": 1}, "full": RESNET_RUNS["full"],
+                "writeup": {**RESNET_RUNS["writeup"], "seeds": 1}}  # fmt: skip
     exercise = (1, "1.3", "skip connections in CNNs")
 
     def run(self, config: ResidualCNNConfig, ctx: RunContext) -> StudyOutput:
@@ -81,7 +57,8 @@ class ResidualCNN(Study):
              config.recipe(blocks, skip, seed))
             for blocks in config.blocks for skip in (False, True) for seed in range(config.seeds)
         ]  # fmt: skip
-        records, _ = trained_runs(ctx, "residual-cnn runs", plan, train, test)
+        with ctx.progress() as progress:
+            records, _ = ctx.trained_runs(plan, train, test, progress, "residual-cnn runs")
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "train": train.source, "test": test.source},
             "runs": records,
@@ -93,37 +70,23 @@ class ResidualCNN(Study):
 
     def _gradient_profiles(self, config: ResidualCNNConfig, ctx: RunContext, train, test) -> dict[str, Any]:
         """Per-layer gradient norms at initialisation for the deepest plain and residual nets (seed 0)."""
-        deepest = max(config.blocks)
-        profiles = {}
+        deepest, profiles = max(config.blocks), {}
         for skip in (False, True):
             recipe = config.recipe(deepest, skip, seed=0)
-            seed_everything(0)
-            model = build_from_card(recipe.card(train)).to(ctx.device).train()
-            loader, _ = recipe_loaders(recipe, train, test, ctx.device)
-            batches = [b for _, b in zip(range(config.gradient_batches), loader, strict=False)]
+            batches = training_batches(recipe, train, test, ctx.device, config.gradient_batches)
+            model = initial_model(recipe, train, ctx.device)
             profiles[label(deepest, skip)] = layer_gradient_norms(model, batches).as_dict()
         return profiles
 
     def _figures(self, config: ResidualCNNConfig, results: dict[str, Any]) -> dict[str, Any]:
         records, found = results["runs"], {}
         for split in ("test", "train"):
-            panels = {
-                f"{6 * b + 2} layers": {
-                    ("with skip" if skip else "plain"): [[h[f"{split}_acc"] for h in r["history"]] for r in records
-                                                         if r["blocks"] == b and r["skip"] == skip]
-                    for skip in (False, True)
-                }
-                for b in config.blocks
-            }  # fmt: skip
+            panels = {f"{6 * b + 2} layers": {_name(s): seed_curves(records, f"{split}_acc", {"blocks": b, "skip": s})
+                                              for s in (False, True)} for b in config.blocks}  # fmt: skip
             found[f"curves_{split}.png"] = figures.curves_grid(panels, ylabel=f"{split} accuracy")
-        series = {}
-        for skip in (False, True):
-            rows = [s for s in results["summary"] if s["skip"] == skip]
-            series["with skip" if skip else "plain"] = tuple(
-                [s[k] for s in rows] for k in ("layers", "mean_test_acc", "std_test_acc")
-            )
+        lines = {_name(s): series(results["summary"], "layers", {"skip": s}) for s in (False, True)}
         found["accuracy_vs_depth.png"] = figures.mean_std_lines(
-            series, xlabel="layers", ylabel="final test accuracy",
+            lines, xlabel="layers", ylabel="final test accuracy",
             title=f"ResNets with and without skip connections on {results['data']['title']}",
         )  # fmt: skip
         found["gradients_init.png"] = figures.gradient_norms(
@@ -137,8 +100,7 @@ class ResidualCNN(Study):
     def table(self, config: ResidualCNNConfig, results: dict[str, Any]) -> str:
         records, rows = results["runs"], []
         for blocks in config.blocks:
-            plain = [r["test_acc"] for r in records if r["blocks"] == blocks and not r["skip"]]
-            skip = [r["test_acc"] for r in records if r["blocks"] == blocks and r["skip"]]
+            plain, skip = (seed_values(records, "test_acc", {"blocks": blocks, "skip": s}) for s in (False, True))
             gap = mean_std(skip)[0] - mean_std(plain)[0]
             minutes = sum(r["train_seconds"] for r in records if r["blocks"] == blocks) / 60
             rows.append(
@@ -209,11 +171,6 @@ class ResidualCNN(Study):
 
 
 def _summarize(config: ResidualCNNConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for blocks in config.blocks:
-        for skip in (False, True):
-            accs = [r["test_acc"] for r in records if r["blocks"] == blocks and r["skip"] == skip]
-            mean, std = mean_std(accs)
-            rows.append({"blocks": blocks, "layers": 6 * blocks + 2, "skip": skip, "mean_test_acc": mean,
-                         "std_test_acc": std, "seeds": len(accs)})  # fmt: skip
-    return rows
+    return over_seeds(
+        records, ({"blocks": b, "layers": 6 * b + 2, "skip": s} for b in config.blocks for s in (False, True))
+    )

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, get_dataset
-from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput, trained_runs
+from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import layer_gradient_norms
-from dlapps.models.classifier import build_from_card
 from dlapps.report import figures
 from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Heading, Image, format_mean_std, mean_std, table
-from dlapps.train import ClassifierRecipe, TrainConfig, recipe_loaders, seed_everything
+from dlapps.report.seeds import over_seeds, seed_curves, seed_values, series
+from dlapps.train import ClassifierRecipe, TrainConfig, initial_model, training_batches
 
 # The course write-up's single-run test accuracies (width 16, MNIST).
 WRITEUP: dict[str, dict[int, float]] = {
@@ -102,7 +102,8 @@ class ResidualMLP(Study):
             (f"{variant_label(v)}, depth {d}, seed {s}", {"variant": v, "depth": d, "seed": s}, config.recipe(v, d, s))
             for d in config.depths for v in config.variants() for s in range(config.seeds)
         ]  # fmt: skip
-        records, models = trained_runs(ctx, "residual-mlp runs", plan, train, test)
+        with ctx.progress() as progress:
+            records, models = ctx.trained_runs(plan, train, test, progress, "residual-mlp runs")
         at_gradient_depth = [
             (f["variant"], label) for label, f, _ in plan if (f["depth"], f["seed"]) == (config.gradient_depth, 0)
         ]
@@ -124,33 +125,31 @@ class ResidualMLP(Study):
         profiles: dict[str, dict[str, Any]] = {"init": {}, "trained": {}}
         for variant in config.variants():
             recipe = config.recipe(variant, config.gradient_depth, seed=0)
-            loader, _ = recipe_loaders(recipe, train, test, ctx.device)
-            batches = [batch for _, batch in zip(range(config.gradient_batches), loader, strict=False)]
-            seed_everything(0)
-            model = build_from_card(recipe.card(train)).to(ctx.device)
-            profiles["init"][variant] = layer_gradient_norms(model, batches).as_dict()
+            batches = training_batches(recipe, train, test, ctx.device, config.gradient_batches)
+            profiles["init"][variant] = layer_gradient_norms(
+                initial_model(recipe, train, ctx.device), batches
+            ).as_dict()
             if variant in trained:
                 profiles["trained"][variant] = layer_gradient_norms(trained[variant], batches).as_dict()
         return profiles
 
     def _figures(self, config: ResidualMLPConfig, results: dict[str, Any]) -> dict[str, Any]:
         records, variants = results["runs"], list(config.variants())
-        series, references = {}, {}
+        lines, references = {}, {}
         for v in variants:
-            rows = [s for s in results["summary"] if s["variant"] == v]
-            series[variant_label(v)] = tuple([s[k] for s in rows] for k in ("depth", "mean_test_acc", "std_test_acc"))
-            seeded = [(s["depth"], s["writeup_reference"]) for s in rows if s["writeup_reference"] is not None]
+            lines[variant_label(v)] = series(results["summary"], "depth", {"variant": v})
+            seeded = [(s["depth"], s["writeup_reference"]) for s in results["summary"]
+                      if s["variant"] == v and s["writeup_reference"] is not None]  # fmt: skip
             if seeded:
                 references[variant_label(v)] = tuple(zip(*seeded, strict=True))
         found = {
             "accuracy_vs_depth.png": figures.mean_std_lines(
-                series, xlabel="depth (hidden layers)", ylabel="test accuracy", log2_x=True, references=references,
+                lines, xlabel="depth (hidden layers)", ylabel="test accuracy", log2_x=True, references=references,
                 title=f"{results['data']['title']}, width {config.width}: final test accuracy",
             ),
             "curves.png": figures.curves_grid(
-                {f"depth {d}": {variant_label(v): [[h["test_acc"] for h in r["history"]] for r in records
-                                                   if r["variant"] == v and r["depth"] == d] for v in variants}
-                 for d in config.depths},
+                {f"depth {d}": {variant_label(v): seed_curves(records, "test_acc", {"variant": v, "depth": d})
+                                for v in variants} for d in config.depths},
                 ylabel="test accuracy",
             ),
         }  # fmt: skip
@@ -172,7 +171,7 @@ class ResidualMLP(Study):
         for depth in config.depths:
             row: list[object] = [depth]
             for v in variants:
-                accs = [r["test_acc"] for r in records if r["variant"] == v and r["depth"] == depth]
+                accs = seed_values(records, "test_acc", {"variant": v, "depth": depth})
                 cell = format_mean_std(accs)
                 reference = writeup_reference(config, v, depth)
                 if reference is not None:
@@ -241,13 +240,5 @@ class ResidualMLP(Study):
 
 
 def _summarize(config: ResidualMLPConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for depth in config.depths:
-        for variant in config.variants():
-            accs = [r["test_acc"] for r in records if r["variant"] == variant and r["depth"] == depth]
-            mean, std = mean_std(accs)
-            rows.append({
-                "depth": depth, "variant": variant, "mean_test_acc": mean, "std_test_acc": std, "seeds": len(accs),
-                "writeup_reference": writeup_reference(config, variant, depth),
-            })  # fmt: skip
-    return rows
+    cells = over_seeds(records, ({"depth": d, "variant": v} for d in config.depths for v in config.variants()))
+    return [{**cell, "writeup_reference": writeup_reference(config, cell["variant"], cell["depth"])} for cell in cells]

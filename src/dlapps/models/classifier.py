@@ -17,7 +17,7 @@ from torch import nn
 from dlapps.data import Dataset, ImageArrays
 from dlapps.data.datasets import looks_like_path
 from dlapps.errors import CheckpointError, ConfigError, DataError
-from dlapps.models.hooks import find_head
+from dlapps.models.hooks import feature_layer, find_head
 from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.layout import fast_layout
 from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
@@ -41,6 +41,15 @@ class Classifier:
     @property
     def num_outputs(self) -> int:
         return find_head(self.module)[1].out_features
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def explained_layer(self, example: torch.Tensor, layer: str | None = None) -> str:
+        """The layer to explain: ``layer`` if given, else its known CAM layer, else its last spatial feature map
+        (found by running ``example``, images in [0, 1] on its device)."""
+        return layer or self.cam_layer or feature_layer(self.module, example)
 
     def describe(self) -> dict[str, Any]:
         """What identifies it in results and cache keys: its title, where it came from, and what it is known to

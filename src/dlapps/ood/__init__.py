@@ -16,10 +16,6 @@ Detectors are classes registered with ``@DETECTORS.register(name)``, one module 
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
-from dlapps.errors import ConfigError
 from dlapps.ood.base import DETECTORS, Detector, NotFittedError, OutputDetector
 from dlapps.ood.msp import MSP
 from dlapps.ood.maxlogit import MaxLogit
@@ -40,20 +36,10 @@ from dlapps.ood.metrics import (
     summarize_detectors,
 )
 from dlapps.ood.scoring import DetectorEvaluation, Scored, evaluate_detectors, fit_detectors, score_detectors
+from dlapps.ood.settings import DetectorSettings, create_detector
 from dlapps.registry import import_submodules
 
 import_submodules(__name__, __path__)  # a detector added as one more module registers itself
-
-
-def create_detector(name: str, **hparams: Any) -> Detector:
-    """A detector by registry name; unknown names or hyper-parameters are a :class:`ConfigError`."""
-    cls = DETECTORS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = set(hparams) - accepted
-    if unknown:
-        takes = ", ".join(sorted(accepted)) or "nothing"
-        raise ConfigError(f"detector {name!r} takes no {', '.join(sorted(unknown))}; it takes {takes}")
-    return cls(**hparams)
 
 
 __all__ = [
@@ -65,6 +51,7 @@ __all__ = [
     "Detector",
     "Energy",
     "DetectorEvaluation",
+    "DetectorSettings",
     "Mahalanobis",
     "MaxLogit",
     "NotFittedError",

@@ -200,6 +200,16 @@ def cam_comparison(images: np.ndarray, maps: Mapping[str, np.ndarray], titles: S
     return figure
 
 
+def cam_figures(
+    images: np.ndarray, maps: Mapping[str, np.ndarray], titles: Sequence[str], *, main: str, compared: int = 6
+) -> tuple[Figure, Figure]:
+    """A model's :func:`cam_grid` of the ``main`` method's maps, and the :func:`cam_comparison` of every method
+    on the first ``compared`` images."""
+    shown = slice(0, compared)
+    grid = cam_grid(images, maps[main], titles, method=main)
+    return grid, cam_comparison(images[shown], {m: v[shown] for m, v in maps.items()}, titles[shown])
+
+
 def grouped_bars(
     panels: Mapping[str, Mapping[str, Mapping[str, float | None]]],
     *,

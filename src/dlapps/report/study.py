@@ -1,6 +1,6 @@
-"""A study's report (its title, body, comparison with the write-up and the literature, and the environment it ran
-in), and the combined report of ``reproduce``; ``study`` is any object with a study's ``title``, ``body``,
-``compare``, ``no_reference``, ``html`` and ``exercise``."""
+"""A study's files and report (its title, body, comparison with the write-up and the literature, and the
+environment it ran in), and the combined report of ``reproduce``; ``study`` is any object with a study's
+``title``, ``table``, ``body``, ``compare``, ``no_reference``, ``html`` and ``exercise``."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from dlapps import __version__
 from dlapps.report.comparison import Comparison, comparison_table, to_records
 from dlapps.report.html import markdown_to_html
-from dlapps.report.io import write_json, write_text
+from dlapps.report.io import save_figure, staged_output, write_csv, write_json, write_text
 from dlapps.report.markdown import Block, Heading, render, table
 
 COMPARISON_TITLE = "Against the write-up and the literature"
@@ -38,6 +39,20 @@ def write_report(study: Any, config: Any, results: dict[str, Any], folder: Path)
     text = write_text(folder / "report.md", study_report(study, config, results)).read_text(encoding="utf-8")
     if study.html:
         write_text(folder / "report.html", markdown_to_html(text, folder, title=study.title(config, results)))
+
+
+def write_study(
+    folder: Path, study: Any, config: Any, results: dict[str, Any], rows: list[dict[str, Any]], found: dict[str, Figure]
+) -> None:
+    """A finished study's files: ``results.json``, ``results.csv`` (``rows``), ``table.md``, the figures and the
+    report, staged so that none replaces an old one until all are written."""
+    with staged_output(folder) as stage:
+        write_json(stage / "results.json", results)
+        write_csv(stage / "results.csv", rows)
+        write_text(stage / "table.md", study.table(config, results))
+        for name, figure in found.items():
+            save_figure(figure, stage / name)
+        write_report(study, config, results, stage)
 
 
 def comparison_blocks(study: Any, config: Any, results: dict[str, Any], rows: list[Comparison]) -> list[Block]:

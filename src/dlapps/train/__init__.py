@@ -2,19 +2,23 @@
 side by side."""
 
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
-from dlapps.train.config import TrainConfig
+from dlapps.train.config import Execution, TrainConfig
 from dlapps.train.device import resolve_device, seed_everything
-from dlapps.train.recipes import ClassifierRecipe, obtain_classifier, recipe_loaders
+from dlapps.train.recipes import ClassifierRecipe, initial_model, obtain_classifier, recipe_loaders, training_batches
 from dlapps.train.side_by_side import Training, train_side_by_side
+from dlapps.train.source import ModelSource
 from dlapps.train.trainer import EpochStats, evaluate, fit
 
 __all__ = [
     "ClassifierRecipe",
     "EpochStats",
+    "Execution",
+    "ModelSource",
     "TrainConfig",
     "Training",
     "evaluate",
     "fit",
+    "initial_model",
     "load_checkpoint",
     "obtain_classifier",
     "recipe_loaders",
@@ -22,4 +26,5 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "train_side_by_side",
+    "training_batches",
 ]

@@ -1,109 +1,30 @@
-"""The classifier a study analyses, by name: :class:`ModelSpec`.
-
-A model is a published checkpoint by name, a registered (or torchvision) architecture trained here on the
-study's dataset (a :class:`~dlapps.train.ClassifierRecipe` in the run's shared model folder), the same
-architecture with a user's weights file, or a checkpoint written by dlapps.
-"""
+"""The classifier a study analyses, and how it is trained here when it is an architecture named without weights:
+:class:`ModelSpec`, a :class:`~dlapps.models.spec.ClassifierSpec` that makes a
+:class:`~dlapps.train.ClassifierRecipe` (trained in the run's shared model folder)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
-from dlapps.config import PositiveInt, require
-from dlapps.data import Dataset, ImageArrays, normalization
-from dlapps.models import MODELS, PRETRAINED, Classifier, from_checkpoint, from_pretrained, from_weights
-from dlapps.models.classifier import MODEL, checkpoint_card
-from dlapps.models.registry import TORCHVISION
+from dlapps.config import PositiveInt
+from dlapps.models.spec import ClassifierSpec
 from dlapps.train.config import TrainConfig
 from dlapps.train.recipes import ClassifierRecipe
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """The classifier a study analyses, named by ``name``:
+class ModelSpec(ClassifierSpec):
+    """A :class:`~dlapps.models.spec.ClassifierSpec` and, for an architecture named without weights, how it is
+    trained here on the study's dataset."""
 
-    - a published checkpoint (``resnet20_cifar10``, ``mobilenet_v2_imagenet``, ...), ``weights`` optionally
-      a file of the same layout;
-    - an architecture (``small_cnn``, ``resnet20``, ``torchvision:resnet18``, ...): with ``weights``, a user's
-      checkpoint of it; without, trained here on the study's dataset with ``train``;
-    - the path of a checkpoint written by dlapps (``dlapps train``), which says all the rest itself.
-
-    ``mean``/``std`` are the normalisation a user's weights expect (default: the dataset's; ImageNet's for a
-    torchvision architecture); ``class_map`` the model output of each dataset class, for a model with more
-    outputs than the dataset has classes (found by itself for ImageNet models on ImageNet WordNet-id folders).
-    """
-
-    shorthand: ClassVar[str] = "name"
-
-    name: Annotated[str, MODEL] = "resnet20_cifar10"
-    weights: str | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    class_map: tuple[int, ...] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)  # when trained here
     train_subset: PositiveInt | None = None  # when trained here: training images (None: all)
     augment: bool = True  # when trained here: random crop and flip
     seed: int = 0  # when trained here
-
-    def validate(self) -> None:
-        require(
-            self.weights is None or self.kind != "checkpoint",
-            f"{self.name} is a checkpoint file; weights go with an architecture name",
-        )
-        require(
-            self.weights is None or Path(self.weights).expanduser().is_file(),
-            f"weights file {self.weights} does not exist",
-        )
-        require((self.mean is None) == (self.std is None), "give mean and std together")
-        if self.mean is not None and self.std is not None:
-            require(len(self.mean) == len(self.std), "mean and std must have one value per channel")
-            require(all(s > 0 for s in self.std), f"std must be positive, got {self.std}")
-
-    @property
-    def kind(self) -> str:
-        """``pretrained``, ``checkpoint``, ``weights`` (an architecture and a file) or ``train`` (trained here)."""
-        if self.name in PRETRAINED:
-            return "pretrained"
-        if self.name not in MODELS and not self.name.startswith(TORCHVISION):
-            return "checkpoint"
-        return "weights" if self.weights else "train"
-
-    @property
-    def is_published(self) -> bool:
-        """The published checkpoint itself (the one reference numbers are about), not a file in its place."""
-        return self.kind == "pretrained" and self.weights is None
-
-    def input_size(self) -> int | None:
-        """The square input size the model was made for, where its name or file says (None: not fixed)."""
-        if self.kind == "pretrained":
-            return PRETRAINED[self.name].in_shape[-1]
-        card = checkpoint_card(Path(self.name).expanduser()) if self.kind == "checkpoint" else None
-        return card["in_shape"][-1] if card else None
 
     def recipe(self, dataset: str, image_size: int | None, test_subset: int | None = None, **hparams: Any):
         return ClassifierRecipe(
             self.name, tuple(sorted(hparams.items())), dataset, image_size, self.train, self.train_subset,
             test_subset, self.augment, self.seed,
         )  # fmt: skip
-
-
-def load_classifier(
-    spec: ModelSpec, dataset: Dataset, data: ImageArrays, root: str | Path | None = None, download: bool = False
-) -> Classifier:
-    """The classifier of a spec that is not trained here: published weights, a dlapps checkpoint, or a user's
-    weights for an architecture (normalised with ``spec.mean`` / ``std``, else the dataset's, measured on its
-    evaluation split ``data`` where it publishes none; a torchvision architecture takes ImageNet's)."""
-    kind = spec.kind
-    if kind == "pretrained":
-        return from_pretrained(spec.name, root, download, spec.weights)
-    if kind == "checkpoint":
-        return from_checkpoint(Path(spec.name).expanduser())
-    mean, std = spec.mean, spec.std
-    if mean is None and not spec.name.startswith(TORCHVISION):
-        mean, std = normalization(dataset, data)
-    return from_weights(
-        spec.name, Path(spec.weights).expanduser(), num_classes=len(data.classes), in_shape=data.image_shape,
-        mean=mean, std=std,
-    )  # fmt: skip

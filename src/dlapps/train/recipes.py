@@ -16,18 +16,20 @@ from typing import Annotated, Any
 
 import torch
 from rich.progress import Progress
+from torch import nn
 
 from dlapps.config import PositiveInt, fingerprint, require, to_dict
 from dlapps.data import DATASET, DATASETS, ImageArrays, ResidentLoader, get_dataset, normalization
 from dlapps.data.datasets import split_need
 from dlapps.data.downloads import Need
+from dlapps.data.resident import CROP_AND_FLIP, PLAIN, Shard
 from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
 from dlapps.models.classifier import build_from_card
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, TORCHVISION, architecture_title
 from dlapps.train.checkpoint import load_checkpoint
-from dlapps.train.config import TrainConfig
+from dlapps.train.config import AUTO, Execution, TrainConfig
 from dlapps.train.device import seed_everything
 from dlapps.train.distributed import barrier, current_world, unwrap, wrap
 from dlapps.train.trainer import StepLoss, cross_entropy_step, fit
@@ -89,11 +91,28 @@ def recipe_loaders(
         f"batch_size {recipe.train.batch_size} must be divisible by the {world.size} processes",
     )
     train, test = train.subset(recipe.train_subset), test.subset(recipe.test_subset)
-    shard = {"rank": world.rank, "world_size": world.size, "device": device}
-    augment = {"crop_padding": 4, "hflip": True} if recipe.augment else {}
+    shard = Shard(world.rank, world.size)
     batch = recipe.train.batch_size // world.size
-    train_loader = ResidentLoader(train, batch_size=batch, shuffle=True, seed=recipe.seed, **shard, **augment)
-    return train_loader, ResidentLoader(test, batch_size=inference_batch(test.image_shape, device), **shard)
+    transform = CROP_AND_FLIP if recipe.augment else PLAIN
+    train_loader = ResidentLoader(train, batch_size=batch, device=device, shuffle=True, seed=recipe.seed,
+                                  transform=transform, shard=shard)  # fmt: skip
+    test_batch = inference_batch(test.image_shape, device)
+    return train_loader, ResidentLoader(test, batch_size=test_batch, device=device, shard=shard)
+
+
+def initial_model(recipe: ClassifierRecipe, train: ImageArrays, device: torch.device) -> nn.Module:
+    """The recipe's model before training, built after seeding with the recipe's seed: the weights its training
+    starts from, so an analysis at initialisation sees those very weights."""
+    seed_everything(recipe.seed)
+    return build_from_card(recipe.card(train)).to(device)
+
+
+def training_batches(
+    recipe: ClassifierRecipe, train: ImageArrays, test: ImageArrays, device: torch.device, count: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches its training sees (its loader's first epoch)."""
+    loader, _ = recipe_loaders(recipe, train, test, device)
+    return [batch for _, batch in zip(range(count), loader, strict=False)]
 
 
 def checkpoint_path(recipe: ClassifierRecipe, folder: Path) -> Path:
@@ -105,34 +124,28 @@ def obtain_classifier(
     recipe: ClassifierRecipe,
     folder: Path,
     device: torch.device,
+    train: ImageArrays,
+    test: ImageArrays,
     *,
-    data_root: str | Path | None = None,
-    download: bool = False,
-    compile: bool | None = None,
-    precision: str = "auto",
+    execution: Execution = AUTO,
     progress: Progress | None = None,
     step_loss: StepLoss = cross_entropy_step,
-    train: ImageArrays | None = None,
-    test: ImageArrays | None = None,
 ) -> tuple[Classifier, bool]:
     """The recipe's trained model (in eval mode) from ``folder``, trained there first if it is not; and whether
-    it was there. Pass the dataset's training and evaluation splits when already loaded."""
-    if train is None or test is None:
-        train, test = recipe.load_data(data_root, download)
+    it was there. ``train`` and ``test``: its dataset's training and evaluation splits
+    (:meth:`ClassifierRecipe.load_data`)."""
     card = recipe.card(train)
-    seed_everything(recipe.seed)
-    model = build_from_card(card).to(device)
+    model = initial_model(recipe, train, device)
     path = checkpoint_path(recipe, folder)
     info = _load_or_set_aside(path, model)
     reused = info is not None and info.get("epoch") == recipe.train.epochs
     if not reused:
-        seed_everything(recipe.seed)
-        model = build_from_card(card).to(device)  # fit restores weights and optimizer from a partial checkpoint
+        model = initial_model(recipe, train, device)  # fit restores weights and optimizer from a partial checkpoint
         train_loader, test_loader = recipe_loaders(recipe, train, test, device)
         fit(
             wrap(model, device), train_loader, test_loader, recipe.train, seed=recipe.seed, checkpoint=path,
             progress=progress if current_world().is_main else None, run_info=to_dict(recipe), card=card,
-            step_loss=step_loss, compile=compile, precision=precision,
+            step_loss=step_loss, execution=execution,
         )  # fmt: skip
         barrier()  # rank 0 has written the last checkpoint
         model = unwrap(model)

@@ -43,6 +43,7 @@ from dlapps.data import ImageArrays
 from dlapps.errors import ConfigError
 from dlapps.models.classifier import build_from_card
 from dlapps.models.layout import fast_layout
+from dlapps.train.config import Execution
 from dlapps.train.distributed import current_world
 from dlapps.train.recipes import ClassifierRecipe, checkpoint_path, obtain_classifier
 from dlapps.train.trainer import StepLoss, build_optimizer, cross_entropy_step
@@ -243,9 +244,9 @@ def _start_worker(
 
 def _train(index: int, recipe: ClassifierRecipe, step_loss: StepLoss) -> None:
     obtain_classifier(
-        recipe, _worker["folder"], torch.device("cpu"), precision=_worker["precision"],
-        progress=_RelayedProgress(_worker["events"], index), step_loss=step_loss, train=_worker["train"],
-        test=_worker["test"],
+        recipe, _worker["folder"], torch.device("cpu"), _worker["train"], _worker["test"],
+        execution=Execution(precision=_worker["precision"]), progress=_RelayedProgress(_worker["events"], index),
+        step_loss=step_loss,
     )  # fmt: skip
 
 

@@ -5,9 +5,9 @@ augmentation depend only on ``(seed, epoch)``, and the global torch RNG is re-se
 same pair, so a run resumed from a checkpoint reproduces the uninterrupted one exactly on the CPU.
 
 Where bf16 trains faster than fp32 (CUDA GPUs from Ampere on, CPUs with AMX) the same loop runs under bf16
-autocast (``precision=``); weights are channels-last wherever that is faster
-(:mod:`dlapps.models.layout`); on CUDA it also runs through ``torch.compile`` with static shapes
-(``compile=``). fp32 and eager stay the default elsewhere.
+autocast; weights are channels-last wherever that is faster (:mod:`dlapps.models.layout`); on CUDA it also
+runs through ``torch.compile`` with static shapes (both: ``execution=``). fp32 and eager stay the default
+elsewhere.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dlapps.data.resident import epoch_generator
 from dlapps.errors import CheckpointError, TrainingDiverged
 from dlapps.models.layout import fast_layout
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
-from dlapps.train.config import TrainConfig
+from dlapps.train.config import AUTO, Execution, TrainConfig
 from dlapps.train.device import resolve_precision
 from dlapps.train.distributed import all_reduce_sum, current_world, unwrap
 
@@ -136,8 +136,7 @@ def fit(
     run_info: dict[str, Any] | None = None,
     card: dict[str, Any] | None = None,
     step_loss: StepLoss = cross_entropy_step,
-    compile: bool | None = None,
-    precision: str = "auto",
+    execution: Execution = AUTO,
 ) -> list[EpochStats]:
     """Train ``model`` for ``config.epochs`` epochs and return per-epoch statistics.
 
@@ -148,16 +147,14 @@ def fit(
     the model: architecture, classes, normalisation) is stored in the checkpoint, which makes it loadable on
     its own (:func:`dlapps.models.from_checkpoint`). Under ``torchrun``,
     pass a DistributedDataParallel model and sharded loaders: statistics are summed over ranks and rank 0
-    alone writes the checkpoint. ``compile`` (default: on CUDA only) runs the forward passes through
-    ``torch.compile`` with static shapes; weights, checkpoints and the returned model stay the eager ones.
-    ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where it trains faster
-    than fp32); the precision used is stored in the checkpoint. Neither is part of the run's identity.
+    alone writes the checkpoint. ``execution``: compiled, the forward passes run through ``torch.compile``
+    with static shapes (weights, checkpoints and the returned model stay the eager ones); the precision used
+    is stored in the checkpoint. Neither is part of the run's identity.
     """
     device = next(model.parameters()).device
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(execution.precision, device)
     fast_layout(model, device)  # the batches need no conversion: channels-last weights compute channels-last
-    if compile is None:
-        compile = device.type == "cuda"
+    compile = device.type == "cuda" if execution.compile is None else execution.compile
     runner = torch.compile(model, dynamic=False) if compile else model
     optimizer = build_optimizer(model.parameters(), config)
     scheduler = build_scheduler(optimizer, config, len(train_loader))
