@@ -36,7 +36,6 @@ from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_di
 from dlapps.data import DATASETS, ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.writeup import WRITEUP_CNN_TRAINING
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
 from dlapps.ood import MSP, evaluate_detectors
@@ -46,6 +45,7 @@ from dlapps.report.comparison import Comparison
 from dlapps.report.markdown import Image, format_mean_std, mean_std, table
 from dlapps.train import ClassifierRecipe, TrainConfig, Training
 from dlapps.train.trainer import cross_entropy_step
+from dlapps.train.writeup import WRITEUP_CNN_TRAINING
 
 WONG_2020 = {"clean accuracy": 0.861, "PGD accuracy": 0.461}  # PreAct ResNet-18, FGSM-RS, ε = 8/255
 # The course write-up's small CNN: MSP (AUROC, area under its PR curve) against its CIFAR-100 subset.

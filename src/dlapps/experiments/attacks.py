@@ -35,7 +35,6 @@ from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
-from dlapps.experiments.writeup import writeup_cnn
 from dlapps.models.classifier import align_labels
 from dlapps.models.hooks import model_device
 from dlapps.models.layout import inference_batch
@@ -45,6 +44,7 @@ from dlapps.report.markdown import Heading, Image, format_number, table
 from dlapps.report.runs import RunCache
 from dlapps.train import TrainConfig
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.writeup import writeup_cnn
 
 RULES = ("random", "least-likely")
 METRICS = {

@@ -57,7 +57,7 @@ from dlapps.experiments.base import (
 from dlapps.explain import CAM_METHODS, compute_cam, faithfulness, head_randomisation_check
 from dlapps.models import Classifier
 from dlapps.models.classifier import class_outputs, restrict
-from dlapps.models.hooks import feature_layer
+from dlapps.models.hooks import model_device
 from dlapps.models.layout import inference_batch
 from dlapps.ood import DETECTORS, create_detector, evaluate_detectors, summarize_detectors
 from dlapps.ood.tables import beats_msp_lines, detector_table
@@ -212,14 +212,11 @@ class Audit(Study):
         return accuracy_and_calibration(logits, test.labels, classes=len(test.classes), bins=config.calibration_bins,
                                         seed=config.seed)  # fmt: skip
 
-    def _layer(self, config: AuditConfig, classifier: Classifier, test: ImageArrays) -> str:
-        example = test.images[:1].to(next(classifier.module.parameters()).device).float() / 255
-        return config.layer or classifier.cam_layer or feature_layer(classifier.module, example)
-
     def _explanations(
         self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
     ) -> dict:
-        model, layer = classifier.module, self._layer(config, classifier, test)
+        example = test.images[:1].to(model_device(classifier.module)).float() / 255
+        model, layer = classifier.module, classifier.explained_layer(example, config.layer)
         pool = test.subset(config.faithfulness_images, config.seed)
         x = pool.images.to(ctx.device).float() / 255
         with torch.no_grad():
