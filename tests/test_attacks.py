@@ -132,6 +132,20 @@ def test_early_stop_counts_iterations_and_freezes_finished_samples():
     assert torch.allclose((without.adversarial - x).flatten()[:5], torch.full((5,), 10 * alpha))
 
 
+def test_the_batch_halves_in_the_tail_once_no_sample_waits():
+    alpha = 0.02
+    flips_after = torch.tensor([1, 1, 2, 2, 2, 3, 9, 12])  # steps each sample needs
+    x = (0.5 - alpha * (flips_after - 0.5)).view(-1, 1, 1, 1)
+    y = torch.zeros(8, dtype=torch.int64)
+    sizes = []
+    model = Threshold()
+    model.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
+    result = attack(model, x, y, eps=1.0, alpha=alpha, steps=20, batch_size=8)
+    assert result.iterations.tolist() == flips_after.tolist()  # the same results ...
+    # 3 left after step 2: 4 slots; 2 left after step 3: 2 slots; 1 left after step 9: 1 slot
+    assert sizes[1:] == [8, 8, 8, 4, 2, 2, 2, 2, 2, 2, 1, 1, 1]  # ... from batches halved as they empty
+
+
 def test_slots_give_the_results_of_one_batch():
     model, (x, y) = tiny_model(), tiny_batch(40)
     whole = attack(model, x, y, eps=4 / 255, alpha=1 / 255, steps=6)

@@ -38,7 +38,10 @@ class AdversarialStepLoss:
     w_adv: float = 0.5
 
     def __post_init__(self) -> None:
-        self.attack  # noqa: B018 - making it checks its settings
+        if not self.attack.uses_gradient:  # making it checks its settings
+            raise AttackError(
+                f"{self.method} uses no gradient; adversarial training needs a gradient attack (e.g. pgd)"
+            )
         if not (self.w_clean >= 0 and self.w_adv > 0):
             raise AttackError(f"weights must be w_clean >= 0 and w_adv > 0, got {self.w_clean} and {self.w_adv}")
 
