@@ -88,6 +88,12 @@ class Attack:
         """ε in one step; else 2.5 ε / steps (Madry et al.), enough to cross the ball and come back."""
         return self.eps if self.single_step else 2.5 * self.eps / self.steps
 
+    @classmethod
+    def sets_own_step(cls) -> bool:
+        """Whether it chooses its own step size (one step of ε, an adaptive one, none) rather than a fixed ``alpha``
+        a study would give every iterative attack."""
+        return cls.single_step or cls.default_alpha is not Attack.default_alpha
+
     def start(self, state: State, run: int, generator: torch.Generator | None) -> State:
         """Where each sample starts: the input, or a random point of the ball with :attr:`random_start`."""
         x = state["x"]

@@ -75,7 +75,7 @@ class AdvTrainConfig(OnDataset):
     evaluations: tuple[Annotated[str, EVALUATIONS], ...] = ("robustness", "ood")
     eval_eps: GreyLevels = 8.0  # grey levels
     eval_attacks: tuple[Annotated[str, ATTACKS], ...] = ("fgsm", "pgd", "apgd-ce")  # side by side, at eval_eps
-    eval_alpha: GreyLevels = 2.0  # grey levels, PGD's step (the other attacks take their own)
+    eval_alpha: GreyLevels = 2.0  # grey levels, the step of PGD, BIM, MI-FGSM (the others set their own)
     eval_steps: tuple[PositiveInt, ...] = (10, 20)  # of each iterative attack
     eval_batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest)
     ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it
@@ -117,7 +117,7 @@ class AdvTrainConfig(OnDataset):
         ``eval_steps`` for an iterative one."""
         found = {}
         for name in self.eval_attacks:
-            alpha = self.eval_alpha * PIXEL if name == "pgd" else None
+            alpha = None if ATTACKS[name].sets_own_step() else self.eval_alpha * PIXEL
             for steps in (1,) if ATTACKS[name].single_step else self.eval_steps:
                 label = name.upper() if ATTACKS[name].single_step else f"{name.upper()}-{steps}"
                 found[label] = make_attack(name, eps=self.eval_eps * PIXEL, steps=steps, alpha=alpha)
@@ -350,7 +350,7 @@ class AdvTrain(Study):
         evaluated = []
         if "robustness" in config.evaluations:
             evaluated.append(f"{', '.join(config.eval_attacks_by_label())} at ε = {eps_label(config.eval_eps)} "
-                             f"(PGD from a random start with a step of {config.eval_alpha:g}/255; each image stopping "
+                             f"(fixed steps of {config.eval_alpha:g}/255 where an attack takes one; each image stopping "
                              "once misclassified, so it counts as robust only if no step fooled it)")  # fmt: skip
         if "ood" in config.evaluations:
             evaluated.append(f"MSP's OOD detection against as many images of {set_title(config.ood_set)}")

@@ -64,7 +64,7 @@ class AttackConfig(OnDataset):
     method: Annotated[str, ATTACKS] = "bim"
     epsilons: tuple[GreyLevels, ...] = (0.5, 1, 2, 3, 4, 6, 8, 12, 16)  # grey levels (units of 1/255)
     steps: PositiveInt = 10
-    alpha_fraction: PositiveFloat = 0.25  # step size as a fraction of ε (one-step FGSM always steps ε)
+    alpha_fraction: PositiveFloat = 0.25  # step size as a fraction of ε (attacks that set their own keep it)
     targets: tuple[str, ...] = ()  # each beside the untargeted attack: random, least-likely, a class or its index
     test_subset: PositiveInt | None = None  # None: the whole test split
     batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
@@ -77,6 +77,8 @@ class AttackConfig(OnDataset):
         require(list(self.epsilons) == sorted(set(self.epsilons)), f"epsilons must increase, got {self.epsilons}")
         require(not ATTACKS[self.method].single_step or self.steps == 1, f"{self.method} takes one step: set steps=1")
         require(len(self.targets) == len(set(self.targets)), f"targets repeat an entry: {self.targets}")
+        require(not self.targets or ATTACKS[self.method].takes_target,
+                f"{self.method} is untargeted: it takes no targets (set targets= empty, or another method)")  # fmt: skip
 
     def modes(self, classes: tuple[str, ...]) -> dict[str, TargetSpec]:
         """Mode label -> target of :func:`dlapps.attacks.attack`: untargeted, then each entry of ``targets``."""
@@ -97,7 +99,7 @@ class AttackConfig(OnDataset):
 
     def attack_kwargs(self, eps: float, target: TargetSpec) -> dict[str, Any]:
         """Arguments of :func:`dlapps.attacks.attack` at ``eps`` grey levels."""
-        alpha = None if ATTACKS[self.method].single_step else self.alpha_fraction * eps * PIXEL
+        alpha = None if ATTACKS[self.method].sets_own_step() else self.alpha_fraction * eps * PIXEL
         return {"method": self.method, "eps": eps * PIXEL, "alpha": alpha, "target": target, "early_stop": True}
 
 
@@ -196,7 +198,9 @@ class AttackSweep(Study):
 
     def setup(self, config: AttackConfig, results: dict[str, Any]) -> str:
         victim, data = results["victim"], results["data"]
-        alpha = "ε (one step)" if ATTACKS[config.method].single_step else f"{config.alpha_fraction:g}·ε"
+        attack = ATTACKS[config.method]
+        alpha = ("ε (one step)" if attack.single_step else "a size it sets itself" if attack.sets_own_step()
+                 else f"{config.alpha_fraction:g}·ε")  # fmt: skip
         return (
             f"{config.method.upper()} attacks {victim['title']}"
             + (f" ({victim['reference']})" if victim["reference"] else "")
