@@ -133,6 +133,10 @@ def trust_checks(
             eps_label(large.eps * 255) if large.threat_name == "linf" else f"{large.eps:g}", left_at_large
         ),
         no_gradient_masking(headline.stages, images),
-        converged(headline.robust_accuracy, after_stronger, repr(stronger)),
+        converged(
+            headline.robust_accuracy,
+            after_stronger,
+            f"{stronger.name} with {stronger.steps} steps and {stronger.restarts} restarts",
+        ),  # fmt: skip
         gradients_are_informative(gradient_health(model, data, batch_size)),
     ]
