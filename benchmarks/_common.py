@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from dlapps.data import load_arrays
+from dlapps.models import load_pretrained
+from dlapps.models.layout import fast_layout
 
 
 def hardware(device: torch.device) -> str:
@@ -30,3 +36,31 @@ def write_result(name: str, device: torch.device, payload: dict[str, Any]) -> Pa
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resnet20_and_images(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The shared ResNet-20 in the layout every study runs it in, and ``args.images`` CIFAR-10 test images in [0, 1]
+    with their labels, on ``args.device`` (with ``args.threads`` CPU threads)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = fast_layout(load_pretrained("resnet20_cifar10").to(device), device)
+    data = load_arrays("cifar10", "test").subset(args.images)
+    return model, (data.images.float() / 255).to(device), data.labels.to(device)
+
+
+def timed(device: torch.device | str, run: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``run(*args, **kwargs)`` and the seconds it took (the device synchronised before and after)."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    out = run(*args, **kwargs)
+    if cuda:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - started

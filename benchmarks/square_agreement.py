@@ -14,16 +14,12 @@ by hand, not in CI.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torchattacks
-from _common import write_result
+from _common import add_machine_arguments, resnet20_and_images, timed, write_result
 
 from dlapps.attacks import attack, summarize
-from dlapps.data import load_arrays
-from dlapps.models import load_pretrained
-from dlapps.models.layout import fast_layout
 
 
 def main() -> None:
@@ -34,27 +30,13 @@ def main() -> None:
     parser.add_argument("--p-init", type=float, default=0.8)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_machine_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    model, x, y = resnet20_and_images(args)
     device = torch.device(args.device)
-    model = fast_layout(load_pretrained("resnet20_cifar10").to(device), device)  # as every study runs it
-    data = load_arrays("cifar10", "test").subset(args.images)
-    x, y = (data.images.float() / 255).to(device), data.labels.to(device)
     with torch.no_grad():  # warm up: the first passes of a layout are slow, and neither side should pay them
         for _ in range(3):
             model(x[: args.batch])
-
-    def timed(run):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        value = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return value, time.perf_counter() - started
 
     def torchattacks_square(eps: float) -> float:
         square = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=args.queries, p_init=args.p_init,
@@ -68,10 +50,10 @@ def main() -> None:
     rows = []
     for eps_255 in args.eps:
         eps = eps_255 / 255
-        ours, ours_s = timed(lambda eps=eps: attack(model, x, y, method="square", eps=eps, steps=args.queries,
+        ours, ours_s = timed(device, lambda eps=eps: attack(model, x, y, method="square", eps=eps, steps=args.queries,
                                                     p_init=args.p_init, batch_size=args.batch,
                                                     generator=torch.Generator().manual_seed(args.seed)))  # fmt: skip
-        theirs, theirs_s = timed(lambda eps=eps: torchattacks_square(eps))
+        theirs, theirs_s = timed(device, torchattacks_square, eps)
         summary = summarize(ours)
         row = {
             "eps_255": eps_255,
