@@ -88,6 +88,16 @@ def test_fgsm_bim_mifgsm_without_early_stop_match_torchattacks(targeted):
         assert not torch.equal(result.adversarial, x)
 
 
+def test_l2_steps_match_torchattacks_pgdl2():
+    """BIM in the L2 ball is torchattacks' PGDL2 without its random start: normalised-gradient steps, then the
+    projection onto the ball and the box."""
+    model, (x, y) = tiny_model(), tiny_batch()
+    expected = torchattacks.PGDL2(model, eps=0.5, alpha=0.1, steps=10, random_start=False)(x, y)
+    result = attack(model, x, y, "bim", threat="l2", eps=0.5, alpha=0.1, steps=10, early_stop=False)
+    assert (result.adversarial - expected).abs().max() <= 1e-5
+    assert (result.adversarial - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+
+
 def test_pgd_matches_torchattacks_in_distribution():
     model = tiny_model()
     x, _ = tiny_batch(2000, seed=3)
