@@ -220,13 +220,14 @@ def test_agrees_with_torchattacks_sample_by_sample(method, threat, eps):
 
 @pytest.mark.slow
 def test_agrees_with_torchattacks_on_resnet20(cifar10_test, resnet20):
-    """Robust accuracy within 2 points on 100 CIFAR-10 images, 20 steps (benchmarks/attack_speed.py compares 500
-    images at 100 steps)."""
+    """Robust accuracy within 2 points on 100 CIFAR-10 images, 20 steps, APGD-T towards 3 target classes
+    (benchmarks/attack_speed.py compares 500 images at 100 steps)."""
     data = cifar10_test.subset(100, seed=2)
     x, y = data.images.float() / 255, data.labels
     for method, threat, eps in [("apgd-ce", "linf", 1 / 255), ("apgd-t", "l2", 0.1)]:
-        robust = resnet20(_reference(method, resnet20, threat, eps, 20)(x, y)).argmax(1) == y
+        robust = resnet20(_reference(method, resnet20, threat, eps, 20, targets=3)(x, y)).argmax(1) == y
+        own = {"n_target_classes": 3} if method == "apgd-t" else {}
         ours = attack_arrays(resnet20, data, method, eps=eps, threat=threat, steps=20,
-                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+                             generator=torch.Generator().manual_seed(0), **own)  # fmt: skip
         assert 0.05 < robust.float().mean() < 0.6
         assert abs(robust_accuracy(ours) - robust.float().mean().item()) <= 0.02, (method, threat)
