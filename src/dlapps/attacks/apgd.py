@@ -39,7 +39,7 @@ from functools import cache
 
 import torch
 
-from dlapps.attacks.attack import ATTACKS, Attack, State
+from dlapps.attacks.attack import ATTACKS, Attack, State, check_positive_int
 from dlapps.attacks.base import uniform_noise
 from dlapps.errors import AttackError
 
@@ -206,8 +206,7 @@ class APGDT(APGD):
 
     def __init__(self, *, n_target_classes: int = 9, **settings) -> None:
         super().__init__(**settings)
-        if not isinstance(n_target_classes, int) or isinstance(n_target_classes, bool) or n_target_classes < 1:
-            raise AttackError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
+        check_positive_int("n_target_classes", n_target_classes)
         self.n_target_classes = n_target_classes
 
     def runs(self, classes: int) -> int:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlapps.attacks.attack import Attack, make_attack
+from dlapps.attacks.attack import Attack, check_positive_int, make_attack
 from dlapps.attacks.base import (
     AttackResult,
     TargetSpec,
@@ -61,8 +61,8 @@ def attack(
     x = x.detach()
     if spec.threat_name == "l2" and spec.eps > (diameter := math.sqrt(x[0].numel())):
         raise AttackError(f"eps={spec.eps:g} exceeds {diameter:.4g}, the L2 diameter of the [0, 1] box of these inputs")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise AttackError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
     slots = batch_size or inference_batch(x.shape[1:], x.device)
     with model_mode(model, False):
         with torch.no_grad():

@@ -58,14 +58,12 @@ class Attack:
             raise AttackError(f"{self.name} attacks within {' or '.join(self.threats)}, not {threat}")
         steps = (1 if self.single_step else self.default_steps) if steps is None else steps
         _check_number("eps", eps, upper=1 if threat == "linf" else math.inf)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise AttackError(f"steps must be a positive integer, got {steps!r}")
+        check_positive_int("steps", steps)
         if self.single_step and steps != 1:
             raise AttackError(f"{self.name} takes a single step of size eps; use method 'bim' for {steps} steps")
         if alpha is not None:
             _check_number("alpha", alpha, upper=1 if threat == "linf" else math.inf)
-        if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
-            raise AttackError(f"restarts must be a positive integer, got {restarts!r}")
+        check_positive_int("restarts", restarts)
         self.eps, self.threat_name, self.steps, self.restarts, self.early_stop = (
             eps,
             threat,
@@ -141,6 +139,11 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v!r}' for k, v in self.settings().items())})"
+
+
+def check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise AttackError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_number(name: str, value: object, *, upper: float) -> None:

@@ -29,7 +29,7 @@ Memo = Callable[[str, dict[str, Any], Callable[[], dict[str, Any]]], dict[str, A
 caller's cache, so an interrupted run resumes from the attacks it finished."""
 
 
-def _no_memo(name: str, settings: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def no_memo(name: str, settings: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return compute()
 
 
@@ -61,7 +61,7 @@ def run_ensemble(
     *,
     batch_size: int | None = None,
     seed: int = 0,
-    memo: Memo = _no_memo,
+    memo: Memo = no_memo,
 ) -> EnsembleResult:
     """Run ``attacks`` in order on ``data``, each on the correctly classified images that no attack before it broke.
 
@@ -101,7 +101,7 @@ def robustness_at(
     pgd_steps: int,
     batch_size: int | None = None,
     seed: int = 0,
-    memo: Memo = _no_memo,
+    memo: Memo = no_memo,
 ) -> tuple[dict[str, Any], EnsembleResult]:
     """L∞ PGD at ε = ``eps_255`` grey levels with per-sample early stop, and the ``ensemble`` (made for that ε) on the
     same images: PGD's summary and the fraction of correctly classified images it fooled within k steps, the

@@ -23,7 +23,7 @@ from torch import nn
 from dlapps.attacks.api import attack_arrays
 from dlapps.attacks.attack import ATTACKS, Attack
 from dlapps.attacks.base import eps_label
-from dlapps.attacks.ensemble import EnsembleResult, Memo, _no_memo
+from dlapps.attacks.ensemble import EnsembleResult, Memo, no_memo
 from dlapps.data import ImageArrays
 from dlapps.models.hooks import model_device, model_mode
 from dlapps.models.layout import inference_batch
@@ -107,7 +107,7 @@ def trust_checks(
     stronger: Attack,
     large: Attack,
     batch_size: int | None = None,
-    memo: Memo = _no_memo,
+    memo: Memo = no_memo,
 ) -> list[Check]:
     """Every check, on the images ``headline`` (an ensemble at the reported ε) was run on; ``sweep`` holds
     (ε, robust accuracy) over the ε sweep. ``stronger`` attacks the ensemble's survivors again; ``large`` (at a
