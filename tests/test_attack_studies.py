@@ -230,3 +230,14 @@ def test_unknown_target_class():
 def test_bad_setting_is_one_line_on_the_command_line(tmp_path, data_root):
     result = dlapps_main("run", "fgsm", "--set", "epsilons=-1", "--out", str(tmp_path), data_root=data_root)
     assert_one_line_error(result, "epsilons: must be in [0, 255] grey levels")
+
+
+def test_adv_train_refuses_an_ood_set_of_another_size_before_training(tmp_path, data_root):
+    digits = tmp_path / "digits.npz"
+    np.savez(digits, images=np.zeros((8, 28, 28, 1), dtype=np.uint8), labels=np.arange(8) % 2,
+             classes=np.array(["zero", "one"]))  # fmt: skip
+    out = tmp_path / "out"
+    result = dlapps_main("run", "adv-train", "--profile", "quick", "--no-progress", "--out", str(out),
+                         "--set", f"ood_set={digits}", "--set", "train_subset=200", data_root=data_root)  # fmt: skip
+    assert_one_line_error(result, "images are (1, 28, 28) (C, H, W) but the model takes (3, 32, 32)")
+    assert not list(out.glob("runs/models/*")) and not list(out.glob("**/*.safetensors"))  # nothing was trained

@@ -172,8 +172,11 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     assert results["accuracy"]["top5"] is None and len(results["accuracy"]["per_class"]) == 10
     calibration = results["accuracy"]["calibration"]
     assert calibration["temperature"] > 1 and calibration["nll_after"] < calibration["nll_before"]
-    assert set(results["ood"]["sets"]) == {"cifar100", "fakedata", "gaussian", "uniform"}
-    assert results["ood"]["sets"]["cifar100"]["distance"] == "near" and len(results["ood"]["metrics"]) == 12
+    assert set(results["ood"]["sets"]) == {"cifar100", "mnist", "fakedata", "gaussian", "uniform"}
+    assert results["ood"]["sets"]["cifar100"]["distance"] == "near" and len(results["ood"]["metrics"]) == 15
+    assert {n for n, i in results["ood"]["sets"].items() if i["distance"] == "far"} == {"mnist", "fakedata", "gaussian",
+                                                                                       "uniform"}  # fmt: skip
+    assert [c["set"] for c in results["ood"]["left_out"]] == ["cifar10"]  # never the ID data against itself
     rows = results["robustness"]["rows"]
     assert [r["eps_255"] for r in rows] == [0.5, 2, 8] and rows[-1]["robust_accuracy_all"] == 0.0
     assert all(r["robust_accuracy_all"] <= r["robust_accuracy"] for r in rows)
@@ -212,7 +215,7 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
 def test_audit_of_an_imagenet_model_on_imagenette(tmp_path, data_root):
     """The 1,000-way MobileNetV2 on the shared Imagenette images, audited as a classifier of their 10 classes."""
     results, report = _audit(tmp_path / "mobilenet", data_root, "--model", "mobilenet_v2_imagenet", "--data", "imagenette",
-                             "--ood", "gaussian",  # each 224-pixel image costs: one OOD set, a few images each
+                             # each 224-pixel image costs: a few images per OOD set
                              settings=[*TINY, "test_subset=40", "attack_images=2", "epsilons=1", "attack_steps=2",
                                        "ensemble_steps=2", "square_queries=5", "ood_subset=5", "id_subset=5", "fit_subset=10",
                                        "detectors=msp,energy", "faithfulness_images=4", "deletion_images=2",
@@ -221,6 +224,10 @@ def test_audit_of_an_imagenet_model_on_imagenette(tmp_path, data_root):
     assert results["accuracy"]["top1"] > 0.8 and len(results["accuracy"]["per_class"]) == 10
     assert "its outputs for 10 classes" in results["model"]["title"] and "(outputs 0, 217, 482" in report
     assert results["explanations"]["layer"] == "features.18"
+    sets = results["ood"]["sets"]  # every registered set, made to 224 px, and none of them near ImageNet's images
+    assert set(sets) == {"cifar100", "cifar10", "mnist", "fakedata", "gaussian", "uniform"}
+    assert {i["distance"] for i in sets.values()} == {"far"} and results["ood"]["left_out"] == []
+    assert sets["cifar100"]["source"].endswith("resized to (3, 224, 224)") and "| cifar100 | far |" in report
 
 
 @pytest.mark.slow
@@ -233,7 +240,10 @@ def test_audit_of_a_model_trained_by_dlapps_train_on_a_grey_dataset(tmp_path, da
     checkpoint = next(models.glob("small_cnn-mnist-*.safetensors"))
     results, report = _audit(tmp_path / "mnist", data_root, "--model", str(checkpoint), "--data", "mnist")
     assert results["accuracy"]["top1"] > 0.8 and results["model"]["kind"] == "checkpoint"
-    assert results["ood"]["sets"]["cifar100"]["source"].endswith("resized to (1, 28, 28)")  # a default, made to fit
+    sets = results["ood"]["sets"]
+    assert sets["cifar100"]["source"].endswith("resized to (1, 28, 28)")  # a default, made to fit
+    assert "mnist" not in sets and [c["set"] for c in results["ood"]["left_out"]] == ["mnist"]
+    assert {i["distance"] for i in sets.values()} == {"far"}
     assert report.startswith(f"# Audit of small CNN trained on MNIST ({checkpoint.name}) on MNIST")
 
 

@@ -1,5 +1,7 @@
 """OOD sets through the data layer: CIFAR-100 without overlapping classes, MNIST as RGB, noise, archives."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from dlapps.data.ood import (
     CIFAR10_OVERLAP,
     OOD_SETS,
     OodRequest,
+    choose_ood_sets,
     conform,
     convert_channels,
     load_ood_set,
@@ -38,17 +41,56 @@ def test_cifar100_leaves_out_the_overlapping_classes(cifar100_test):
 
 
 def test_every_named_set_is_cifar_shaped_uint8(data_root):
-    request = OodRequest(root=data_root, size=40, seed=3)
+    request = OodRequest(root=data_root, size=40, seed=3, id_dataset="cifar10", id_classes=CIFAR10_CLASSES)
     for name, spec in OOD_SETS.items():
+        if spec.is_made_from("cifar10"):
+            continue
         data = load_ood_set(name, request)
         assert len(data) == 40 and data.image_shape == (3, 32, 32) and data.images.dtype == torch.uint8, name
-        assert spec.distance == ("near" if name == "cifar100" else "far")
+        assert spec.distance("cifar10") == ("near" if name == "cifar100" else "far")
         if name in ("fakedata", "gaussian", "uniform"):
             assert torch.equal(load_ood_set(name, request).images, data.images), name  # generated reproducibly
         if name == "mnist":
             assert torch.equal(data.images[:, 0], data.images[:, 2])  # grey repeated over RGB
         if name == "cifar100":
             assert "without bus, pickup_truck, streetcar, tractor, wolf" in data.source
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.mark.parametrize(
+    ("id_dataset", "near", "left_out"),
+    [("cifar10", ["cifar100"], ["cifar10"]), ("cifar100", ["cifar10"], ["cifar100"]), ("mnist", [], ["mnist"]),
+     ("imagenette", [], [])],
+)  # fmt: skip
+def test_default_sets_follow_the_in_distribution_data(id_dataset, near, left_out):
+    chosen, left = choose_ood_sets(id_dataset)
+    assert [c.label for c in left] == left_out and all("in-distribution dataset itself" in c.reason for c in left)
+    assert [c.label for c in chosen if c.distance == "near"] == near
+    assert {c.label for c in chosen} | set(left_out) == set(OOD_SETS)
+    assert all(c.reason for c in chosen)
+
+
+def test_a_requested_set_that_is_the_id_data_is_refused_and_a_users_set_declares_its_distance(tmp_path):
+    with pytest.raises(DataError, match="'cifar100' is the in-distribution dataset"):
+        choose_ood_sets("cifar100", ("cifar100",))
+    with pytest.raises(DataError, match="is the in-distribution dataset"):
+        choose_ood_sets(str(tmp_path / "mine.npz"), (str(tmp_path / "." / "mine.npz:far"),))
+    chosen, _ = choose_ood_sets("cifar10", ("mine.npz:near", "theirs.npz", "mnist:near"))
+    assert [(c.name, c.distance) for c in chosen] == [("mine.npz", "near"), ("theirs.npz", "user"), ("mnist", "near")]
+    assert chosen[0].label == "mine" and "not declared" in chosen[1].reason
+
+
+def test_a_labelled_set_drops_the_classes_the_id_data_shares(data_root):
+    # an ID dataset with a class named like a CIFAR-100 one ("Pickup-Truck") and one it does not know
+    request = OodRequest(root=data_root, size=None, id_dataset="mine", id_classes=("Pickup-Truck", "zeppelin"))
+    data = load_ood_set("cifar100", request)
+    assert len(data) == 9_900 and "pickup_truck" not in {data.classes[i] for i in data.labels.unique().tolist()}
+    for_cifar100 = load_ood_set("cifar10", replace(request, id_dataset="cifar100", id_classes=("apple", "bus")))
+    assert len(for_cifar100) == 10_000  # CIFAR-10 shares no class with CIFAR-100 (as in OpenOOD)
+    with pytest.raises(DataError, match="shares every class"):
+        load_ood_set("cifar10", replace(request, id_classes=CIFAR10_CLASSES))
 
 
 def test_noise():
@@ -90,7 +132,7 @@ def test_user_archives_and_bad_names(tmp_path):
         load_ood_set(_archive(tmp_path / "empty.npz", np.zeros((0, 32, 32, 3), dtype=np.uint8)))
     with pytest.raises(DataError, match="does not exist"):
         load_ood_set(str(tmp_path / "missing.npz"))
-    with pytest.raises(DataError, match="unknown OOD set 'nosuchset'; known: cifar100, mnist"):
+    with pytest.raises(DataError, match="unknown OOD set .nosuchset.; known: cifar100, cifar10, mnist"):
         load_ood_set("nosuchset")
     empty = ImageArrays(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), (), "nothing")
     with pytest.raises(DataError, match="nothing: the set is empty"):

@@ -34,7 +34,7 @@ from dlapps.attacks import (
 )
 from dlapps.config import GreyLevels, PositiveFloat, PositiveInt, require, to_dict
 from dlapps.data import DATASETS, ImageArrays, get_dataset
-from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, set_label
+from dlapps.data.ood import OOD_SET, OodChoice, OodRequest, choose_ood_sets, load_chosen, set_label
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, non_default
@@ -78,8 +78,9 @@ class AdvTrainConfig(OnDataset):
     eval_alpha: GreyLevels = 2.0  # grey levels, the step of PGD, BIM, MI-FGSM (the others set their own)
     eval_steps: tuple[PositiveInt, ...] = (10, 20)  # of each iterative attack
     eval_batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest)
-    ood_set: Annotated[str, OOD_SET] = "cifar100"  # MSP's OOD detection is measured against it
-    resize_ood: bool = False  # resize / convert OOD images that do not fit
+    # MSP's OOD detection is measured against it (None: the first near-OOD set that suits the dataset, else far)
+    ood_set: Annotated[str, OOD_SET] | None = None
+    resize_ood: bool = False  # resize / convert a user's OOD images that do not fit
     attack_eps: GreyLevels = 1.0  # targeting: untargeted against targeted iterative FGSM at this ε ...
     attack_steps: PositiveInt = 10  # ... with at most this many steps ...
     attack_alpha_fraction: PositiveFloat = 0.25  # ... of this fraction of ε each
@@ -123,6 +124,12 @@ class AdvTrainConfig(OnDataset):
                 found[label] = make_attack(name, eps=self.eval_eps * PIXEL, steps=steps, alpha=alpha)
         return found
 
+    def ood_choice(self) -> OodChoice:
+        if self.ood_set is not None:
+            return choose_ood_sets(self.dataset, (self.ood_set,))[0][0]
+        chosen = choose_ood_sets(self.dataset)[0]
+        return next((c for c in chosen if c.distance == "near"), chosen[0])
+
     def hparams(self) -> dict[str, Any]:
         w = self.width
         if self.model == "cifar_resnet":
@@ -144,8 +151,15 @@ class AdvTrainConfig(OnDataset):
         )
 
 
-def set_title(name: str) -> str:
-    return DATASETS[name].title if name in DATASETS else set_label(name)
+def set_title(choice: OodChoice) -> str:
+    return DATASETS[choice.name].title if choice.name in DATASETS else set_label(choice.entry)
+
+
+def load_ood(config: AdvTrainConfig, ctx: RunContext, test: ImageArrays) -> ImageArrays:
+    """The OOD set, as many images as ``test``, at its shape (a user's set that does not fit is refused)."""
+    request = OodRequest(ctx.data_root, ctx.download, len(test), config.seed, test.image_shape, config.dataset,
+                         test.classes)  # fmt: skip
+    return load_chosen(config.ood_choice(), request, resize=config.resize_ood)
 
 
 Evaluation = Callable[[nn.Module, ImageArrays, AdvTrainConfig, RunContext], dict[str, float]]
@@ -167,10 +181,9 @@ def robustness(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx:
 @EVALUATIONS.register("ood")
 def ood_detection(model: nn.Module, test: ImageArrays, config: AdvTrainConfig, ctx: RunContext) -> dict[str, float]:
     """MSP's AUROC and AUPR-In, the test images (ID) against as many images of the OOD set."""
-    request = OodRequest(ctx.data_root, ctx.download, len(test), config.seed, shape=test.image_shape)
-    ood = conform(load_ood_set(config.ood_set, request), test.image_shape, resize=config.resize_ood)
+    ood = load_ood(config, ctx, test)
     metrics = evaluate_detectors({"msp": MSP()}, model, None, test, {"ood": ood}).records({"ood": "user"})[0]
-    name = set_title(config.ood_set)
+    name = set_title(config.ood_choice())
     return {f"MSP AUROC ({name})": metrics["auroc"], f"MSP AUPR-In ({name})": metrics["aupr_in"]}
 
 
@@ -213,10 +226,15 @@ class AdvTrain(Study):
     }  # fmt: skip
     exercise = (4, "2.2", "adversarial training")
 
+    def default_ood_sets(self, config: AdvTrainConfig) -> list[str]:
+        return [config.ood_choice().entry] if config.ood_set is None and "ood" in config.evaluations else []
+
     def run(self, config: AdvTrainConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
         train, full_test = config.load(ctx, "train"), config.load(ctx)
         test = full_test.subset(config.eval_subset or config.test_subset, config.seed)
+        if "ood" in config.evaluations:
+            load_ood(config, ctx, test)  # an OOD set that does not fit fails now, not after the training
         records = []
         with ctx.progress() as progress:
             ctx.train_side_by_side(
@@ -258,8 +276,9 @@ class AdvTrain(Study):
             "model": recipe.key(),
             "evaluations": list(config.evaluations),
             "data": {"source": test.source, "n": len(test), "seed": config.seed},
-            "eval": {k: to_dict(config)[k] for k in ("eval_eps", "eval_attacks", "eval_alpha", "eval_steps", "ood_set", "resize_ood",
-                                                     "seed")},
+            "eval": {**{k: to_dict(config)[k] for k in ("eval_eps", "eval_attacks", "eval_alpha", "eval_steps",
+                                                        "resize_ood", "seed")},
+                     "ood_set": config.ood_choice().entry},
             **({"targeting": {k: to_dict(config)[k] for k in ("attack_eps", "attack_steps", "attack_alpha_fraction")}}
                if "targeting" in config.evaluations else {}),
         }  # fmt: skip
@@ -353,7 +372,9 @@ class AdvTrain(Study):
                              f"(fixed steps of {config.eval_alpha:g}/255 where an attack takes one; each image stopping "
                              "once misclassified, so it counts as robust only if no step fooled it)")  # fmt: skip
         if "ood" in config.evaluations:
-            evaluated.append(f"MSP's OOD detection against as many images of {set_title(config.ood_set)}")
+            choice = config.ood_choice()
+            evaluated.append(f"MSP's OOD detection against as many images of {set_title(choice)} "
+                             f"({choice.distance}-OOD: {choice.reason})")
         if "targeting" in config.evaluations:
             evaluated.append(f"untargeted against targeted (a random other class) iterative FGSM at ε = "
                              f"{eps_label(config.attack_eps)}, at most {config.attack_steps} steps of "
@@ -389,7 +410,7 @@ class AdvTrain(Study):
                  for v, metrics in variants.items()}  # "standard" stays "standard"  # fmt: skip
         spread = f"mean of {config.seeds} seeds" if config.seeds > 1 else ""
         rows = []
-        if "ood" in config.evaluations and config.ood_set == "cifar100":
+        if "ood" in config.evaluations and config.ood_choice().name == "cifar100":
             auroc, aupr = "MSP AUROC (CIFAR-100)", "MSP AUPR-In (CIFAR-100)"
             for weighting, (writeup_auroc, writeup_aupr) in WRITEUP_OOD.items():
                 if weighting in means:

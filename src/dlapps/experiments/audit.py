@@ -42,8 +42,7 @@ from dlapps.attacks import (
 )
 from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
-from dlapps.data.downloads import Need
-from dlapps.data.ood import OOD_SET, OodRequest, conform, load_ood_set, ood_set_needs, set_distance, set_label
+from dlapps.data.ood import OOD_SET, OodChoice, OodRequest, choices_record, choose_ood_sets, load_chosen
 from dlapps.errors import DataError
 from dlapps.evaluate import accuracy_and_calibration, predict
 from dlapps.experiments.base import (
@@ -133,12 +132,6 @@ def standard_eps(config: AuditConfig, shape: tuple[int, int, int]) -> tuple[floa
             config.l2_eps if config.l2_eps is not None else 0.5 if small else 3.0)  # fmt: skip
 
 
-def default_ood_sets(dataset: str) -> tuple[str, ...]:
-    """Another natural-image dataset (CIFAR-100 without CIFAR-10's classes; CIFAR-10 for CIFAR-100), FakeData and
-    noise: each made to the audited images' shape."""
-    return ("cifar10" if dataset == "cifar100" else "cifar100", "fakedata", "gaussian", "uniform")
-
-
 @STUDIES.register("audit")
 class Audit(Study):
     summary = "One classifier on one dataset: accuracy, calibration, explanations, OOD detection, robustness."
@@ -156,9 +149,8 @@ class Audit(Study):
     html = True
     reads_training_split = False  # detectors are fitted on it where it is there, else on held-out test images
 
-    def needs(self, config: AuditConfig, root: Path, download: bool = False) -> list[Need]:
-        defaults = () if config.ood_sets else default_ood_sets(config.dataset)
-        return super().needs(config, root, download) + [need for name in defaults for need in ood_set_needs(name, root)]
+    def default_ood_sets(self, config: AuditConfig) -> list[str]:
+        return [] if config.ood_sets else [c.entry for c in choose_ood_sets(config.dataset)[0]]
 
     def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
@@ -235,19 +227,21 @@ class Audit(Study):
             "method": config.cam_methods[0], "images": n, "mean": float(sanity.nanmean()),
             "median": float(sanity.nanmedian()), "values": sanity.tolist()}}  # fmt: skip
 
-    def _ood_data(self, config: AuditConfig, ctx: RunContext, test: ImageArrays) -> dict[str, ImageArrays]:
-        """The OOD sets at the audited images' shape: the defaults are made to fit, a user's only when asked."""
-        request = OodRequest(ctx.data_root, ctx.download, config.ood_subset, config.seed, shape=test.image_shape)
+    def _ood_data(self, config: AuditConfig, ctx: RunContext, test: ImageArrays) -> ChosenSets:
+        """The OOD sets for the audited data, at its images' shape: a default set is made to fit (and left out
+        where it is not on this machine), a user's set only when asked."""
+        request = OodRequest(ctx.data_root, ctx.download, config.ood_subset, config.seed, test.image_shape,
+                             config.dataset, test.classes)  # fmt: skip
+        chosen, left_out = choose_ood_sets(config.dataset, config.ood_sets)
         sets = {}
-        for name in config.ood_sets or default_ood_sets(config.dataset):
+        for choice in chosen:
             try:
-                data = load_ood_set(name, request)
-            except DataError:
+                sets[choice.label] = (choice, load_chosen(choice, request, resize=config.resize_ood))
+            except DataError as exc:
                 if config.ood_sets:
                     raise
-                continue  # a default set that is not on this machine is left out, and the report lists what ran
-            sets[set_label(name)] = conform(data, test.image_shape, resize=config.resize_ood or not config.ood_sets)
-        return sets
+                left_out.append(replace(choice, reason=f"not readable here ({exc})"))
+        return ChosenSets(sets, left_out)
 
     def _ood(
         self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood, batch: int, **_
@@ -259,13 +253,13 @@ class Audit(Study):
             scored = min(len(test) // 2, config.id_subset or len(test))
             ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
         detectors = {name: create_detector(name) for name in config.detectors}
-        evaluation = evaluate_detectors(detectors, classifier.module, train, ids, ood, batch_size=batch)
-        distances = {name: "near" if name in ("cifar100", "cifar10") else set_distance(name) for name in ood}
-        records = evaluation.records(distances)
-        sets = {name: {"source": data.source, "size": len(data), "distance": distances[name]}
-                for name, data in ood.items()}  # fmt: skip
+        data = {name: images for name, (_, images) in ood.sets.items()}
+        evaluation = evaluate_detectors(detectors, classifier.module, train, ids, data, batch_size=batch)
+        records = evaluation.records({name: choice.distance for name, (choice, _) in ood.sets.items()})
+        sets = {name: {"source": images.source, "size": len(images), "distance": choice.distance, "why": choice.reason}
+                for name, (choice, images) in ood.sets.items()}  # fmt: skip
         fit = {"source": train.source, "size": len(train), "from_test": train.source == test.source}
-        return {"fit": fit, "id_size": len(ids), "sets": sets,
+        return {"fit": fit, "id_size": len(ids), "sets": sets, "left_out": choices_record([], ood.left_out)["left_out"],
                 "metrics": records, "summary": summarize_detectors(records)}  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
@@ -457,6 +451,9 @@ class Audit(Study):
             + ", scoring "
             f"{ood['id_size']} test images against {sets or 'no set'}. AUROC in %, higher is better; in-distribution "
             "is the positive class.",
+            table(["OOD set", "distance", "why"],
+                  [[n, i["distance"], i["why"]] for n, i in ood["sets"].items()]
+                  + [[c["set"], "left out", c["why"]] for c in ood.get("left_out", [])]),  # fmt: skip
             *(
                 [
                     detector_table(
@@ -524,6 +521,14 @@ def robustness_text(config: AuditConfig, robust: dict[str, Any]) -> list:
 
 def _curve(bins: dict[str, list]) -> tuple[list, list, list]:
     return bins["confidence"], bins["accuracy"], bins["count"]
+
+
+@dataclass(frozen=True)
+class ChosenSets:
+    """The audit's OOD sets: label -> (why it was chosen, its images), and the sets left out, with why."""
+
+    sets: dict[str, tuple[OodChoice, ImageArrays]]
+    left_out: list[OodChoice]
 
 
 def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:

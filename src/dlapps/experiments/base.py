@@ -124,8 +124,13 @@ class Study:
         found = [split_need(name, split, root) for name in named_by(config, DATASET) if name in DATASETS
                  for split in (("train",) if train else ()) + (DATASETS[name].eval_split,)]  # fmt: skip
         found += [weights_need(s.name, root) for s in specs if s.is_published]
-        found += [need for name in named_by(config, OOD_SET) for need in ood_set_needs(name, root)]
+        ood_sets = named_by(config, OOD_SET) + self.default_ood_sets(config)
+        found += [need for name in ood_sets for need in ood_set_needs(name, root)]
         return [need for need in found if need is not None]
+
+    def default_ood_sets(self, config: Any) -> list[str]:
+        """The OOD sets a run chooses for its data where the config names none."""
+        return []
 
     def run(self, config: Any, ctx: RunContext) -> StudyOutput:
         raise NotImplementedError

@@ -15,16 +15,7 @@ from typing import Annotated, Any
 
 from dlapps.config import PositiveInt, require
 from dlapps.data import get_dataset
-from dlapps.data.ood import (
-    CIFAR10_OVERLAP,
-    OOD_SET,
-    OOD_SETS,
-    OodRequest,
-    conform,
-    load_ood_set,
-    set_distance,
-    set_label,
-)
+from dlapps.data.ood import OOD_SET, OodRequest, choices_record, choose_ood_sets, load_chosen, set_label
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.models.classifier import align_labels
 from dlapps.ood import DETECTORS, DetectorEvaluation, DetectorSettings, evaluate_detectors, summarize_detectors
@@ -62,9 +53,11 @@ class OodConfig(OnDataset):
     companion: ModelSpec = field(default_factory=lambda: ModelSpec("cifar_resnet", train=WRITEUP_RESNET_TRAINING))
     with_companion: bool = False
     detectors: tuple[Annotated[str, DETECTORS], ...] = tuple(DETECTORS)
-    ood_sets: tuple[Annotated[str, OOD_SET], ...] = tuple(OOD_SETS)  # registered sets, or any dataset name or path
-    cifar100_exclude: tuple[str, ...] = CIFAR10_OVERLAP
-    resize_ood: bool = False  # resize / convert OOD images that do not fit the ID images
+    # registered sets, or any dataset name or path (``path:near`` / ``path:far`` declares its distance); none: every
+    # registered set that suits the ID data (never the ID set itself)
+    ood_sets: tuple[Annotated[str, OOD_SET], ...] = ()
+    ood_exclude: tuple[str, ...] | None = None  # classes left out of labelled OOD sets (None: those the ID data shares)
+    resize_ood: bool = False  # resize / convert a user's OOD images that do not fit the ID images
     id_subset: PositiveInt | None = None  # ID test images (None: all)
     ood_subset: PositiveInt | None = None  # images per OOD set (None: all; 2,000 generated)
     fit_subset: PositiveInt | None = 20_000  # ID training images for detector statistics (None: all)
@@ -75,7 +68,6 @@ class OodConfig(OnDataset):
     def validate(self) -> None:
         require(len(self.detectors) > 0, "detectors must not be empty")
         require(len(set(self.detectors)) == len(self.detectors), f"detectors are repeated: {self.detectors}")
-        require(len(self.ood_sets) > 0, "ood_sets must not be empty")
         labels = [set_label(name) for name in self.ood_sets]
         require(len(set(labels)) == len(labels), f"ood_sets must have distinct names, got {', '.join(labels)}")
         require(
@@ -107,18 +99,22 @@ class OOD(Study):
     }
     exercise = (4, "1", "out-of-distribution detection")
 
+    def default_ood_sets(self, config: OodConfig) -> list[str]:
+        return [] if config.ood_sets else [c.entry for c in choose_ood_sets(config.dataset)[0]]
+
     def run(self, config: OodConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
         # The sets that can be wrong come first, so that one that does not fit fails in seconds.
         size = config.model.input_size()
         test = config.load(ctx, model_size=size)
-        request = OodRequest(ctx.data_root, ctx.download, config.ood_subset, config.seed, config.cifar100_exclude,
-                             test.image_shape)  # fmt: skip
-        ood = {set_label(name): conform(load_ood_set(name, request), test.image_shape, resize=config.resize_ood)
-               for name in config.ood_sets}  # fmt: skip
+        chosen, left_out = choose_ood_sets(config.dataset, config.ood_sets)
+        request = OodRequest(ctx.data_root, ctx.download, config.ood_subset, config.seed, test.image_shape,
+                             config.dataset, test.classes, config.ood_exclude)  # fmt: skip
+        ood = {c.label: load_chosen(c, request, resize=config.resize_ood) for c in chosen}
         train = config.load(ctx, "train", model_size=size)
         id_data, fit_data = test.subset(config.id_subset, config.seed), train.subset(config.fit_subset, config.seed)
-        distances = {set_label(name): set_distance(name) for name in config.ood_sets}
+        distances = {c.label: c.distance for c in chosen}
+        reasons = {c.label: c.reason for c in chosen}
         models, records, scores = {}, [], {}
         with ctx.progress() as progress:
             task = progress.add_task("ood", total=len(config.specs()))
@@ -144,8 +140,9 @@ class OOD(Study):
                 "dataset": config.dataset, "title": dataset.title,
                 "id": {"source": id_data.source, "size": len(id_data)},
                 "fit": {"source": fit_data.source, "size": len(fit_data)},
-                "ood": {name: {"source": data.source, "size": len(data), "distance": distances[name]}
-                        for name, data in ood.items()},
+                "ood": {name: {"source": data.source, "size": len(data), "distance": distances[name],
+                               "why": reasons[name]} for name, data in ood.items()},
+                "left_out": choices_record(chosen, left_out)["left_out"],
             },
             "models": models,
             "metrics": records,
@@ -161,7 +158,8 @@ class OOD(Study):
         names = {d: DETECTORS[d].name for d in config.detectors}
         models, found = results["models"], {}
         if "msp" in config.detectors:
-            near = "cifar100" if "cifar100" in results["data"]["ood"] else next(iter(results["data"]["ood"]))
+            sets = results["data"]["ood"]
+            near = next((name for name, info in sets.items() if info["distance"] == "near"), next(iter(sets)))
             per_model = {
                 f"{models[m]['label']} ({100 * models[m]['accuracy']:.1f}%)":
                     (e.id_scores["msp"], {s: v["msp"] for s, v in e.ood_scores.items()})
@@ -185,10 +183,10 @@ class OOD(Study):
     def body(self, config: OodConfig, results: dict[str, Any]) -> list:
         data, d, models = results["data"], config.detector, results["models"]
         distances = {name: info["distance"] for name, info in data["ood"].items()}
-        set_rows = [[f"ID: {data['title']} test", "in-distribution", data["id"]["size"], data["id"]["source"]]]
-        set_rows += [
-            [name, f"{info['distance']}-OOD", info["size"], info["source"]] for name, info in data["ood"].items()
-        ]
+        set_rows = [[f"ID: {data['title']} test", "in-distribution", data["id"]["size"], data["id"]["source"], ""]]
+        set_rows += [[name, f"{info['distance']}-OOD", info["size"], info["source"], info.get("why", "")]
+                     for name, info in data["ood"].items()]  # fmt: skip
+        left_out = [f"{c['set']} ({c['why']})" for c in data.get("left_out", [])]
         model_rows = [[info["label"], info["reference"] or "—", f"{info['parameters']:,}", f"{100 * info['accuracy']:.2f}%"]
                       for info in models.values()]  # fmt: skip
         blocks: list = [
@@ -200,13 +198,14 @@ class OOD(Study):
             "(the fraction of OOD images kept by the highest threshold that keeps at least 95% of ID images, no "
             "interpolation) are computed with scikit-learn on the raw scores. All numbers are in %.",
             Heading("Data"),
-            table(["set", "role", "images", "source"], set_rows),
+            table(["set", "role", "images", "source", "why"], set_rows),
         ]
-        if "cifar100" in config.ood_sets:
-            blocks.append(
-                "The CIFAR-100 set leaves out the classes whose images a CIFAR-10 label also fits: "
-                f"{', '.join(config.cifar100_exclude) or 'none'} (see `dlapps.data.ood.CIFAR10_OVERLAP` for why each)."
-            )
+        if left_out:
+            blocks.append(f"Left out: {'; '.join(left_out)}.")
+        if any("without" in info["source"] for info in data["ood"].values()):
+            blocks.append("A labelled OOD set leaves out the classes that an in-distribution label also fits: those "
+                          "named alike, and for CIFAR-10 the CIFAR-100 classes listed in "
+                          "`dlapps.data.ood.CIFAR10_OVERLAP`, with why each.")  # fmt: skip
         blocks += [
             Heading("Models"),
             table(["model", "known to score", "parameters", "ID accuracy (this run)"], model_rows),
