@@ -6,7 +6,9 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
+from dlapps.data import load_arrays
 from dlapps.evaluate import (
+    accuracy_and_calibration,
     accuracy_at_coverage,
     adaptive_calibration_error,
     aurc,
@@ -14,6 +16,7 @@ from dlapps.evaluate import (
     classwise_calibration_error,
     confidence_and_correctness,
     expected_calibration_error,
+    predict,
     reliability,
     risk_coverage,
 )
@@ -158,3 +161,24 @@ def test_any_score_ranks_and_temperature_may_reorder_confidences():
     margin = binary.max(1).values - binary.min(1).values  # a score other than a probability: the same order
     assert aurc(margin, right) == pytest.approx(aurc(binary.softmax(1).max(1).values, right), abs=1e-12)
 
+
+def test_the_audit_record_keeps_its_keys_and_adds_the_new_ones(resnet20, data_root):
+    test = load_arrays("cifar10", "test", data_root, limit=400)
+    logits = predict(resnet20, test)
+    record = accuracy_and_calibration(logits, test.labels, seed=3, resamples=300)
+    calibration = record["calibration"]
+    probs = logits.softmax(1)
+    assert calibration["ece"] == reliability(probs, test.labels).ece  # unchanged: still the reliability bins'
+    assert calibration["adaptive_ece"] == adaptive_calibration_error(probs, test.labels)
+    assert calibration["classwise_ece"] == classwise_calibration_error(probs, test.labels)
+    confidence, correct = confidence_and_correctness(probs, test.labels)
+    assert calibration["aurc"] == aurc(confidence, correct)
+    assert calibration["accuracy_at_90_coverage"] >= record["top1"]  # the most confident are the more accurate
+    for name in ("adaptive_ece", "classwise_ece", "aurc", "accuracy_at_90_coverage", "accuracy_at_95_coverage"):
+        assert {f"{name}_before", f"{name}_after"} <= calibration.keys()
+    assert abs(calibration["aurc_after"] - calibration["aurc_before"]) < 0.01  # a reordering, not a new ranking
+    top1, ece = record["intervals"]["top1"], record["intervals"]["ece"]
+    assert top1["estimate"] == record["top1"] and top1["low"] < record["top1"] < top1["high"]
+    assert ece["estimate"] == pytest.approx(calibration["ece"], abs=1e-12) and ece["low"] < ece["high"]
+    assert top1["level"] == 0.95 and top1["resamples"] == 300
+    assert record["intervals"] == accuracy_and_calibration(logits, test.labels, seed=3, resamples=300)["intervals"]
