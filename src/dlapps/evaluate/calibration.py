@@ -49,12 +49,12 @@ def _equal_width_edges(bins: int, device: torch.device) -> torch.Tensor:
     return torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=device)
 
 
-def equal_width_bin(values: torch.Tensor, bins: int) -> torch.Tensor:
+def _equal_width_bin(values: torch.Tensor, bins: int) -> torch.Tensor:
     """The index of each value's equal-width bin of [0, 1] (left-closed; 1.0 in the last bin)."""
     return (torch.bucketize(values, _equal_width_edges(bins, values.device), right=True) - 1).clamp(0, bins - 1)
 
 
-def binned_calibration_error(
+def _binned_calibration_error(
     confidence: torch.Tensor, outcome: torch.Tensor, bin_index: torch.Tensor, bins: int
 ) -> torch.Tensor:
     """The calibration error of each row of (G, N) inputs, ``sum_b |sum_{i in b} outcome_i - confidence_i| / N``
@@ -71,7 +71,7 @@ def binned_calibration_error(
 def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> Reliability:
     """Confidence against accuracy in ``bins`` equal-width bins (``probabilities``: (N, classes), rows sum to 1)."""
     confidence, correct = confidence_and_correctness(probabilities, labels)
-    index = equal_width_bin(confidence, bins)
+    index = _equal_width_bin(confidence, bins)
     counts = torch.bincount(index, minlength=bins).double()
     sums = torch.zeros(2, bins, dtype=torch.float64, device=confidence.device)
     sums[0].index_add_(0, index, confidence)
@@ -81,7 +81,7 @@ def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 1
 
 def batched_expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> torch.Tensor:
     """(B,) equal-width ECE of each row of (B, N) confidences and 0/1 correctness (bootstrap resamples, say)."""
-    return binned_calibration_error(confidence, correct, equal_width_bin(confidence, bins), bins)
+    return _binned_calibration_error(confidence, correct, _equal_width_bin(confidence, bins), bins)
 
 
 def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
@@ -95,7 +95,7 @@ def adaptive_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
     confidence, correct = confidence_and_correctness(probabilities, labels)
     order = confidence.argsort(stable=True)
     index = torch.arange(len(order), device=order.device) * bins // len(order)
-    return binned_calibration_error(confidence[order][None], correct[order][None], index[None], bins).item()
+    return _binned_calibration_error(confidence[order][None], correct[order][None], index[None], bins).item()
 
 
 def classwise_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
@@ -105,8 +105,8 @@ def classwise_calibration_error(probabilities: torch.Tensor, labels: torch.Tenso
     classes = probabilities.shape[1]
     onehot = F.one_hot(labels, classes).double()
     per_class = probabilities.T.contiguous()  # (classes, N): one row per class
-    index = equal_width_bin(per_class, bins)
-    return binned_calibration_error(per_class, onehot.T, index, bins).mean().item()
+    index = _equal_width_bin(per_class, bins)
+    return _binned_calibration_error(per_class, onehot.T, index, bins).mean().item()
 
 
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
