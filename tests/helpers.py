@@ -1,5 +1,6 @@
 """Running the ``dlapps`` command, in a subprocess as a user would or through its entry point in this process, and
-spies on what it does: the figures it draws, the epochs it trains."""
+spies on what it does: the figures it draws, the epochs it trains; and seeded random predictions for the metrics'
+tests."""
 
 import contextlib
 import io
@@ -8,6 +9,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 
 def dlapps(*args: str, data_root: Path | None = None, **variables: str) -> subprocess.CompletedProcess:
@@ -110,3 +113,12 @@ def recording_epochs(train_epoch, log: Path):
 def epochs_trained(log: Path) -> list[int]:
     """The epochs :func:`recording_epochs` recorded in ``log``: the parameter count of the model of each."""
     return [int(line) for line in log.read_text(encoding="ascii").split()] if log.exists() else []
+
+
+def random_predictions(n: int = 500, classes: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, classes) logits and labels: the label is the prediction 60% of the time, else drawn at random."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n, classes, generator=generator)
+    labels = torch.where(torch.rand(n, generator=generator) < 0.6, logits.argmax(1),
+                         torch.randint(0, classes, (n,), generator=generator))  # fmt: skip
+    return logits, labels

@@ -26,19 +26,12 @@ from dlapps.evaluate import (
 from dlapps.explain import head_randomisation_check, randomised_head, rank_correlation
 from dlapps.report.io import read_json
 from figures_check import assert_cam_grid_is_gradcam, assert_figures, assert_line, bars, kept_figures, panel
-from helpers import assert_one_line_error, dlapps_main
-
-
-def _random_predictions(n=500, classes=7, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    logits = 3 * torch.randn(n, classes, generator=generator)
-    labels = torch.where(torch.rand(n, generator=generator) < 0.6, logits.argmax(1), torch.randint(0, classes, (n,)))
-    return logits, labels
+from helpers import assert_one_line_error, dlapps_main, random_predictions
 
 
 @pytest.mark.parametrize("bins", [15, 10])
 def test_ece_agrees_with_torchmetrics(bins):
-    logits, labels = _random_predictions()
+    logits, labels = random_predictions()
     probs = logits.softmax(1)
     reference = MulticlassCalibrationError(num_classes=7, n_bins=bins, norm="l1")(probs, labels).item()
     assert expected_calibration_error(probs, labels, bins) == pytest.approx(reference, abs=1e-6)
@@ -56,7 +49,7 @@ def test_calibration_metrics_on_hand_made_cases():
 
 
 def test_accuracy_metrics_agree_with_scikit_learn():
-    logits, labels = _random_predictions(classes=12)
+    logits, labels = random_predictions(classes=12)
     for k in (1, 5):
         assert top_k_accuracy(logits, labels, k) == pytest.approx(
             top_k_accuracy_score(labels, logits, k=k, labels=range(12))

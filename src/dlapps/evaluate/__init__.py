@@ -1,29 +1,58 @@
-"""Evaluating a classifier's predictions: accuracy (top-k, per class, confusion) and calibration (ECE, NLL,
-Brier score, reliability, temperature scaling). Functions take logits or probabilities and labels as tensors
-and return numbers or tensors on the inputs' device."""
+"""Evaluating a classifier's predictions: accuracy (top-k, per class, confusion), calibration (equal-width,
+adaptive and classwise ECE, NLL, Brier score, reliability, temperature scaling), selective prediction
+(risk-coverage curve, AURC, accuracy at a coverage) and seeded percentile bootstrap intervals, batched over
+resamples (accuracy, ECE, AUROC, paired differences). Functions take logits, probabilities, scores or
+correctness and labels as tensors and return numbers or tensors on the inputs' device."""
 
 from dlapps.evaluate.accuracy import confusion_matrix, per_class_accuracy, predict, top_k_accuracy
+from dlapps.evaluate.bootstrap import (
+    BootstrapInterval,
+    batched_accuracy,
+    batched_auroc,
+    bootstrap_ci,
+    paired_difference_ci,
+    within_noise,
+)
 from dlapps.evaluate.calibration import (
     Reliability,
+    adaptive_calibration_error,
+    batched_expected_calibration_error,
     brier_score,
+    classwise_calibration_error,
+    confidence_and_correctness,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     reliability,
 )
+from dlapps.evaluate.selective import RiskCoverage, accuracy_at_coverage, aurc, risk_coverage
 from dlapps.evaluate.summary import accuracy_and_calibration, bins_record
 
 __all__ = [
+    "BootstrapInterval",
     "Reliability",
+    "RiskCoverage",
     "accuracy_and_calibration",
+    "accuracy_at_coverage",
+    "adaptive_calibration_error",
+    "aurc",
+    "batched_accuracy",
+    "batched_auroc",
+    "batched_expected_calibration_error",
     "bins_record",
+    "bootstrap_ci",
     "brier_score",
+    "classwise_calibration_error",
+    "confidence_and_correctness",
     "confusion_matrix",
     "expected_calibration_error",
     "fit_temperature",
     "negative_log_likelihood",
+    "paired_difference_ci",
     "per_class_accuracy",
     "predict",
     "reliability",
+    "risk_coverage",
     "top_k_accuracy",
+    "within_noise",
 ]
