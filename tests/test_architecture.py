@@ -16,7 +16,7 @@ LAYERS = {
     "train": {"data", "models", "report"},
     "evaluate": {"data", "models"},
     "explain": {"data", "models"},
-    "ood": {"data", "models", "report"},
+    "ood": {"data", "models", "report", "evaluate"},
     "attacks": {"data", "models", "evaluate", "ood"},
 }
 TOP_LEVEL = {"", "config", "errors", "registry"}  # "": the package itself (its version)

@@ -238,7 +238,9 @@ def train(
 @app.command()
 def audit(
     model: Annotated[
-        str, typer.Option(help="The model: a published name, an architecture, or a checkpoint path (see README).")
+        list[str],
+        typer.Option(help="The model: a published name, an architecture, or a checkpoint path (see README); "
+                     "repeat it to audit several models and compare them in one report."),
     ],
     data: Annotated[str, typer.Option(help="The dataset: a registered name, torchvision:<Name>, or a path.")],
     ood: Annotated[
@@ -256,16 +258,26 @@ def audit(
     progress: ShowProgress = True,
     precision: Precision = "auto",
 ) -> None:
-    """Audit one classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
-    in one report (report.md and a self-contained report.html)."""
+    """Audit a classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
+    in one report (report.md and a self-contained report.html); several models: each audited, then compared."""
     from dlapps.experiments import RunContext
     from dlapps.experiments.audit import audit as run_audit
+    from dlapps.experiments.audit_comparison import compare_models
     from dlapps.train import resolve_device
 
     out = out or Path("runs") / f"audit-{profile}"
     ctx = RunContext(out=out, device=resolve_device(device), data_root=data_root, download=download,
                      show_progress=progress, precision=precision)  # fmt: skip
-    results = run_audit(model, data, ood=tuple(ood or ()), profile=profile, settings=list(set_ or []), ctx=ctx)
+    options = {"ood": tuple(ood or ()), "profile": profile, "settings": list(set_ or []), "ctx": ctx}
+    if len(model) > 1:
+        results = compare_models(tuple(model), data, **options)
+        for row in results["comparison"]:
+            if row["kind"] != "auroc":
+                cells = ", ".join(f"{m['label']} {100 * v['estimate']:.1f}%" for m, v in zip(results["models"], row["values"], strict=True))
+                console.print(f"{row['name']}: {cells}")
+        console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: {out / 'report.md'} and {out / 'report.html'}")
+        return
+    results = run_audit(model[0], data, **options)
     table = Table(title=f"audit of {results['model']['title']} on {results['data']['title']}")
     for column in ("section", "quantity", "value", "what it means"):
         table.add_column(column)

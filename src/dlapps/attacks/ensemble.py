@@ -105,7 +105,8 @@ def robustness_at(
 ) -> tuple[dict[str, Any], EnsembleResult]:
     """L∞ PGD at ε = ``eps_255`` grey levels with per-sample early stop, and the ``ensemble`` (made for that ε) on the
     same images: PGD's summary and the fraction of correctly classified images it fooled within k steps, the
-    ensemble's record, and ``robust_accuracy_all``: the images that survive PGD and every attack of the ensemble.
+    ensemble's record, and ``robust_accuracy_all``: the images that survive PGD and every attack of the ensemble
+    (their indices: ``robust_images``).
     ``fooled`` is the fraction of the correctly classified images that some attack broke."""
 
     def compute() -> dict[str, Any]:
@@ -118,8 +119,10 @@ def robustness_at(
     found = run_ensemble(model, data, ensemble, batch_size=batch_size, seed=seed + 1, memo=memo)
     survived_pgd = torch.zeros(len(data), dtype=torch.bool)
     survived_pgd[torch.tensor(pgd["survivors"], dtype=torch.int64)] = True
-    robust = (found.robust & survived_pgd).double().mean().item()
+    survivors = found.robust & survived_pgd
+    robust = survivors.double().mean().item()
     record = {"eps_255": eps_255, **{k: v for k, v in pgd.items() if k != "survivors"},
               "ensemble": found.record(), "robust_accuracy_all": robust,
-              "fooled": 1 - robust / max(found.clean_accuracy, 1e-12)}  # fmt: skip
+              "fooled": 1 - robust / max(found.clean_accuracy, 1e-12),
+              "robust_images": survivors.nonzero().flatten().tolist()}  # fmt: skip
     return record, found

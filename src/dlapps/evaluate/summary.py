@@ -43,6 +43,13 @@ def _uncertainty_record(probabilities: torch.Tensor, labels: torch.Tensor, bins:
     return {f"{key}{suffix}": value for key, value in record.items()}
 
 
+def curve_record(probabilities: torch.Tensor, labels: torch.Tensor, points: int = 101) -> dict[str, list[float]]:
+    """The risk-coverage curve at most ``points`` of its points (evenly spread over its length), for a figure."""
+    curve = risk_coverage(*confidence_and_correctness(probabilities, labels))
+    keep = torch.linspace(0, len(curve.kept) - 1, min(points, len(curve.kept))).round().long().unique()
+    return {"coverage": curve.coverage[keep].tolist(), "risk": curve.risk[keep].tolist()}
+
+
 def accuracy_and_calibration(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -57,8 +64,9 @@ def accuracy_and_calibration(
     ECE over ``bins`` equal-width bins, NLL, Brier score, mean confidence, adaptive and classwise ECE, AURC and
     accuracy at 90% and 95% coverage on every image; and temperature scaling fitted on a seeded half of the
     images, with all but the Brier score and mean confidence before and after it on the other half (and
-    reliability bins). ``intervals``: 95% percentile bootstrap intervals of top-1 and ECE over ``resamples``
-    resamples of every image, seeded with ``seed`` like the split."""
+    reliability bins, risk-coverage curves). ``intervals``: 95% percentile bootstrap intervals of top-1 and ECE
+    over ``resamples`` resamples of every image, seeded with ``seed`` like the split. ``per_image``: each image's
+    correctness and confidence, for paired comparisons of models on the same images."""
     classes = classes or logits.shape[1]
     probs = logits.softmax(1)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -93,4 +101,7 @@ def accuracy_and_calibration(
             **_uncertainty_record(calibrated, labels[held], bins, "_after"),
         },
         "intervals": {name: interval.to_record() for name, interval in intervals.items()},
+        "risk_coverage": {"before": curve_record(probs[held], labels[held]),
+                          "after": curve_record(calibrated, labels[held])},
+        "per_image": {"correct": correct.int().tolist(), "confidence": confidence.tolist()},
     }  # fmt: skip

@@ -44,7 +44,7 @@ from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
 from dlapps.data.ood import OOD_SET, OodChoice, OodRequest, choices_record, choose_ood_sets, load_chosen
 from dlapps.errors import DataError
-from dlapps.evaluate import accuracy_and_calibration, predict
+from dlapps.evaluate import accuracy_and_calibration, batched_accuracy, bootstrap_ci, predict
 from dlapps.experiments.base import (
     STUDIES,
     OnDataset,
@@ -59,9 +59,9 @@ from dlapps.models.classifier import class_outputs, restrict
 from dlapps.models.hooks import model_device
 from dlapps.models.layout import inference_batch
 from dlapps.ood import DETECTORS, create_detector, evaluate_detectors, summarize_detectors
-from dlapps.ood.tables import beats_msp_lines, detector_table
+from dlapps.ood.tables import against_msp_lines, beats_msp_lines, detector_table
 from dlapps.report import figures
-from dlapps.report.markdown import Heading, Image, format_number, percent, table
+from dlapps.report.markdown import Heading, Image, format_number, percent, table, with_interval
 from dlapps.train import resolve_device
 from dlapps.train.model_spec import ModelSpec
 
@@ -97,6 +97,7 @@ class AuditConfig(OnDataset):
     attack_images: PositiveInt | None = 1000
     batch_size: PositiveInt | None = None  # images per forward pass (None: as many as run fastest on the device)
     scale_counts: bool = False  # the image counts above are for 32×32 images: fewer for larger ones (quick)
+    resamples: PositiveInt = 1000  # bootstrap resamples of the test images behind every 95% interval
     seed: int = 0
 
     def for_images(self, shape: tuple[int, int, int]) -> AuditConfig:
@@ -152,20 +153,30 @@ class Audit(Study):
     def default_ood_sets(self, config: AuditConfig) -> list[str]:
         return [] if config.ood_sets else [c.entry for c in choose_ood_sets(config.dataset)[0]]
 
+    def test_data(self, config: AuditConfig, ctx: RunContext) -> ImageArrays:
+        """The audited test images, at the model's input size where the dataset's images vary."""
+        return config.load(ctx, model_size=config.model.input_size(), limit=config.test_subset, seed=config.seed)
+
+    def classifier(
+        self, config: AuditConfig, ctx: RunContext, test: ImageArrays, progress=None
+    ) -> tuple[Classifier, ImageArrays, tuple[int, ...] | None]:
+        """The model, as a classifier of the dataset's classes where it has more outputs (named as it names them),
+        the test images with those class names, and the outputs kept (None: all)."""
+        dataset = get_dataset(config.dataset)
+        classifier = ctx.classifier(config.model, test, dataset=dataset, image_size=config.image_size, progress=progress)
+        outputs = class_outputs(classifier, dataset, test, config.model.class_map)
+        if outputs is not None:
+            names = tuple(classifier.classes[o] for o in outputs) if classifier.classes else test.classes
+            classifier, test = restrict(classifier, outputs, names), replace(test, classes=names)
+        return classifier, test, outputs
+
     def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
         dataset = get_dataset(config.dataset)
-        size = config.model.input_size()
-        test = config.load(ctx, model_size=size, limit=config.test_subset, seed=config.seed)
+        test = self.test_data(config, ctx)
         config = config.for_images(test.image_shape)  # the counts the sections use (and are cached under)
         with ctx.progress() as progress:
             task = progress.add_task("audit: model", total=5)
-            classifier = ctx.classifier(
-                config.model, test, dataset=dataset, image_size=config.image_size, progress=progress
-            )
-            outputs = class_outputs(classifier, dataset, test, config.model.class_map)
-            if outputs is not None:  # audit it as a classifier of the dataset's classes, named as the model names them
-                names = tuple(classifier.classes[o] for o in outputs) if classifier.classes else test.classes
-                classifier, test = restrict(classifier, outputs, names), replace(test, classes=names)
+            classifier, test, outputs = self.classifier(config, ctx, test, progress)
             ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
             batch = config.batch_size or inference_batch(test.image_shape, ctx.device)
             identity = {"model": classifier.describe(), "data": test.source, "n": len(test), "seed": config.seed}
@@ -204,7 +215,7 @@ class Audit(Study):
     ) -> dict:
         logits = predict(classifier.module, test, batch)
         return accuracy_and_calibration(logits, test.labels, classes=len(test.classes), bins=config.calibration_bins,
-                                        seed=config.seed)  # fmt: skip
+                                        seed=config.seed, resamples=config.resamples)  # fmt: skip
 
     def _explanations(
         self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
@@ -255,12 +266,16 @@ class Audit(Study):
         detectors = {name: create_detector(name) for name in config.detectors}
         data = {name: images for name, (_, images) in ood.sets.items()}
         evaluation = evaluate_detectors(detectors, classifier.module, train, ids, data, batch_size=batch)
-        records = evaluation.records({name: choice.distance for name, (choice, _) in ood.sets.items()})
+        records = evaluation.records({name: choice.distance for name, (choice, _) in ood.sets.items()},
+                                     resamples=config.resamples, seed=config.seed)  # fmt: skip
         sets = {name: {"source": images.source, "size": len(images), "distance": choice.distance, "why": choice.reason}
                 for name, (choice, images) in ood.sets.items()}  # fmt: skip
         fit = {"source": train.source, "size": len(train), "from_test": train.source == test.source}
+        scores = {detector: {"id": evaluation.id_scores[detector].tolist(),
+                             **{name: found[detector].tolist() for name, found in evaluation.ood_scores.items()}}
+                  for detector in evaluation.id_scores}  # fmt: skip
         return {"fit": fit, "id_size": len(ids), "sets": sets, "left_out": choices_record([], ood.left_out)["left_out"],
-                "metrics": records, "summary": summarize_detectors(records)}  # fmt: skip
+                "metrics": records, "summary": summarize_detectors(records), "per_image": {"scores": scores}}  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
         """The training split the detectors are fitted on, or None where the dataset has none here."""
@@ -286,11 +301,15 @@ class Audit(Study):
                                        pgd_steps=config.attack_steps, batch_size=batch, seed=config.seed, memo=memo)  # fmt: skip
             rows += [row] if eps in config.epsilons else []
             headline = (row, found) if eps == linf else headline
-        record = {"images": len(data), "rows": rows, "linf": {"eps_255": linf, **headline[0]}}
+        robust = torch.zeros(len(data), dtype=torch.bool)
+        robust[headline[0]["robust_images"]] = True
+        record = {"images": len(data), "rows": rows,
+                  "linf": {"eps_255": linf, **headline[0], "interval": self._interval(robust, config)}}  # fmt: skip
         if l2:
             found = run_ensemble(model, data, self._ensemble(config.ensemble, config, l2, "l2", len(test.classes)), batch_size=batch,
                                  seed=config.seed + 1, memo=memo)  # fmt: skip
-            record["l2"] = {"eps": l2, "ensemble": found.record()}
+            record["l2"] = {"eps": l2, "ensemble": found.record(), "interval": self._interval(found.robust, config),
+                            "robust_images": found.robust.nonzero().flatten().tolist()}  # fmt: skip
         first = ATTACKS[next(name for name in config.ensemble if ATTACKS[name].uses_gradient)]
         checks = trust_checks(
             model, data, headline[1], [(r["eps_255"], r["robust_accuracy_all"]) for r in rows],
@@ -298,6 +317,12 @@ class Audit(Study):
             large=first(eps=config.large_eps * PIXEL, steps=config.ensemble_steps), batch_size=batch, memo=memo,
         )  # fmt: skip
         return record | {"trust": [check.record() for check in checks]}
+
+    @staticmethod
+    def _interval(robust: torch.Tensor, config: AuditConfig) -> dict[str, float | int]:
+        """Robust accuracy's 95% bootstrap interval over the attacked images."""
+        generator = torch.Generator().manual_seed(config.seed)
+        return bootstrap_ci(batched_accuracy, robust, resamples=config.resamples, generator=generator).to_record()
 
     def _ensemble(self, names, config: AuditConfig, eps: float, threat: str, classes: int) -> list[Attack]:
         """The attacks ``names`` that work in ``threat`` and on ``classes`` classes, at ``eps``, with the profile's
@@ -342,6 +367,14 @@ class Audit(Study):
                 {"as trained": _curve(cal["bins_before"]), f"temperature {cal['temperature']:.2f}": _curve(cal["bins_after"])},
                 title=f"Reliability on {cal['measured_on']} held-out images"),
         }  # fmt: skip
+        curves = accuracy["risk_coverage"]
+        found["risk_coverage.png"] = figures.line_panels(
+            {"error rate among the images kept": {
+                "as trained": (curves["before"]["coverage"], curves["before"]["risk"]),
+                f"temperature {cal['temperature']:.2f}": (curves["after"]["coverage"], curves["after"]["risk"])}},
+            xlabel="coverage (fraction of images kept, most confident first)",
+            title=f"{title}: risk–coverage on {cal['measured_on']} held-out images",
+        )  # fmt: skip
         if ood["metrics"]:
             bars = {"AUROC": {s: {DETECTORS[r["detector"]].name: r["auroc"] for r in ood["metrics"]
                                   if r["ood_set"] == s} for s in ood["sets"]}}  # fmt: skip
@@ -395,39 +428,43 @@ class Audit(Study):
             Heading("Summary"),
             self.table(config, results),
             Heading("Accuracy"),
-            f"Top-1 accuracy {percent(accuracy['top1'])}%"
+            f"Top-1 accuracy {with_interval(accuracy['top1'], accuracy['intervals']['top1'])}"
             + (f", top-5 {percent(accuracy['top5'])}%" if accuracy["top5"] is not None else "")
             + ". The weakest classes: "
             + ", ".join(f"{c} ({percent(a)}%)" for a, c in worst)
-            + ".",
+            + f". Intervals are 95% percentile bootstrap intervals over the test images ({config.resamples} "
+            "resamples).",
             Image("confusion.png", "confusion matrix"),
             Heading("Calibration"),
             f"Expected calibration error: the test images are put in {config.calibration_bins} equal-width bins of "
             "confidence (the largest softmax probability), and ECE is the average over bins, weighted by their "
-            "size, of |accuracy − mean confidence|. Temperature scaling divides the logits by the one T that "
+            "size, of |accuracy − mean confidence|; adaptive ECE uses bins of equal size instead (Nixon et al. 2019), "
+            "classwise ECE averages over classes the ECE of each class's probability (Kull et al. 2019). "
+            "Temperature scaling divides the logits by the one T that "
             f"minimises the NLL on {cal['fitted_on']} held-out test images; before and after are measured on the "
             f"other {cal['measured_on']}. It changes confidences, never predictions.",
             table(
-                ["", "ECE %", "NLL", "Brier", "mean confidence %"],
-                [
-                    [
-                        "all test images",
-                        percent(cal["ece"]),
-                        f"{cal['nll']:.3f}",
-                        f"{cal['brier']:.3f}",
-                        percent(cal["mean_confidence"]),
-                    ],
-                    ["held-out half, as trained", percent(cal["ece_before"]), f"{cal['nll_before']:.3f}", "", ""],
-                    [
-                        f"held-out half, T = {cal['temperature']:.2f}",
-                        percent(cal["ece_after"]),
-                        f"{cal['nll_after']:.3f}",
-                        "",
-                        "",
-                    ],
-                ],
+                ["", "ECE %", "adaptive ECE %", "classwise ECE %", "NLL", "Brier", "mean confidence %"],
+                [[name, interval if interval else percent(cal[f"ece{key}"]), percent(cal[f"adaptive_ece{key}"]),
+                  percent(cal[f"classwise_ece{key}"]), f"{cal[f'nll{key}']:.3f}", brier, confidence]
+                 for name, key, interval, brier, confidence in (
+                     ("all test images", "", with_interval(cal["ece"], accuracy["intervals"]["ece"]),
+                      f"{cal['brier']:.3f}", percent(cal["mean_confidence"])),
+                     ("held-out half, as trained", "_before", "", "", ""),
+                     (f"held-out half, T = {cal['temperature']:.2f}", "_after", "", "", ""))],
             ),  # fmt: skip
             Image("reliability.png", "reliability diagram"),
+            Heading("Selective prediction", 2),
+            "If the model may abstain on the images it is least sure of, how accurate is it on the rest? The "
+            "risk–coverage curve keeps images from the most confident down and plots the error rate among those "
+            "kept; AURC is the area under it (Geifman et al. 2019; lower is better). Temperature scaling can reorder "
+            "confidences slightly, so both are shown, on the held-out half.",
+            table(["", "AURC", "accuracy at 90% coverage %", "accuracy at 95% coverage %", "accuracy at 100% %"],
+                  [[name, f"{cal[f'aurc{key}']:.4f}", percent(cal[f"accuracy_at_90_coverage{key}"]),
+                    percent(cal[f"accuracy_at_95_coverage{key}"]), percent(1 - accuracy["risk_coverage"][side]["risk"][-1])]
+                   for name, key, side in (("as trained", "_before", "before"),
+                                           (f"T = {cal['temperature']:.2f}", "_after", "after"))]),  # fmt: skip
+            Image("risk_coverage.png", "risk–coverage curves"),
             Heading("Explanations"),
             f"Maps at layer `{expl['layer']}` for the predicted class, on {expl['images']} test images "
             f"({percent(expl['accuracy_on_pool'])}% of them classified correctly). Faithfulness: average drop and "
@@ -465,6 +502,9 @@ class Audit(Study):
                         config.detectors,
                     ),
                     beats_msp_lines(ood["summary"], {"model": model["title"]}),
+                    "Beyond noise? Each detector's AUROC against MSP's on the same resampled images (the 95% interval "
+                    "of the paired difference excludes 0, or not):",
+                    against_msp_lines(ood["metrics"], "model"),
                     Image("ood.png", "OOD detection"),
                 ]
                 if ood["metrics"]
@@ -491,6 +531,12 @@ def robustness_text(config: AuditConfig, robust: dict[str, Any]) -> list:
     linf = robust["linf"]
     stage_rows.append(["L∞", f"{linf['eps_255']:g}/255", f"PGD-{config.attack_steps} alone", "", "",
                        percent(linf["robust_accuracy"])])  # fmt: skip
+    stage_rows.append(["L∞", f"{linf['eps_255']:g}/255", "**robust**: survives PGD and the ensemble", "", "",
+                       with_interval(linf["robust_accuracy_all"], linf.get("interval"))])  # fmt: skip
+    if "l2" in robust:
+        l2 = robust["l2"]
+        stage_rows.append(["L2", f"{l2['eps']:g}", "**robust**: survives the ensemble", "", "",
+                           with_interval(l2["ensemble"]["robust_accuracy"], l2.get("interval"))])  # fmt: skip
     sweep_rows = [[f"{r['eps_255']:g}/255", percent(r["clean_accuracy"]), percent(r["robust_accuracy"]),
                    percent(r["robust_accuracy_all"]), " / ".join(str(s["broke"]) for s in r["ensemble"]["stages"]),
                    format_number(r["mean_iterations"], 2), percent(r["fooled"])] for r in robust["rows"]]  # fmt: skip
@@ -534,13 +580,13 @@ class ChosenSets:
 def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:
     """The settings a section depends on (its cache key changes with them, and only with them)."""
     keys = {
-        "accuracy": ("calibration_bins",),
+        "accuracy": ("calibration_bins", "resamples"),
         "explanations": ("cam_methods", "layer", "faithfulness_images", "deletion_images", "deletion_steps",
                          "scorecam_images", "sanity_images"),
-        "ood": ("ood_sets", "resize_ood", "detectors", "id_subset", "ood_subset", "fit_subset"),
+        "ood": ("ood_sets", "resize_ood", "detectors", "id_subset", "ood_subset", "fit_subset", "resamples"),
         "robustness": ("epsilons", "eps", "l2_eps", "attack_steps", "ensemble", "sweep_ensemble", "ensemble_steps",
                        "square_queries",
-                       "large_eps", "attack_images", "batch_size"),
+                       "large_eps", "attack_images", "batch_size", "resamples"),
     }[section]  # fmt: skip
     settings = to_dict(config)
     return {key: settings[key] for key in keys}
@@ -555,9 +601,10 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                   f"{'over' if over > 0 else 'under'}confident: confidence {abs(100 * over):.1f} points "
                   f"{'above' if over > 0 else 'below'} accuracy")  # fmt: skip
     rows = [
-        ("accuracy", "top-1 accuracy", f"{percent(accuracy['top1'])}%",
+        ("accuracy", "top-1 accuracy", with_interval(accuracy["top1"], accuracy["intervals"]["top1"]),
          f"{accuracy['images']} test images; the weakest class at {percent(np.nanmin(accuracy['per_class']))}%"),
-        ("calibration", "ECE (15 bins)" if len(cal["bins_before"]["count"]) == 15 else "ECE", f"{percent(cal['ece'])}%",
+        ("calibration", "ECE (15 bins)" if len(cal["bins_before"]["count"]) == 15 else "ECE",
+         with_interval(cal["ece"], accuracy["intervals"]["ece"]),
          f"{calibrated}; temperature {cal['temperature']:.2f} takes held-out ECE from {percent(cal['ece_before'])}% "
          f"to {percent(cal['ece_after'])}%"),
         ("explanations", f"{expl['sanity']['method']} vs randomised head (rank corr.)", f"{expl['sanity']['mean']:.2f}",
@@ -573,16 +620,20 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                  for r in ood["summary"]}  # fmt: skip
         top = max(means, key=means.get)
         msp = means.get("msp")
+        gains = [m["auroc_minus_msp_ci"] for m in ood["metrics"] if m["detector"] == top and m.get("auroc_minus_msp_ci")]
+        beyond = sum(low > 0 for low, _ in gains)
+        versus = "" if not gains else (f"; better than MSP beyond noise on {beyond} of {len(gains)} set(s)" if beyond
+                                       else "; its lead over MSP is within noise on every set")  # fmt: skip
         rows.append(("OOD detection", f"mean AUROC, {DETECTORS[top].name}", f"{percent(means[top])}%",
                      f"the best of {len(means)} detectors over {len(ood['sets'])} set(s)"
-                     + (f"; MSP {percent(msp)}%" if msp is not None else "")
+                     + (f"; MSP {percent(msp)}%" if msp is not None else "") + versus
                      + ("; weak: many OOD images would pass as in-distribution" if means[top] < 0.8 else "")))  # fmt: skip
     headline = robust["linf"]
     half = half_fooled(robust["rows"])
     where = ("no ε of the sweep fools half of the correct images" if half["relation"] == ">"
              else f"half of the correctly classified images are fooled at ε {half['relation']} {half['eps']:.2g}/255")  # fmt: skip
     rows.append(("robustness", f"robust accuracy at ε = {headline['eps_255']:g}/255 (L∞)",
-                 f"{percent(headline['robust_accuracy_all'])}%",
+                 with_interval(headline["robust_accuracy_all"], headline.get("interval")),
                  f"PGD and the ensemble ({', '.join(s['attack'] for s in headline['ensemble']['stages'])}); {where}; "
                  f"{'not robust' if headline['robust_accuracy_all'] < 0.1 else 'some robustness'} "
                  f"(clean {percent(headline['clean_accuracy'])}%)"))  # fmt: skip

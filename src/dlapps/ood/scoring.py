@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlapps.evaluate.bootstrap import batched_auroc, bootstrap_ci
 from dlapps.models.hooks import find_head, model_device
 from dlapps.ood.base import Detector, OutputDetector
 from dlapps.ood.features import Batches, collect_outputs, head_outputs, iter_batches
@@ -94,15 +95,38 @@ class DetectorEvaluation:
     accuracy: float  # of the model on the ID test images
     seconds: float  # fitting and scoring
 
-    def records(self, distances: Mapping[str, str], model: str = "model") -> list[dict[str, Any]]:
+    def records(
+        self, distances: Mapping[str, str], model: str = "model", *, resamples: int = 0, seed: int = 0
+    ) -> list[dict[str, Any]]:
         """One :func:`~dlapps.ood.metrics.ood_metrics` row per OOD set and detector, labelled with ``model`` and
-        the set's distance (``near``, ``far`` or ``user``)."""
-        return [
-            {"model": model, "detector": detector, "ood_set": name, "distance": distances[name]}
-            | ood_metrics(self.id_scores[detector], scores[detector])
-            for name, scores in self.ood_scores.items()
-            for detector in self.id_scores
-        ]
+        the set's distance (``near``, ``far`` or ``user``). With ``resamples``: AUROC's 95% bootstrap interval
+        (``auroc_ci``) and that of its difference from MSP's on the same resampled images (``auroc_minus_msp_ci``;
+        None for MSP, or without MSP)."""
+        rows = []
+        for name, scores in self.ood_scores.items():
+            for detector in self.id_scores:
+                row = {"model": model, "detector": detector, "ood_set": name, "distance": distances[name]}
+                row |= ood_metrics(self.id_scores[detector], scores[detector])
+                if resamples:
+                    row |= self._intervals(name, detector, resamples, seed)
+                rows.append(row)
+        return rows
+
+    def _intervals(self, ood_set: str, detector: str, resamples: int, seed: int) -> dict[str, list[float] | None]:
+        """AUROC's bootstrap interval, and its paired difference from MSP's: ID and OOD images resampled apart,
+        the same indices for both detectors."""
+        ids, oods = self.id_scores, self.ood_scores[ood_set]
+        options = {"resamples": resamples, "generator": torch.Generator().manual_seed(seed)}
+        interval = bootstrap_ci(batched_auroc, ids[detector], oods[detector], **options)
+        versus = None
+        if detector != "msp" and "msp" in ids:
+
+            def gain(id_mine, id_msp, ood_mine, ood_msp):
+                return batched_auroc(id_mine, ood_mine) - batched_auroc(id_msp, ood_msp)
+
+            found = bootstrap_ci(gain, (ids[detector], ids["msp"]), (oods[detector], oods["msp"]), **options)
+            versus = [found.low, found.high]
+        return {"auroc_ci": [interval.low, interval.high], "auroc_minus_msp_ci": versus}
 
 
 def evaluate_detectors(

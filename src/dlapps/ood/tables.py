@@ -17,14 +17,21 @@ def find_record(records: Records, **keys: str) -> dict[str, Any] | None:
     return next((r for r in records if all(r[k] == v for k, v in keys.items())), None)
 
 
+def _cell(record: dict[str, Any], metric: str) -> str:
+    """A metric in %, with AUROC's 95% interval where the record has one."""
+    interval = record.get(f"{metric}_ci")
+    return percent(record[metric]) + (f" ({percent(interval[0])}–{percent(interval[1])})" if interval else "")
+
+
 def detector_table(
     records: Records, summary: Records, distances: Mapping[str, str], model: str, metric: str, detectors: Sequence[str]
 ) -> str:
-    """Detectors x OOD sets (``distances``: set -> near/far/user) for one model and metric, in %, with group means
-    and, for AUROC, whether each detector beats MSP; the best of each column in bold."""
+    """Detectors x OOD sets (``distances``: set -> near/far/user) for one model and metric, in %, with their 95%
+    intervals where the records have them, group means and, for AUROC, whether each detector beats MSP; the best of
+    each column in bold."""
     groups = [g for g in DISTANCES if g in distances.values()]
     averaged = [g for g in groups if list(distances.values()).count(g) > 1]  # a mean of one set repeats its column
-    columns = [[percent(find_record(records, model=model, detector=d, ood_set=s)[metric]) for d in detectors]
+    columns = [[_cell(find_record(records, model=model, detector=d, ood_set=s), metric) for d in detectors]
                for s in distances]  # fmt: skip
     columns += [[percent(find_record(summary, model=model, detector=d)[f"{g}_{metric}"]) for d in detectors]
                 for g in averaged]  # fmt: skip
@@ -59,4 +66,21 @@ def beats_msp_lines(summary: Records, labels: Mapping[str, str]) -> str:
                 parts.append(f"{group}-OOD: {', '.join(winners) or 'none'}")
         if parts:
             lines.append(f"- **{label}** — {'; '.join(parts)}.")
+    return "\n".join(lines)
+
+
+def against_msp_lines(records: Records, model: str) -> str:
+    """A bullet per detector: the OOD sets where its AUROC is above or below MSP's beyond noise (the 95% interval of
+    the paired difference excludes 0), from records with ``auroc_minus_msp_ci``."""
+    lines = []
+    for detector in dict.fromkeys(r["detector"] for r in records if r["model"] == model):
+        mine = [r for r in records if (r["model"], r["detector"]) == (model, detector) and r.get("auroc_minus_msp_ci")]
+        if not mine:
+            continue
+        above = [r["ood_set"] for r in mine if r["auroc_minus_msp_ci"][0] > 0]
+        below = [r["ood_set"] for r in mine if r["auroc_minus_msp_ci"][1] < 0]
+        noise = [r["ood_set"] for r in mine if r["ood_set"] not in above + below]
+        parts = [f"{label} {', '.join(sets)}" for label, sets in
+                 (("above MSP on", above), ("below on", below), ("within noise on", noise)) if sets]  # fmt: skip
+        lines.append(f"- **{DETECTORS[detector].name}**: {'; '.join(parts)}.")
     return "\n".join(lines)

@@ -251,6 +251,31 @@ def grouped_bars(
     return figure
 
 
+def interval_bars(
+    panels: Mapping[str, Mapping[str, Mapping[str, float]]], *, title: str | None = None, width: float = 3.2
+) -> Figure:
+    """Panels ``title -> {series -> {"estimate", "low", "high"}}``: one bar per series with its interval as an error
+    bar, the value (in %) written above it."""
+    n = len(panels)
+    figure, axes = subplots(1, n, figsize=(width * n, 3.6), squeeze=False)
+    for axis, (panel, series) in zip(axes.flat, panels.items(), strict=True):
+        names = list(series)
+        estimates = np.array([series[s]["estimate"] for s in names], dtype=float)
+        errors = np.array([[series[s]["estimate"] - series[s]["low"], series[s]["high"] - series[s]["estimate"]]
+                           for s in names], dtype=float).T  # fmt: skip
+        bars = axis.bar(np.arange(len(names)), estimates, 0.6, yerr=errors, capsize=4,
+                        color=[f"C{i}" for i in range(len(names))])  # fmt: skip
+        axis.bar_label(bars, [f"{100 * v:.1f}" for v in estimates], fontsize=7, padding=6)
+        axis.set_xticks(np.arange(len(names)), names, rotation=20, ha="right", fontsize=8)
+        axis.set_title(panel, fontsize=10)
+        axis.margins(y=0.2)
+        axis.grid(alpha=0.3, axis="y")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 def image_grid(
     rows: Mapping[str, Sequence[np.ndarray]],
     captions: Mapping[str, Sequence[str]],

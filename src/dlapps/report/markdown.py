@@ -29,13 +29,22 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def with_interval(value: float, interval: dict[str, float] | list[float] | None) -> str:
+    """``91.7% (90.0–93.3)``: a fraction in % with its interval (a record with ``low`` and ``high``, or a pair)."""
+    if interval is None:
+        return f"{percent(value)}%"
+    low, high = (interval["low"], interval["high"]) if isinstance(interval, dict) else interval
+    return f"{percent(value)}% ({percent(low)}–{percent(high)})"
+
+
 def bold_best(cells: list[str], higher_better: bool) -> list[str]:
-    """Bold the best of a column of formatted numbers (all of them when tied as displayed); "—" is no number."""
-    numbers = [float(c) for c in cells if c != "—"]
+    """Bold the best of a column of formatted numbers, each maybe followed by its interval (all of them when tied
+    as displayed); "—" is no number."""
+    numbers = [float(c.split()[0]) for c in cells if c != "—"]
     if not numbers:
         return cells
     best = f"{(max if higher_better else min)(numbers):.1f}"
-    return [f"**{c}**" if c == best else c for c in cells]
+    return [f"**{c}**" if c.split()[0] == best else c for c in cells]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
