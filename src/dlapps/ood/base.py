@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,8 @@ class Detector:
 
     name: ClassVar[str]
     needs_data: ClassVar[bool] = False
+    # "slow": scoring (or fitting) runs backward passes, several times the cost of the shared forward pass
+    cost: ClassVar[Literal["fast", "slow"]] = "fast"
 
     def __init__(self) -> None:
         self._model: nn.Module | None = None
@@ -64,7 +66,8 @@ class Detector:
         return self
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
-        """Estimate ID statistics (detectors with ``needs_data``)."""
+        """Estimate ID statistics from outputs (detectors with ``needs_data`` override it, or :meth:`fit`)."""
+        raise NotImplementedError(f"{self.name} learns its statistics in its own pass: call fit(model, id_train_data)")
 
     def bound(self) -> tuple[nn.Module, str]:
         """The fitted model and the name of its head; a :class:`NotFittedError` before ``fit``."""
@@ -72,6 +75,11 @@ class Detector:
             data = ", id_train_data" if self.needs_data else ""
             raise NotFittedError(f"{self.name} is not fitted: call fit(model{data}) before score")
         return self._model, self._head
+
+    def head_layer(self) -> nn.Linear:
+        """The fitted model's classifier head, for detectors that recompute logits from changed features."""
+        model, head = self.bound()
+        return find_head(model, head)[1]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (N,) of images ``x`` (N, C, H, W) in [0, 1], on the model's device."""
@@ -92,3 +100,8 @@ class OutputDetector(Detector):
 
 # ``@DETECTORS.register(name)`` on a Detector subclass; its hyper-parameters are its constructor's keyword arguments.
 DETECTORS: Registry[type[Detector]] = Registry("detector")
+
+
+def fast_detectors() -> tuple[str, ...]:
+    """The registered detectors that need no backward pass: what a quick run can afford."""
+    return tuple(name for name, detector in DETECTORS.items() if detector.cost == "fast")
