@@ -94,7 +94,7 @@ class OodConfig(OnDataset):
 
 @STUDIES.register("ood")
 class OOD(Study):
-    summary = "Post-hoc OOD detectors (MSP ... ReAct) on two classifiers (CIFAR-10 by default): near- and far-OOD."
+    summary = "Post-hoc OOD detectors (MSP ... NAC) on two classifiers (CIFAR-10 by default): near- and far-OOD."
     config_type = OodConfig
     profiles = {
         "quick": {"id_subset": 2000, "ood_subset": 1000, "fit_subset": 5000, "baseline.train_subset": 10_000},

@@ -9,7 +9,8 @@ Every detector has one API: ``detector.fit(model, id_train_data)`` binds it to a
 ``detector.score(x)`` gives an (N,) tensor for images ``x`` in [0, 1] on the model's device.
 :func:`fit_detectors` and :func:`score_detectors` do the same for many detectors over whole datasets.
 Detectors are classes registered with ``@DETECTORS.register(name)``, one module each; build them by name with
-:func:`create_detector`.
+:func:`create_detector`, their hyper-parameters (constructor keywords) by name with :class:`DetectorSettings`.
+:func:`fast_detectors` lists those that need no backward pass (all but ODIN and NAC).
 """
 
 # ruff: noqa: I001 - detectors are imported in the order the registry (and reports) list them

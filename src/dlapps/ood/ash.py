@@ -62,4 +62,4 @@ class ASH(OutputDetector):
         self.percentile, self.variant = percentile, variant
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
-        return energy_score(self.head_layer()(shape_activations(outputs.features, self.percentile, self.variant)))
+        return energy_score(self.head_logits(shape_activations(outputs.features, self.percentile, self.variant)))

@@ -76,10 +76,11 @@ class Detector:
             raise NotFittedError(f"{self.name} is not fitted: call fit(model{data}) before score")
         return self._model, self._head
 
-    def head_layer(self) -> nn.Linear:
-        """The fitted model's classifier head, for detectors that recompute logits from changed features."""
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The fitted model's head applied to (changed) ``features`` (N, D), without a graph."""
         model, head = self.bound()
-        return find_head(model, head)[1]
+        with torch.no_grad():
+            return find_head(model, head)[1](features)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (N,) of images ``x`` (N, C, H, W) in [0, 1], on the model's device."""

@@ -37,6 +37,7 @@ class DICE(OutputDetector):
         weight = head.weight.detach()
         contribution = outputs.features.mean(dim=0) * weight
         self.weight = torch.where(contribution > percentile(contribution, self.sparsity), weight, 0)
+        self.bias = None if head.bias is None else head.bias.detach()
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
-        return energy_score(F.linear(outputs.features, self.weight, self.head_layer().bias))
+        return energy_score(F.linear(outputs.features, self.weight, self.bias))

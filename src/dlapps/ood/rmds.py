@@ -15,28 +15,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlapps.ood.base import DETECTORS, OutputDetector
+from dlapps.ood.base import DETECTORS
 from dlapps.ood.features import Outputs
-from dlapps.ood.mahalanobis import class_means_and_precision, mahalanobis_score
+from dlapps.ood.mahalanobis import Mahalanobis, class_means_and_precision, mahalanobis_score
 
 
 @DETECTORS.register("rmds")
-class RMDS(OutputDetector):
+class RMDS(Mahalanobis):
     """``classes``: the outputs that are in-distribution classes, as for :class:`Mahalanobis`."""
 
     name = "RMDS"
-    needs_data = True
-
-    def __init__(self, classes: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        self.classes = classes
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
-        labels, classes = outputs.class_labels(self.name), outputs.id_classes(self.classes)
-        self.means, self.precision = class_means_and_precision(outputs.features, labels, classes)
-        one_class = torch.zeros_like(labels)  # the background Gaussian: every image in one class
+        super()._fit(outputs, head)
+        one_class = torch.zeros_like(outputs.class_labels(self.name))  # the background Gaussian: all in one class
         self.background_mean, self.background_precision = class_means_and_precision(outputs.features, one_class, 1)
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
         background = mahalanobis_score(outputs.features, self.background_mean, self.background_precision)
-        return mahalanobis_score(outputs.features, self.means, self.precision) - background
+        return super().score_outputs(outputs) - background

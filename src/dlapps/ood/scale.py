@@ -37,4 +37,4 @@ class SCALE(OutputDetector):
         self.percentile = percentile
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
-        return energy_score(self.head_layer()(scale_activations(outputs.features, self.percentile)))
+        return energy_score(self.head_logits(scale_activations(outputs.features, self.percentile)))
