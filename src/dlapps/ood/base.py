@@ -49,10 +49,13 @@ class Detector:
     ) -> Detector:
         """Bind to ``model`` (its classifier head ``head``, default its last ``nn.Linear``); learn ID statistics."""
         head_name, _ = find_head(model, head)
-        outputs = None
-        if self.needs_data and id_train_data is not None:
-            outputs = collect_outputs(model, id_train_data, head_name, batch_size)
-        return self.fit_outputs(model, outputs, head=head_name)
+        if not self.needs_data or id_train_data is None:
+            return self.fit_outputs(model, None, head=head_name)
+        return self._fit_data(model, id_train_data, head_name, batch_size)
+
+    def _fit_data(self, model: nn.Module, data: Batches, head: str, batch_size: int | None) -> Detector:
+        """:meth:`fit` with ID data: from the outputs of one pass over it, unless a detector makes its own."""
+        return self.fit_outputs(model, collect_outputs(model, data, head, batch_size), head=head)
 
     def fit_outputs(self, model: nn.Module, outputs: Outputs | None, *, head: str | None = None) -> Detector:
         """:meth:`fit` from outputs already computed on ID data, so one forward pass serves many detectors."""
@@ -66,7 +69,7 @@ class Detector:
         return self
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
-        """Estimate ID statistics from outputs (detectors with ``needs_data`` override it, or :meth:`fit`)."""
+        """Estimate ID statistics from outputs (detectors with ``needs_data`` override it, or :meth:`_fit_data`)."""
         raise NotImplementedError(f"{self.name} learns its statistics in its own pass: call fit(model, id_train_data)")
 
     def bound(self) -> tuple[nn.Module, str]:

@@ -17,8 +17,8 @@ pytorch-ood's (M = 50, alpha = 100, O* = 50, one value for all layers); the pape
 validation data. ``layers`` names the layers whose outputs are the
 neurons; by default the head's input (the pooled penultimate features, the paper's deepest layer).
 
-Fitting and scoring need a backward pass per batch, so NAC is a :class:`Detector` with its own :meth:`fit`
-and :meth:`score`, not an :class:`OutputDetector`. Parameters get no ``.grad``.
+Fitting and scoring need a backward pass per batch, so NAC is a :class:`Detector` with its own pass over the
+ID data (``_fit_data``) and its own :meth:`score`, not an :class:`OutputDetector`. Parameters get no ``.grad``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from dlapps.errors import DataError
-from dlapps.models.hooks import capture, find_head, model_device, require_eval
-from dlapps.ood.base import DETECTORS, Detector, NotFittedError
+from dlapps.models.hooks import capture, model_device, require_eval
+from dlapps.ood.base import DETECTORS, Detector
 from dlapps.ood.features import Batches, iter_batches
 
 # pytorch-ood's log(p + 1e-12): classes with p far below 1e-12 give no gradient (the official code's exact
@@ -87,22 +87,12 @@ class NAC(Detector):
     def _hooked(self, head: str) -> list[tuple[str, bool]]:
         return [(name, False) for name in self.layers] or [(head, True)]
 
-    def fit(
-        self,
-        model: nn.Module,
-        id_train_data: Batches | None = None,
-        *,
-        head: str | None = None,
-        batch_size: int | None = None,
-    ) -> NAC:
-        """Bind to ``model`` and count, per neuron, the ID training images in each bin of its state."""
+    def _fit_data(self, model: nn.Module, data: Batches, head: str, batch_size: int | None) -> NAC:
+        """Count, per neuron, the ID training images in each bin of its state; bind to ``model``."""
         require_eval(model)
-        head_name, _ = find_head(model, head)
-        if id_train_data is None:
-            raise NotFittedError(f"{self.name} needs in-distribution statistics: call fit(model, id_train_data)")
         self.counts: list[torch.Tensor] = []  # per layer: (neurons * bins,) then (neurons, bins)
-        for x, _ in iter_batches(id_train_data, batch_size, model_device(model)):
-            states = neuron_states(model, x, self._hooked(head_name), self.alpha)
+        for x, _ in iter_batches(data, batch_size, model_device(model)):
+            states = neuron_states(model, x, self._hooked(head), self.alpha)
             self.counts = self.counts or [s.new_zeros(s.shape[1] * self.bins, dtype=torch.long) for s in states]
             for counts, state in zip(self.counts, states, strict=True):
                 offsets = torch.arange(state.shape[1], device=state.device) * self.bins  # neuron -> its first bin
@@ -110,7 +100,7 @@ class NAC(Detector):
         if not self.counts:
             raise DataError("no batches to fit NAC on: the data is empty")
         self.counts = [counts.view(-1, self.bins) for counts in self.counts]
-        self._model, self._head = model, head_name
+        self._model, self._head = model, head
         return self
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
