@@ -27,7 +27,7 @@ TINY = [
     "--set",
     "fit_subset=100",
     "--set",
-    "detector.knn_k=10",
+    'detector={"knn": {"k": 10}}',
     "--set",
     "baseline.train_subset=1000",
     "--set",
@@ -125,7 +125,9 @@ def test_input_errors_are_one_line(tmp_path, data_root):
     assert_one_line_error(
         run("--set", f"ood_sets={grey}"), "grey.npz: images are (1, 28, 28)", "takes (3, 32, 32)", "resize_ood=true"
     )
-    assert_one_line_error(run("--set", "fit_subset=5", "--set", "detector.knn_k=50"), "smaller than knn_k=50")
+    assert_one_line_error(
+        run("--set", "fit_subset=5", "--set", 'detector={"knn": {"k": 50}}'), "smaller than KNN's k=50"
+    )
     assert not (tmp_path / "out" / "results.json").exists()
 
 

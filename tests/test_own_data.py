@@ -78,7 +78,7 @@ def test_ood_on_a_model_trained_by_dlapps_train_on_a_torchvision_dataset(tmp_pat
     results, report = _run(
         "ood", tmp_path / "ood", root, "dataset=torchvision:Imagenette", "image_size=32", f"model={checkpoint}",
         "with_baseline=false", f"ood_sets={data_root / 'cifar100_test.npz'},{digits}", "resize_ood=true",
-        "detectors=msp,energy,knn", "fit_subset=200", "detector.knn_k=10", "ood_subset=40",
+        "detectors=msp,energy,knn", "fit_subset=200", 'detector={"knn": {"k": 10}}', "ood_subset=40",
     )  # fmt: skip
     assert list(results["models"]) == ["model"] and results["models"]["model"]["label"] == (
         f"small CNN trained on Imagenette (torchvision) ({checkpoint.name})"

@@ -178,7 +178,7 @@ def validate(config: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             validate(value, f"{prefix}{name}.")
         else:
-            _check_type(value, annotation, f"{prefix}{name}")
+            check_type(value, annotation, f"{prefix}{name}")
     check = getattr(config, "validate", None)
     if check is not None:
         try:
@@ -187,7 +187,8 @@ def validate(config: Any, prefix: str = "") -> None:
             raise ConfigError(f"{prefix.rstrip('.')}: {exc}" if prefix else str(exc)) from None
 
 
-def _check_type(value: Any, annotation: Any, key: str) -> None:
+def check_type(value: Any, annotation: Any, key: str) -> None:
+    """A :class:`ConfigError` naming ``key`` unless ``value`` fits ``annotation`` (and its checkers)."""
     annotation, checkers = _checkers(annotation)
     for checker in checkers:
         try:
@@ -200,7 +201,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> None:
         if value is None and type(None) in args:
             return
         inner = [a for a in args if a is not type(None)]
-        _check_type(value, inner[0], key)
+        check_type(value, inner[0], key)
         return
     if annotation is Any:
         return
@@ -211,7 +212,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> None:
         if fixed and len(value) != len(args):
             raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
         for item, item_type in zip(value, args if fixed else [args[0]] * len(value), strict=True):
-            _check_type(item, item_type, key)
+            check_type(item, item_type, key)
         return
     if origin is typing.Literal:
         if value not in args:

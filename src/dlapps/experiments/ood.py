@@ -71,9 +71,12 @@ class OodConfig(OnDataset):
         labels = [set_label(name) for name in self.ood_sets]
         require(len(set(labels)) == len(labels), f"ood_sets must have distinct names, got {', '.join(labels)}")
         require(
-            self.fit_subset is None or "knn" not in self.detectors or self.fit_subset >= self.detector.knn_k,
-            f"fit_subset={self.fit_subset} is smaller than knn_k={self.detector.knn_k}",
+            self.fit_subset is None or "knn" not in self.detectors or self.fit_subset >= self.knn_k(),
+            f"fit_subset={self.fit_subset} is smaller than KNN's k={self.knn_k()}",
         )
+
+    def knn_k(self) -> int:
+        return self.detector.hparams_of("knn")["k"]
 
     def specs(self) -> dict[str, ModelSpec]:
         """Role -> model, the baseline and the companion (when analysed) first."""
@@ -83,7 +86,7 @@ class OodConfig(OnDataset):
 
 @STUDIES.register("ood")
 class OOD(Study):
-    summary = "Post-hoc OOD detectors (MSP ... ReAct) on two classifiers (CIFAR-10 by default): near- and far-OOD."
+    summary = "Post-hoc OOD detectors (MSP ... NAC) on two classifiers (CIFAR-10 by default): near- and far-OOD."
     config_type = OodConfig
     profiles = {
         "quick": {"id_subset": 2000, "ood_subset": 1000, "fit_subset": 5000, "baseline.train_subset": 10_000},
@@ -181,7 +184,8 @@ class OOD(Study):
                              {role: info["accuracy"] for role, info in results["models"].items()})  # fmt: skip
 
     def body(self, config: OodConfig, results: dict[str, Any]) -> list:
-        data, d, models = results["data"], config.detector, results["models"]
+        data, models = results["data"], results["models"]
+        odin, vim = config.detector.hparams_of("odin"), config.detector.hparams_of("vim")
         distances = {name: info["distance"] for name, info in data["ood"].items()}
         set_rows = [[f"ID: {data['title']} test", "in-distribution", data["id"]["size"], data["id"]["source"], ""]]
         set_rows += [[name, f"{info['distance']}-OOD", info["size"], info["source"], info.get("why", "")]
@@ -232,14 +236,14 @@ class OOD(Study):
                        Image(f"curves_{role}.png", f"{info['label']}: ROC and precision-recall curves")]  # fmt: skip
         blocks += [
             Heading("Detector settings and deviations from the papers"),
-            f"- ODIN: T = {d.odin_temperature:g}, ε = {d.odin_epsilon:g} (pixel units), the paper's CIFAR values, "
+            f"- ODIN: T = {odin['temperature']:g}, ε = {odin['epsilon']:g} (pixel units), the paper's CIFAR values, "
             "not tuned on OOD data.\n"
             "- Mahalanobis: class means and a tied covariance of penultimate features, no input preprocessing and "
             "no layer ensemble (both need OOD validation data); OpenOOD's MDS.\n"
-            f"- KNN: k = {d.knn_k}, bank = the {data['fit']['size']} fitting images' normalised penultimate features "
+            f"- KNN: k = {config.knn_k()}, bank = the {data['fit']['size']} fitting images' normalised penultimate features "
             "(the paper: all 50,000 with k = 50).\n"
-            f"- ViM: principal dimension {d.vim_dim or 'N/2 (the paper rule for small N)'}; ReAct: clip at the "
-            f"{d.react_percentile:g}th percentile of ID activations, then energy.",
+            f"- ViM: principal dimension {vim['dim'] or 'N/2 (the paper rule for small N)'}; ReAct: clip at the "
+            f"{config.detector.hparams_of('react')['percentile']:g}th percentile of ID activations, then energy.",
             Heading("All metrics"),
             self.table(config, results),
         ]

@@ -5,18 +5,19 @@ in-distribution (ID).** Detectors whose paper scores OOD-ness (energy, distances
 and the metrics (:mod:`dlapps.ood.metrics`) take in-distribution as the positive class.
 
 Every detector has one API: ``detector.fit(model, id_train_data)`` binds it to a classifier in eval mode
-(and, for Mahalanobis, KNN, ViM and ReAct, estimates statistics of the ID training data), then
+(and, for the detectors that set ``needs_data``, estimates statistics of the ID training data), then
 ``detector.score(x)`` gives an (N,) tensor for images ``x`` in [0, 1] on the model's device.
 :func:`fit_detectors` and :func:`score_detectors` do the same for many detectors over whole datasets.
 Detectors are classes registered with ``@DETECTORS.register(name)``, one module each; build them by name with
-:func:`create_detector`.
+:func:`create_detector`, their hyper-parameters (constructor keywords) by name with :class:`DetectorSettings`.
+:func:`fast_detectors` lists those that need no backward pass (all but ODIN and NAC).
 """
 
 # ruff: noqa: I001 - detectors are imported in the order the registry (and reports) list them
 
 from __future__ import annotations
 
-from dlapps.ood.base import DETECTORS, Detector, NotFittedError, OutputDetector
+from dlapps.ood.base import DETECTORS, Detector, NotFittedError, OutputDetector, fast_detectors
 from dlapps.ood.msp import MSP
 from dlapps.ood.maxlogit import MaxLogit
 from dlapps.ood.energy import Energy
@@ -25,6 +26,14 @@ from dlapps.ood.mahalanobis import Mahalanobis
 from dlapps.ood.knn import KNN
 from dlapps.ood.vim import ViM
 from dlapps.ood.react import ReAct
+from dlapps.ood.gen import GEN
+from dlapps.ood.rmds import RMDS
+from dlapps.ood.fdbd import FDBD
+from dlapps.ood.she import SHE
+from dlapps.ood.ash import ASH
+from dlapps.ood.scale import SCALE
+from dlapps.ood.dice import DICE
+from dlapps.ood.nac import NAC
 from dlapps.ood.metrics import (
     METRICS,
     aupr_in,
@@ -43,11 +52,19 @@ import_submodules(__name__, __path__)  # a detector added as one more module reg
 
 
 __all__ = [
+    "ASH",
     "DETECTORS",
+    "DICE",
+    "FDBD",
+    "GEN",
     "KNN",
     "METRICS",
     "MSP",
+    "NAC",
     "ODIN",
+    "RMDS",
+    "SCALE",
+    "SHE",
     "Detector",
     "Energy",
     "DetectorEvaluation",
@@ -64,6 +81,7 @@ __all__ = [
     "auroc",
     "create_detector",
     "evaluate_detectors",
+    "fast_detectors",
     "fit_detectors",
     "fpr_at_95_tpr",
     "fpr_at_tpr",

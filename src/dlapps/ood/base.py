@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,8 @@ class Detector:
 
     name: ClassVar[str]
     needs_data: ClassVar[bool] = False
+    # "slow": scoring (or fitting) runs backward passes, several times the cost of the shared forward pass
+    cost: ClassVar[Literal["fast", "slow"]] = "fast"
 
     def __init__(self) -> None:
         self._model: nn.Module | None = None
@@ -47,10 +49,13 @@ class Detector:
     ) -> Detector:
         """Bind to ``model`` (its classifier head ``head``, default its last ``nn.Linear``); learn ID statistics."""
         head_name, _ = find_head(model, head)
-        outputs = None
-        if self.needs_data and id_train_data is not None:
-            outputs = collect_outputs(model, id_train_data, head_name, batch_size)
-        return self.fit_outputs(model, outputs, head=head_name)
+        if not self.needs_data or id_train_data is None:
+            return self.fit_outputs(model, None, head=head_name)
+        return self._fit_data(model, id_train_data, head_name, batch_size)
+
+    def _fit_data(self, model: nn.Module, data: Batches, head: str, batch_size: int | None) -> Detector:
+        """:meth:`fit` with ID data: from the outputs of one pass over it, unless a detector makes its own."""
+        return self.fit_outputs(model, collect_outputs(model, data, head, batch_size), head=head)
 
     def fit_outputs(self, model: nn.Module, outputs: Outputs | None, *, head: str | None = None) -> Detector:
         """:meth:`fit` from outputs already computed on ID data, so one forward pass serves many detectors."""
@@ -64,7 +69,8 @@ class Detector:
         return self
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
-        """Estimate ID statistics (detectors with ``needs_data``)."""
+        """Estimate ID statistics from outputs (detectors with ``needs_data`` override it, or :meth:`_fit_data`)."""
+        raise NotImplementedError(f"{self.name} learns its statistics in its own pass: call fit(model, id_train_data)")
 
     def bound(self) -> tuple[nn.Module, str]:
         """The fitted model and the name of its head; a :class:`NotFittedError` before ``fit``."""
@@ -72,6 +78,12 @@ class Detector:
             data = ", id_train_data" if self.needs_data else ""
             raise NotFittedError(f"{self.name} is not fitted: call fit(model{data}) before score")
         return self._model, self._head
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The fitted model's head applied to (changed) ``features`` (N, D), without a graph."""
+        model, head = self.bound()
+        with torch.no_grad():
+            return find_head(model, head)[1](features)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (N,) of images ``x`` (N, C, H, W) in [0, 1], on the model's device."""
@@ -92,3 +104,8 @@ class OutputDetector(Detector):
 
 # ``@DETECTORS.register(name)`` on a Detector subclass; its hyper-parameters are its constructor's keyword arguments.
 DETECTORS: Registry[type[Detector]] = Registry("detector")
+
+
+def fast_detectors() -> tuple[str, ...]:
+    """The registered detectors that need no backward pass: what a quick run can afford."""
+    return tuple(name for name, detector in DETECTORS.items() if detector.cost == "fast")

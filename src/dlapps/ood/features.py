@@ -28,6 +28,18 @@ class Outputs:
     features: torch.Tensor  # (N, D): the head's input, flattened
     labels: torch.Tensor | None = None  # (N,) where known
 
+    def class_labels(self, detector: str) -> torch.Tensor:
+        """The labels, or a :class:`DataError` that says ``detector`` needs them."""
+        if self.labels is None:
+            raise DataError(f"{detector} needs the labels of the ID training data")
+        return self.labels
+
+    def id_classes(self, classes: tuple[int, ...] | None) -> torch.Tensor:
+        """The outputs that are ID classes, ascending: ``classes``, or every output when None."""
+        if classes is None:
+            return torch.arange(self.logits.shape[1], device=self.logits.device)
+        return torch.tensor(sorted(classes), device=self.logits.device)
+
 
 def head_outputs(model: nn.Module, inputs: torch.Tensor, head: str) -> Outputs:
     """One forward pass: logits and the flattened input of ``head``."""

@@ -21,23 +21,31 @@ from dlapps.ood.base import DETECTORS, OutputDetector, precise
 from dlapps.ood.features import Outputs
 
 
-def class_means_and_precision(features: torch.Tensor, labels: torch.Tensor, classes: int | torch.Tensor):
-    """Per-class means (classes, D) and the pseudo-inverse of the tied covariance (D, D).
+def class_means(
+    features: torch.Tensor, labels: torch.Tensor, classes: int | torch.Tensor, images: str = "ID training images"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means (classes, D), in float64 where the device has it, and each image's row among them.
 
-    ``classes`` is the number of classes (labels 0..classes-1) or the tensor of the labels that are classes.
+    ``classes`` is the number of classes (labels 0..classes-1) or the tensor of the labels that are classes;
+    every one needs ``images`` (a :class:`DataError` names the missing).
     """
     wanted = torch.arange(classes, device=labels.device) if isinstance(classes, int) else classes.to(labels.device)
     missing = wanted[~torch.isin(wanted, labels)].tolist()
     if missing:
-        raise DataError(f"Mahalanobis needs ID training images of every class; none of class(es) {missing}")
-    labels = torch.searchsorted(wanted, labels)  # class -> its row of the means
-    counts = torch.bincount(labels, minlength=len(wanted))
-    classes = len(wanted)
+        raise DataError(f"class statistics need {images} of every class; none of class(es) {missing}")
+    rows = torch.searchsorted(wanted, labels)  # class -> its row of the means
+    counts = torch.bincount(rows, minlength=len(wanted))
     features = precise(features)
-    means = torch.zeros(classes, features.shape[1], dtype=features.dtype, device=features.device)
-    means.index_add_(0, labels, features)
-    means /= counts.unsqueeze(1).to(features.dtype)
-    centred = features - means[labels]
+    means = torch.zeros(len(wanted), features.shape[1], dtype=features.dtype, device=features.device)
+    means.index_add_(0, rows, features)
+    return means / counts.unsqueeze(1).to(features.dtype), rows
+
+
+def class_means_and_precision(features: torch.Tensor, labels: torch.Tensor, classes: int | torch.Tensor):
+    """Per-class means (classes, D) and the pseudo-inverse of the tied covariance (D, D); ``classes`` as for
+    :func:`class_means`."""
+    means, rows = class_means(features, labels, classes)
+    centred = precise(features) - means[rows]
     covariance = centred.T @ centred / len(features)
     return means, torch.linalg.pinv(covariance, hermitian=True)
 
@@ -62,10 +70,8 @@ class Mahalanobis(OutputDetector):
         self.classes = classes
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
-        if outputs.labels is None:
-            raise DataError("Mahalanobis needs the labels of the ID training data")
-        classes = outputs.logits.shape[1] if self.classes is None else torch.tensor(sorted(self.classes))
-        self.means, self.precision = class_means_and_precision(outputs.features, outputs.labels, classes)
+        labels, classes = outputs.class_labels(self.name), outputs.id_classes(self.classes)
+        self.means, self.precision = class_means_and_precision(outputs.features, labels, classes)
 
     def score_outputs(self, outputs: Outputs) -> torch.Tensor:
         return mahalanobis_score(outputs.features, self.means, self.precision)

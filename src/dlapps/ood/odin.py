@@ -36,6 +36,7 @@ def odin_perturb(model: nn.Module, x: torch.Tensor, temperature: float, epsilon:
 @DETECTORS.register("odin")
 class ODIN(Detector):
     name = "ODIN"
+    cost = "slow"
 
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """Fit and score many detectors over whole datasets, sharing one forward pass per batch between them.
 
-Every detector that needs only logits and head features (all but ODIN) scores from the same forward pass,
-run batched on the model's device under ``no_grad``; ODIN runs its own pass, with input gradients.
+Every detector that needs only logits and head features (all but ODIN and NAC) scores from the same forward
+pass, run batched on the model's device under ``no_grad``; ODIN and NAC run their own passes, with gradients.
 """
 
 from __future__ import annotations
@@ -41,16 +41,20 @@ def fit_detectors(
     head: str | None = None,
     batch_size: int | None = None,
 ) -> None:
-    """Fit every detector to ``model``; ID statistics come from one pass over ``id_train_data``."""
+    """Fit every detector to ``model``; the ID statistics of output detectors come from one shared pass over
+    ``id_train_data``, other detectors (NAC) make their own."""
     head_name, _ = find_head(model, head)
-    needs_data = any(d.needs_data for d in detectors.values())
+    needs_data = any(d.needs_data and isinstance(d, OutputDetector) for d in detectors.values())
     outputs = (
         collect_outputs(model, id_train_data, head_name, batch_size)
         if needs_data and id_train_data is not None
         else None
     )
     for detector in detectors.values():
-        detector.fit_outputs(model, outputs, head=head_name)
+        if isinstance(detector, OutputDetector) or not detector.needs_data:
+            detector.fit_outputs(model, outputs, head=head_name)
+        else:
+            detector.fit(model, id_train_data, head=head_name, batch_size=batch_size)
 
 
 def _common_binding(detectors: Mapping[str, Detector]) -> tuple[nn.Module, str]:
