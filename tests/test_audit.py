@@ -156,6 +156,31 @@ def _assert_audit_figures(drawn, results, model) -> None:
     assert_cam_grid_is_gradcam(drawn["cam_grid.png"], model, "layer3")
 
 
+def _assert_intervals_and_selective_prediction(results, report, figure):
+    """Every headline number with its 95% interval around it; selective prediction on the held-out half."""
+    accuracy, calibration = results["accuracy"], results["accuracy"]["calibration"]
+    for name, value in (("top1", accuracy["top1"]), ("ece", calibration["ece"])):
+        interval = accuracy["intervals"][name]
+        assert interval["low"] <= value <= interval["high"] and interval["resamples"] == 1000
+        assert interval["estimate"] == pytest.approx(value)
+    correct = np.array(accuracy["per_image"]["correct"])
+    assert correct.mean() == pytest.approx(accuracy["top1"]) and len(correct) == accuracy["images"]
+    for record in results["ood"]["metrics"]:
+        low, high = record["auroc_ci"]
+        assert low <= record["auroc"] <= high
+        assert (record["auroc_minus_msp_ci"] is None) == (record["detector"] == "msp")
+    robust = results["robustness"]["linf"]
+    assert len(robust["robust_images"]) == round(robust["robust_accuracy_all"] * results["robustness"]["images"])
+    assert robust["interval"]["low"] <= robust["robust_accuracy_all"] <= robust["interval"]["high"]
+    assert calibration["aurc_after"] > 0 and calibration["accuracy_at_90_coverage"] >= accuracy["top1"]
+    top1 = f"{100 * accuracy['top1']:.1f}% ({100 * accuracy['intervals']['top1']['low']:.1f}–"
+    assert f"| top-1 accuracy | {top1}" in report and "### Selective prediction" in report
+    curves = accuracy["risk_coverage"]
+    (axis,) = figure.axes
+    for label, key in (("as trained", "before"), (f"temperature {calibration['temperature']:.2f}", "after")):
+        assert_line(axis, label, curves[key]["coverage"], curves[key]["risk"])
+
+
 @pytest.mark.slow
 def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     out = tmp_path / "resnet20"
@@ -190,10 +215,11 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     ):
         assert heading in report
     drawn = assert_figures(out, report, kept_figures(tmp_path / "figures"), "confusion.png", "reliability.png",
-                           "cam_grid.png", "ood.png", "robustness.png", "effort.png")  # fmt: skip
+                           "risk_coverage.png", "cam_grid.png", "ood.png", "robustness.png", "effort.png")  # fmt: skip
     _assert_audit_figures(drawn, results, resnet20)
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6 and "<script" not in page
+    assert page.count("data:image/png;base64,") == 7 and "<script" not in page
+    _assert_intervals_and_selective_prediction(results, report, drawn["risk_coverage.png"])
     again, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
     assert again["cached_runs"] == 4 and again["summary"] == results["summary"]  # every section reused
     (section,) = (out / "runs").glob("robustness-*.json")

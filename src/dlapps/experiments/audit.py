@@ -58,7 +58,7 @@ from dlapps.models import Classifier
 from dlapps.models.classifier import class_outputs, restrict
 from dlapps.models.hooks import model_device
 from dlapps.models.layout import inference_batch
-from dlapps.ood import DETECTORS, create_detector, evaluate_detectors, summarize_detectors
+from dlapps.ood import DETECTORS, create_detector, evaluate_usable_detectors, fast_detectors, summarize_detectors
 from dlapps.ood.tables import against_msp_lines, beats_msp_lines, detector_table
 from dlapps.report import figures
 from dlapps.report.markdown import Heading, Image, format_number, percent, table, with_interval
@@ -142,7 +142,7 @@ class Audit(Study):
             "cam_methods": ("gradcam",), "faithfulness_images": 100, "deletion_images": 20, "deletion_steps": 8,
             "sanity_images": 20, "id_subset": 1000, "ood_subset": 1000, "fit_subset": 5000,
             "epsilons": (0.5, 1, 2, 4, 8), "sweep_ensemble": ("apgd-ce",), "ensemble_steps": 20, "square_queries": 300,
-            "attack_images": 500,
+            "attack_images": 500, "detectors": fast_detectors(),
             "scale_counts": True,
         },
         "full": {},
@@ -265,17 +265,20 @@ class Audit(Study):
             ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
         detectors = {name: create_detector(name) for name in config.detectors}
         data = {name: images for name, (_, images) in ood.sets.items()}
-        evaluation = evaluate_detectors(detectors, classifier.module, train, ids, data, batch_size=batch)
-        records = evaluation.records({name: choice.distance for name, (choice, _) in ood.sets.items()},
-                                     resamples=config.resamples, seed=config.seed)  # fmt: skip
+        evaluation, skipped = evaluate_usable_detectors(detectors, classifier.module, train, ids, data, batch_size=batch)
+        records = [] if evaluation is None else evaluation.records(
+            {name: choice.distance for name, (choice, _) in ood.sets.items()}, resamples=config.resamples,
+            seed=config.seed)  # fmt: skip
         sets = {name: {"source": images.source, "size": len(images), "distance": choice.distance, "why": choice.reason}
                 for name, (choice, images) in ood.sets.items()}  # fmt: skip
         fit = {"source": train.source, "size": len(train), "from_test": train.source == test.source}
-        scores = {detector: {"id": evaluation.id_scores[detector].tolist(),
-                             **{name: found[detector].tolist() for name, found in evaluation.ood_scores.items()}}
-                  for detector in evaluation.id_scores}  # fmt: skip
+        scores = {} if evaluation is None else {
+            detector: {"id": evaluation.id_scores[detector].tolist(),
+                       **{name: found[detector].tolist() for name, found in evaluation.ood_scores.items()}}
+            for detector in evaluation.id_scores}  # fmt: skip
         return {"fit": fit, "id_size": len(ids), "sets": sets, "left_out": choices_record([], ood.left_out)["left_out"],
-                "metrics": records, "summary": summarize_detectors(records), "per_image": {"scores": scores}}  # fmt: skip
+                "skipped": skipped, "metrics": records, "summary": summarize_detectors(records),
+                "per_image": {"scores": scores}}  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
         """The training split the detectors are fitted on, or None where the dataset has none here."""
@@ -373,7 +376,7 @@ class Audit(Study):
                 "as trained": (curves["before"]["coverage"], curves["before"]["risk"]),
                 f"temperature {cal['temperature']:.2f}": (curves["after"]["coverage"], curves["after"]["risk"])}},
             xlabel="coverage (fraction of images kept, most confident first)",
-            title=f"{title}: risk–coverage on {cal['measured_on']} held-out images",
+            title=f"Risk–coverage on {cal['measured_on']} held-out images",
         )  # fmt: skip
         if ood["metrics"]:
             bars = {"AUROC": {s: {DETECTORS[r["detector"]].name: r["auroc"] for r in ood["metrics"]
@@ -488,6 +491,7 @@ class Audit(Study):
             + ", scoring "
             f"{ood['id_size']} test images against {sets or 'no set'}. AUROC in %, higher is better; in-distribution "
             "is the positive class.",
+            "".join(f"\n- {DETECTORS[d].name} could not run on this model: {why}" for d, why in ood.get("skipped", {}).items()),
             table(["OOD set", "distance", "why"],
                   [[n, i["distance"], i["why"]] for n, i in ood["sets"].items()]
                   + [[c["set"], "left out", c["why"]] for c in ood.get("left_out", [])]),  # fmt: skip
@@ -499,7 +503,7 @@ class Audit(Study):
                         {n: i["distance"] for n, i in ood["sets"].items()},
                         "model",
                         "auroc",
-                        config.detectors,
+                        [d for d in config.detectors if d not in ood.get("skipped", {})],
                     ),
                     beats_msp_lines(ood["summary"], {"model": model["title"]}),
                     "Beyond noise? Each detector's AUROC against MSP's on the same resampled images (the 95% interval "

@@ -44,7 +44,14 @@ from dlapps.ood.metrics import (
     ood_metrics,
     summarize_detectors,
 )
-from dlapps.ood.scoring import DetectorEvaluation, Scored, evaluate_detectors, fit_detectors, score_detectors
+from dlapps.ood.scoring import (
+    DetectorEvaluation,
+    Scored,
+    evaluate_detectors,
+    evaluate_usable_detectors,
+    fit_detectors,
+    score_detectors,
+)
 from dlapps.ood.settings import DetectorSettings, create_detector
 from dlapps.registry import import_submodules
 
@@ -81,6 +88,7 @@ __all__ = [
     "auroc",
     "create_detector",
     "evaluate_detectors",
+    "evaluate_usable_detectors",
     "fast_detectors",
     "fit_detectors",
     "fpr_at_95_tpr",

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlapps.errors import DlappsError
 from dlapps.evaluate.bootstrap import batched_auroc, bootstrap_ci
 from dlapps.models.hooks import find_head, model_device
 from dlapps.ood.base import Detector, OutputDetector
@@ -151,3 +152,36 @@ def evaluate_detectors(
         name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
     }
     return DetectorEvaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)
+
+
+def evaluate_usable_detectors(
+    detectors: Mapping[str, Detector],
+    model: nn.Module,
+    fit_data: Batches | None,
+    id_data: Batches,
+    ood_sets: Mapping[str, Batches],
+    *,
+    batch_size: int | None = None,
+) -> tuple[DetectorEvaluation | None, dict[str, str]]:
+    """:func:`evaluate_detectors`, leaving out the detectors that cannot run on ``model`` (no linear head, too few
+    fitting images, features of another shape...): the evaluation of the others (None if none could run) and,
+    per detector left out, why, in one line. Only when the joint run fails are they tried one by one."""
+    try:
+        return evaluate_detectors(detectors, model, fit_data, id_data, ood_sets, batch_size=batch_size), {}
+    except (DlappsError, ValueError, RuntimeError):
+        pass
+    found, skipped = [], {}
+    for name, detector in detectors.items():
+        try:
+            found.append(evaluate_detectors({name: detector}, model, fit_data, id_data, ood_sets, batch_size=batch_size))
+        except (DlappsError, ValueError, RuntimeError) as exc:
+            skipped[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not found:
+        return None, skipped
+    merged = DetectorEvaluation(
+        {name: scores for e in found for name, scores in e.id_scores.items()},
+        {set_name: {name: s for e in found for name, s in e.ood_scores[set_name].items()} for set_name in ood_sets},
+        found[0].accuracy,
+        sum(e.seconds for e in found),
+    )
+    return merged, skipped
