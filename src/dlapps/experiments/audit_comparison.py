@@ -93,9 +93,10 @@ class AuditComparison(Study):
                   for label, r in zip(config.labels, audits, strict=True)]  # fmt: skip
         results = {"data": audits[0]["data"], "models": models, "comparison": rows}
         csv = [{"measure": row["name"], "model": model["label"], **value,
-                **({"difference": against["difference"]["estimate"], "difference_low": against["difference"]["low"],
-                    "difference_high": against["difference"]["high"], "better_than_first": against["first_better"]}
-                   if against else {})}
+                "difference": against and against["difference"]["estimate"],
+                "difference_low": against and against["difference"]["low"],
+                "difference_high": against and against["difference"]["high"],
+                "better_than_first": against and against["first_better"]}
                for row in rows
                for model, value, against in zip(models, row["values"], [None, *row["against_first"]], strict=True)]  # fmt: skip
         return StudyOutput(results, csv, {"comparison.png": self._figure(results)})
