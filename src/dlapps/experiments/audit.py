@@ -525,20 +525,19 @@ def robustness_text(config: AuditConfig, robust: dict[str, Any]) -> list:
     """The robustness section: the ensemble at the reported ε, the sweep beside PGD, and the sanity checks."""
     weaker = config.ensemble_steps < 100 or config.square_queries < 5000
     sweep = config.sweep_ensemble or config.ensemble
-    stages = [["L∞", f"{robust['linf']['eps_255']:g}/255", robust["linf"]["ensemble"]]]
-    if "l2" in robust:
-        stages.append(["L2", f"{robust['l2']['eps']:g}", robust["l2"]["ensemble"]])
-    stage_rows = [[threat, eps, "clean", "", "", percent(found["clean_accuracy"])] for threat, eps, found in stages[:1]]
-    for threat, eps, found in stages:
-        stage_rows += [[threat, eps, s["attack"], s["attacked"], s["broke"], percent(s["robust_accuracy"])]
-                       for s in found["stages"]]  # fmt: skip
     linf = robust["linf"]
-    stage_rows.append(["L∞", f"{linf['eps_255']:g}/255", f"PGD-{config.attack_steps} alone", "", "",
-                       percent(linf["robust_accuracy"])])  # fmt: skip
-    stage_rows.append(["L∞", f"{linf['eps_255']:g}/255", "**robust**: survives PGD and the ensemble", "", "",
-                       with_interval(linf["robust_accuracy_all"], linf.get("interval"))])  # fmt: skip
+    eps = f"{linf['eps_255']:g}/255"
+    stage_rows = [["L∞", eps, "clean", "", "", percent(linf["ensemble"]["clean_accuracy"])]]
+    stage_rows += [["L∞", eps, s["attack"], s["attacked"], s["broke"], percent(s["robust_accuracy"])]
+                   for s in linf["ensemble"]["stages"]]  # fmt: skip
+    stage_rows += [["L∞", eps, f"PGD-{config.attack_steps} alone (beside the ensemble)", "", "",
+                    percent(linf["robust_accuracy"])],
+                   ["L∞", eps, "**robust**: survives PGD and the ensemble", "", "",
+                    with_interval(linf["robust_accuracy_all"], linf.get("interval"))]]  # fmt: skip
     if "l2" in robust:
         l2 = robust["l2"]
+        stage_rows += [["L2", f"{l2['eps']:g}", s["attack"], s["attacked"], s["broke"], percent(s["robust_accuracy"])]
+                       for s in l2["ensemble"]["stages"]]  # fmt: skip
         stage_rows.append(["L2", f"{l2['eps']:g}", "**robust**: survives the ensemble", "", "",
                            with_interval(l2["ensemble"]["robust_accuracy"], l2.get("interval"))])  # fmt: skip
     sweep_rows = [[f"{r['eps_255']:g}/255", percent(r["clean_accuracy"]), percent(r["robust_accuracy"]),

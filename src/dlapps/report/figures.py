@@ -254,18 +254,19 @@ def grouped_bars(
 def interval_bars(
     panels: Mapping[str, Mapping[str, Mapping[str, float]]], *, title: str | None = None, width: float = 3.2
 ) -> Figure:
-    """Panels ``title -> {series -> {"estimate", "low", "high"}}``: one bar per series with its interval as an error
-    bar, the value (in %) written above it."""
+    """Panels ``title -> {series -> {"estimate", "low", "high"}}`` of fractions: one bar per series, in %, with its
+    interval as an error bar and its value written above it."""
     n = len(panels)
     figure, axes = subplots(1, n, figsize=(width * n, 3.6), squeeze=False)
     for axis, (panel, series) in zip(axes.flat, panels.items(), strict=True):
         names = list(series)
-        estimates = np.array([series[s]["estimate"] for s in names], dtype=float)
-        errors = np.array([[series[s]["estimate"] - series[s]["low"], series[s]["high"] - series[s]["estimate"]]
-                           for s in names], dtype=float).T  # fmt: skip
+        estimates = 100 * np.array([series[s]["estimate"] for s in names], dtype=float)
+        errors = 100 * np.array([[series[s]["estimate"] - series[s]["low"], series[s]["high"] - series[s]["estimate"]]
+                                 for s in names], dtype=float).T  # fmt: skip
         bars = axis.bar(np.arange(len(names)), estimates, 0.6, yerr=errors, capsize=4,
                         color=[f"C{i}" for i in range(len(names))])  # fmt: skip
-        axis.bar_label(bars, [f"{100 * v:.1f}" for v in estimates], fontsize=7, padding=6)
+        axis.bar_label(bars, [f"{v:.1f}" for v in estimates], fontsize=7, padding=6)
+        axis.set_ylabel("%")
         axis.set_xticks(np.arange(len(names)), names, rotation=20, ha="right", fontsize=8)
         axis.set_title(panel, fontsize=10)
         axis.margins(y=0.2)
