@@ -21,7 +21,7 @@ from _common import add_machine_arguments, resnet20_and_images, timed, write_res
 
 from dlapps.attacks import attack, summarize
 
-APGD_SETTINGS = [("linf", 1 / 255), ("linf", 2 / 255), ("l2", 0.1)]  # (threat, ε)
+APGD_SETTINGS = [("linf", 1 / 255), ("linf", 2 / 255), ("l2", 0.1), ("l2", 0.25)]  # (threat, ε)
 
 
 def main() -> None:
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="BIM steps")
     parser.add_argument("--apgd-steps", type=int, default=100)
     parser.add_argument("--apgd-methods", default="apgd-ce,apgd-t", help="comma-separated: apgd-ce, apgd-t")
+    parser.add_argument("--apgd-threats", default="linf,l2", help="comma-separated: linf, l2")
     parser.add_argument("--repeats", type=int, default=2, help="BIM: the best of this many runs is reported")
     add_machine_arguments(parser)
     args = parser.parse_args()
@@ -103,7 +104,7 @@ def apgd_section(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tens
 
     print(f"APGD, {steps} steps, {len(x)} images: robust accuracy and img/s")
     for method in args.apgd_methods.split(","):
-        for threat, eps in APGD_SETTINGS:
+        for threat, eps in (s for s in APGD_SETTINGS if s[0] in args.apgd_threats.split(",")):
             settings = {"eps": eps, "threat": threat, "steps": steps, "batch_size": args.batch}
             reference, reference_seconds = timed(args.device, torchattacks_apgd, method, threat, eps)
             generator = torch.Generator(device=x.device).manual_seed(0)
