@@ -36,7 +36,13 @@ class Reliability:
 def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> Reliability:
     """Confidence against accuracy in ``bins`` equal-width bins (``probabilities``: (N, classes), rows sum to 1)."""
     confidence, prediction = probabilities.double().max(dim=1)
-    correct = (prediction == labels).double()
+    return confidence_reliability(confidence, prediction == labels, bins)
+
+
+def confidence_reliability(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> Reliability:
+    """:func:`reliability` from each prediction's confidence and whether it was right (N,), for callers that keep
+    those rather than every probability (e.g. 75 corrupted copies of a test set)."""
+    confidence, correct = confidence.double().cpu(), correct.double().cpu()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
     index = (torch.bucketize(confidence, edges, right=True) - 1).clamp(0, bins - 1)
     counts = torch.bincount(index, minlength=bins).double()
