@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dlapps.errors import ConfigError
+from dlapps.errors import ConfigError, DataError
 from dlapps.registry import Registry
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -51,6 +51,9 @@ CORRUPTIONS: Registry[Corruption] = Registry(
 def corrupt(images: torch.Tensor, name: str, severity: int, *, generator: torch.Generator) -> torch.Tensor:
     """``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, corrupted by ``name`` at ``severity`` (1-5)."""
     check_corruption(name, severity)
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or not images.is_floating_point():
+        raise DataError(f"corruptions take float images (N, C, H, W) in [0, 1] with 1 or 3 channels, got "
+                        f"{images.dtype} {tuple(images.shape)}")  # fmt: skip
     entry = CORRUPTIONS[name]
     if entry.colour and images.shape[1] == 1:
         return luma(entry.apply(images.expand(-1, 3, -1, -1), severity, generator))
@@ -63,7 +66,7 @@ def check_corruption(name: str, severity: int) -> None:
         close = difflib.get_close_matches(name, CORRUPTIONS.names(), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise ConfigError(f"unknown corruption {name!r}; {hint}known: {', '.join(CORRUPTIONS.names())}")
-    if severity not in SEVERITIES:
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
         raise ConfigError(f"corruption severity must be an integer from 1 to 5, got {severity!r}")
 
 
@@ -72,7 +75,9 @@ def luma(images: torch.Tensor) -> torch.Tensor:
     return (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def _uniform(generator: torch.Generator, like: torch.Tensor, shape: tuple[int, ...], low: float, high: float):
+def _uniform(
+    generator: torch.Generator, like: torch.Tensor, shape: tuple[int, ...], low: float, high: float
+) -> torch.Tensor:
     """Uniform draws in [low, high) made on the generator's device, then moved to ``like``'s device and dtype."""
     draws = torch.rand(shape, generator=generator, device=generator.device, dtype=like.dtype)
     return (low + (high - low) * draws).to(like)
