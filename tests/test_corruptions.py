@@ -110,6 +110,39 @@ def test_random_corruptions_match_in_distribution(cifar_pixels, reference_of, na
         assert ours[1] == pytest.approx(theirs[1], rel=PSNR_TOLERANCE), (severity, ours, theirs)
 
 
+class _NumpyDraws:
+    """torch as the corruptions module sees it, but with ``rand`` and ``randn`` drawn from numpy's global
+    generator: for one image, the corruptions below then draw what imagecorruptions draws, in its order."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+    def rand(self, shape, *, generator, device, dtype):
+        return torch.from_numpy(np.random.random_sample(tuple(shape))).to(dtype)
+
+    def randn(self, shape, *, generator, device, dtype):
+        return torch.from_numpy(np.random.standard_normal(tuple(shape))).to(dtype)
+
+
+@pytest.mark.parametrize("name", ["motion_blur", "snow", "fog", "elastic_transform"])
+def test_random_corruptions_are_the_references_given_its_draws(cifar_pixels, name, monkeypatch):
+    """Fed numpy's draws, a random corruption is imagecorruptions' to float precision: they differ only in the
+    generator, hence agree in distribution."""
+    from PIL import Image
+
+    from dlapps.data import corruptions
+
+    for index in range(4):
+        for severity in range(1, 6):
+            np.random.seed(index)
+            monkeypatch.setattr(corruptions, "torch", _NumpyDraws())
+            ours = corrupt(cifar_pixels[index : index + 1].double() / 255, name, severity, generator=_generator())
+            monkeypatch.undo()
+            np.random.seed(index)
+            theirs = getattr(reference, name)(Image.fromarray(cifar_pixels[index].permute(1, 2, 0).numpy()), severity)
+            assert np.abs(ours[0].permute(1, 2, 0).numpy() * 255 - theirs).max() < 1e-3, (index, severity)
+
+
 def test_gaussian_blur_is_scikit_images():
     field = torch.rand(2, 3, 32, 40, dtype=torch.float64, generator=_generator())
     ours = gaussian_blur(field, 1.1)
@@ -298,13 +331,19 @@ def test_evaluate_corruptions_batches_what_corrupting_everything_gives():
 
 @pytest.mark.slow
 def test_resnet20_accuracy_agrees(cifar10_test, resnet20):
-    """The acceptance check, small: 200 images, five corruptions (benchmarks/corruption_agreement.py: 500, all)."""
+    """The acceptance check, small: 200 images, seven corruptions, every severity (benchmarks/corruption_agreement.py
+    runs all 15 on 500 images). A random corruption's accuracy varies from draw to draw: imagecorruptions differs
+    from itself by up to 4 points on 500 images, so on 200 a pair may differ by up to 8 points and the mean over the
+    five severities by up to 4."""
     data = cifar10_test.subset(200, seed=2)
     images = data.images.float() / 255
-    for name in ("gaussian_noise", "glass_blur", "snow", "fog", "jpeg_compression"):
-        for severity in (1, 3, 5):
+    for name in ("gaussian_noise", "glass_blur", "motion_blur", "snow", "fog", "elastic_transform", "jpeg_compression"):
+        differences = []
+        for severity in range(1, 6):
             ours = corrupt(images, name, severity, generator=_generator(corruption_seed(0, name, severity)))
             theirs = reference_corrupt(data.images, name, severity).float() / 255
             with torch.no_grad():
                 accuracy = [(resnet20(x).argmax(1) == data.labels).double().mean().item() for x in (ours, theirs)]
-            assert abs(accuracy[0] - accuracy[1]) <= 0.04, (name, severity, accuracy)
+            differences.append(accuracy[0] - accuracy[1])
+        assert max(map(abs, differences)) <= 0.08, (name, differences)
+        assert abs(sum(differences) / 5) <= 0.04, (name, differences)
