@@ -37,8 +37,9 @@ reference.np = _Numpy()
 
 
 def reference_corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
-    """uint8 (N, C, H, W) images corrupted one by one by imagecorruptions (its numpy RNG seeded with ``seed``);
-    uint8 (N, 3, H, W), as it returns RGB for grey images too."""
+    """uint8 (N, C, H, W) images corrupted one by one by imagecorruptions (its numpy RNG seeded with ``seed``; impulse
+    noise alone draws from a fresh scikit-image generator, so it differs from call to call); uint8 (N, 3, H, W), as
+    it returns RGB for grey images too."""
     np.random.seed(seed)
     out = [imagecorruptions.corrupt(image, corruption_name=name, severity=severity)
            for image in images.permute(0, 2, 3, 1).numpy()]  # fmt: skip
