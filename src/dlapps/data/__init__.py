@@ -1,6 +1,8 @@
-"""Data layer: datasets by name or path, OOD sets, and device-resident batching for small datasets."""
+"""Data layer: datasets by name or path, OOD sets, the common corruptions, and device-resident batching for small
+datasets."""
 
 from dlapps.data.arrays import ImageArrays
+from dlapps.data.corruptions import CORRUPTIONS, corrupt
 from dlapps.data.datasets import (
     DATASET,
     DATASETS,
@@ -14,6 +16,7 @@ from dlapps.data.resident import ResidentLoader, Shard, Transform
 from dlapps.data.roots import resolve_data_root
 
 __all__ = [
+    "CORRUPTIONS",
     "DATASET",
     "DATASETS",
     "Dataset",
@@ -21,6 +24,7 @@ __all__ = [
     "ResidentLoader",
     "Shard",
     "Transform",
+    "corrupt",
     "find_datasets",
     "get_dataset",
     "load_arrays",

@@ -70,7 +70,13 @@ def _binned_calibration_error(
 
 def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> Reliability:
     """Confidence against accuracy in ``bins`` equal-width bins (``probabilities``: (N, classes), rows sum to 1)."""
-    confidence, correct = confidence_and_correctness(probabilities, labels)
+    return confidence_reliability(*confidence_and_correctness(probabilities, labels), bins)
+
+
+def confidence_reliability(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> Reliability:
+    """:func:`reliability` from each prediction's confidence and whether it was right (N,), for callers that keep
+    those rather than every probability (e.g. 75 corrupted copies of a test set)."""
+    confidence, correct = confidence.double(), correct.double()
     index = _equal_width_bin(confidence, bins)
     counts = torch.bincount(index, minlength=bins).double()
     sums = torch.zeros(2, bins, dtype=torch.float64, device=confidence.device)
