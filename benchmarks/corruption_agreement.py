@@ -23,8 +23,7 @@ import torch
 from _common import add_machine_arguments, resnet20_and_images, timed, write_result
 
 from dlapps.data import load_arrays
-from dlapps.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from dlapps.evaluate.corruption import corruption_seed
+from dlapps.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference, shared with the tests
 from corruption_reference import reference_corrupt  # noqa: E402

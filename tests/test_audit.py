@@ -113,7 +113,8 @@ def test_half_fooled_interpolates_or_bounds():
 
 TINY = ["test_subset=200", "faithfulness_images=8", "deletion_images=4", "deletion_steps=4", "sanity_images=4",
         "grid_images=3", "id_subset=100", "ood_subset=50", "fit_subset=200", "attack_images=20",
-        "epsilons=0.5,2,8", "ensemble_steps=5", "square_queries=20", "detectors=msp,energy,mahalanobis"]  # fmt: skip
+        "epsilons=0.5,2,8", "ensemble_steps=5", "square_queries=20", "detectors=msp,energy,mahalanobis",
+        "corruption_images=30"]  # fmt: skip
 
 
 def _audit(out, data_root, *args: str, settings=TINY, **spies):
@@ -154,6 +155,25 @@ def _assert_audit_figures(drawn, results, model) -> None:
     for r in rows:
         assert_line(effort, f"ε = {r['eps_255']:g}/255", range(steps + 1), r["cumulative_success"])
     assert_cam_grid_is_gradcam(drawn["cam_grid.png"], model, "layer3")
+
+
+def _assert_corruptions(shift, report, figure):
+    """The 15 corruptions at 5 severities, their mean with its interval, detectors per severity; the heat map
+    draws the table."""
+    assert len(shift["corruptions"]) == 15 and shift["severities"] == [1, 2, 3, 4, 5] and shift["images"] == 30
+    grid = np.array([shift["accuracy"][n] for n in shift["corruptions"]])
+    assert shift["mean_accuracy"] == pytest.approx(grid.mean()) and np.mean(shift["per_image"]["accuracy"]) == (
+        pytest.approx(grid.mean()))  # fmt: skip
+    assert shift["interval"]["low"] <= shift["mean_accuracy"] <= shift["interval"]["high"]
+    assert shift["relative_error"] == pytest.approx(shift["clean_accuracy"] - shift["mean_accuracy"])
+    assert grid[:, -1].mean() < shift["clean_accuracy"]  # severity 5 hurts
+    assert {f["detector"] for f in shift["detectors"]} == {"msp", "energy", "mahalanobis"}
+    assert len(shift["detectors"]) == 15 and len(shift["ece_by_severity"]) == 5
+    (axis,) = [a for a in figure.axes if a.get_images()]
+    drawn = axis.get_images()[0].get_array()
+    np.testing.assert_allclose(drawn, np.column_stack([np.full(15, shift["clean_accuracy"]), grid]))
+    assert [t.get_text() for t in axis.get_yticklabels()] == shift["corruptions"]
+    assert "| **mean** |" in report and "gaussian noise" in report
 
 
 def _assert_intervals_and_selective_prediction(results, report, figure):
@@ -204,29 +224,32 @@ def test_audit_of_the_published_resnet20(tmp_path, data_root, resnet20):
     assert [s["attack"] for s in robust["l2"]["ensemble"]["stages"]] == ["apgd-ce", "apgd-t"]  # Square is L∞ only
     assert not any(check["flagged"] for check in robust["trust"]) and len(robust["trust"]) == 5
     assert [s for s, *_ in results["summary"]] == ["accuracy", "calibration", "explanations", "explanations",
-                                                  "OOD detection", "robustness", "robustness"]  # fmt: skip
+                                                  "OOD detection", "corruptions", "robustness", "robustness"]  # fmt: skip
     for heading in (
         "## Summary",
         "## Accuracy",
         "## Calibration",
         "## Explanations",
         "## OOD detection",
+        "## Common corruptions",
         "## Robustness",
     ):
         assert heading in report
     drawn = assert_figures(out, report, kept_figures(tmp_path / "figures"), "confusion.png", "reliability.png",
-                           "risk_coverage.png", "cam_grid.png", "ood.png", "robustness.png", "effort.png")  # fmt: skip
+                           "risk_coverage.png", "cam_grid.png", "ood.png", "corruptions.png", "robustness.png",
+                           "effort.png")  # fmt: skip
     _assert_audit_figures(drawn, results, resnet20)
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 7 and "<script" not in page
+    assert page.count("data:image/png;base64,") == 8 and "<script" not in page
     _assert_intervals_and_selective_prediction(results, report, drawn["risk_coverage.png"])
+    _assert_corruptions(results["corruptions"], report, drawn["corruptions.png"])
     again, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
-    assert again["cached_runs"] == 4 and again["summary"] == results["summary"]  # every section reused
+    assert again["cached_runs"] == 5 and again["summary"] == results["summary"]  # every section reused
     (section,) = (out / "runs").glob("robustness-*.json")
     section.unlink()  # as if the run had been stopped at the end of the robustness section
     resumed, _ = _audit(out, data_root, "--model", "resnet20_cifar10", "--data", "cifar10")
     attacks = len(list((out / "runs").glob("audit-attack-*.json")))
-    assert attacks > 10 and resumed["cached_runs"] == 3 + attacks  # every attack's record reused, none run again
+    assert attacks > 10 and resumed["cached_runs"] == 4 + attacks  # every attack's record reused, none run again
     assert resumed["robustness"] == results["robustness"]
 
 

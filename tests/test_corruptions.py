@@ -32,6 +32,7 @@ from dlapps.data.corruptions import (
     FROST_FILES,
     clipped_zoom,
     corrupt,
+    corruption_seed,
     displace,
     frost_folder,
     frost_textures,
@@ -42,7 +43,6 @@ from dlapps.data.corruptions import (
 )
 from dlapps.errors import ConfigError, DataError
 from dlapps.evaluate.corruption import (
-    corruption_seed,
     evaluate_corruptions,
     mean_corruption_accuracy,
     relative_corruption_error,

@@ -17,13 +17,15 @@ import difflib
 import functools
 import importlib.util
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from dlapps.data.arrays import ImageArrays
 from dlapps.errors import ConfigError, DataError
 from dlapps.registry import Registry
 
@@ -493,3 +495,22 @@ def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Gener
     pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).cpu()
     decoded = decode_jpeg(encode_jpeg(list(pixels), quality=quality))
     return (torch.stack(decoded).to(images) / 255).clamp(0, 1)
+
+
+def corruption_seed(seed: int, name: str, severity: int) -> int:
+    """The seed of one corruption and severity: fixed by ``seed``, independent of which others are applied."""
+    return zlib.crc32(f"{seed}:{name}:{severity}".encode())
+
+
+def corrupted_in_rotation(data: ImageArrays, names: Sequence[str], severity: int, seed: int = 0) -> ImageArrays:
+    """``data`` with image ``i`` corrupted by ``names[i % len(names)]`` at ``severity``: one set in which every
+    corruption is represented, e.g. to ask whether an OOD detector tells corrupted images from clean ones."""
+    images = data.images.float() / 255
+    corrupted = data.images.clone()
+    for k, name in enumerate(names):
+        chosen = torch.arange(k, len(data), len(names))
+        if len(chosen):
+            generator = torch.Generator().manual_seed(corruption_seed(seed, name, severity))
+            out = corrupt(images[chosen], name, severity, generator=generator)
+            corrupted[chosen] = (out * 255).round().clamp(0, 255).to(torch.uint8)
+    return replace(data, images=corrupted, source=f"{data.source}, corrupted at severity {severity}")

@@ -11,7 +11,6 @@ corruption accuracy), i.e. the numerator of relative mCE divided by the number o
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from dlapps.data import ImageArrays
-from dlapps.data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, corrupt
+from dlapps.data.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, corrupt, corruption_seed
 from dlapps.evaluate.calibration import confidence_reliability
 from dlapps.models.hooks import eval_mode, model_device
 from dlapps.models.layout import inference_batch
@@ -56,11 +55,6 @@ class CorruptionEvaluation:
     @property
     def clean_accuracy(self) -> float:
         return self.clean.accuracy(self.labels)
-
-
-def corruption_seed(seed: int, name: str, severity: int) -> int:
-    """The seed of one corruption and severity: fixed by ``seed``, independent of which others are evaluated."""
-    return zlib.crc32(f"{seed}:{name}:{severity}".encode())
 
 
 def _predictions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,9 +42,19 @@ from dlapps.attacks import (
 )
 from dlapps.config import GreyLevels, PositiveInt, require, to_dict
 from dlapps.data import ImageArrays, get_dataset
+from dlapps.data.corruptions import CORRUPTIONS, SEVERITIES, corrupted_in_rotation
 from dlapps.data.ood import OOD_SET, OodChoice, OodRequest, choices_record, choose_ood_sets, load_chosen
 from dlapps.errors import DataError
-from dlapps.evaluate import accuracy_and_calibration, batched_accuracy, bootstrap_ci, predict
+from dlapps.evaluate import (
+    accuracy_and_calibration,
+    batched_accuracy,
+    bootstrap_ci,
+    confidence_reliability,
+    evaluate_corruptions,
+    mean_corruption_accuracy,
+    predict,
+    relative_corruption_error,
+)
 from dlapps.experiments.base import (
     STUDIES,
     OnDataset,
@@ -85,6 +95,9 @@ class AuditConfig(OnDataset):
     id_subset: PositiveInt | None = 5000  # test images scored by the detectors
     ood_subset: PositiveInt | None = 2000  # images per OOD set
     fit_subset: PositiveInt | None = 20_000  # training images the detectors are fitted on
+    corruptions: tuple[Annotated[str, CORRUPTIONS], ...] = tuple(CORRUPTIONS)  # Hendrycks & Dietterich's 15
+    severities: tuple[int, ...] = SEVERITIES
+    corruption_images: PositiveInt | None = 1000  # test images corrupted, 75 times each
     epsilons: tuple[GreyLevels, ...] = (0.5, 1, 2, 4, 8, 16)  # L∞ sweep, grey levels (units of 1/255)
     eps: GreyLevels | None = None  # the reported L∞ ε (None: 8/255 up to 64-px images, 4/255 beyond)
     l2_eps: float | None = None  # the reported L2 ε (None: 0.5 up to 64-px images, 3 beyond); 0: no L2 attack
@@ -107,7 +120,7 @@ class AuditConfig(OnDataset):
         if not self.scale_counts or factor <= 1:
             return self
         floors = {"faithfulness_images": 20, "deletion_images": 5, "sanity_images": 5, "id_subset": 100,
-                  "ood_subset": 100, "fit_subset": 200, "attack_images": 50}  # fmt: skip
+                  "ood_subset": 100, "fit_subset": 200, "attack_images": 50, "corruption_images": 50}  # fmt: skip
         scaled = {key: max(floor, round(getattr(self, key) / factor)) for key, floor in floors.items()
                   if getattr(self, key) is not None}  # fmt: skip
         return replace(self, **{k: min(v, getattr(self, k)) for k, v in scaled.items()})
@@ -119,6 +132,11 @@ class AuditConfig(OnDataset):
             self.l2_eps is None or 0 <= self.l2_eps <= 1000,
             f"l2_eps must be in [0, 1000] (0: no L2 attack), got {self.l2_eps}",
         )
+        require(len(self.corruptions) > 0 and len(set(self.corruptions)) == len(self.corruptions),
+                f"corruptions must be distinct and not empty, got {self.corruptions}")  # fmt: skip
+        require(len(self.severities) > 0 and set(self.severities) <= set(SEVERITIES)
+                and list(self.severities) == sorted(set(self.severities)),
+                f"severities must increase within 1-5, got {self.severities}")  # fmt: skip
         require(any(ATTACKS[name].uses_gradient for name in self.ensemble),
                 "the ensemble needs a gradient attack (e.g. apgd-ce): the sanity checks run it again, stronger")  # fmt: skip
         require(self.fit_subset is None or self.fit_subset >= 50 or "knn" not in self.detectors,
@@ -142,7 +160,7 @@ class Audit(Study):
             "cam_methods": ("gradcam",), "faithfulness_images": 100, "deletion_images": 20, "deletion_steps": 8,
             "sanity_images": 20, "id_subset": 1000, "ood_subset": 1000, "fit_subset": 5000,
             "epsilons": (0.5, 1, 2, 4, 8), "sweep_ensemble": ("apgd-ce",), "ensemble_steps": 20, "square_queries": 300,
-            "attack_images": 500, "detectors": fast_detectors(),
+            "attack_images": 500, "detectors": fast_detectors(), "corruption_images": 500,
             "scale_counts": True,
         },
         "full": {},
@@ -175,7 +193,7 @@ class Audit(Study):
         test = self.test_data(config, ctx)
         config = config.for_images(test.image_shape)  # the counts the sections use (and are cached under)
         with ctx.progress() as progress:
-            task = progress.add_task("audit: model", total=5)
+            task = progress.add_task("audit: model", total=6)
             classifier, test, outputs = self.classifier(config, ctx, test, progress)
             ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
             batch = config.batch_size or inference_batch(test.image_shape, ctx.device)
@@ -188,7 +206,8 @@ class Audit(Study):
 
             sections, found = {}, {}
             for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),
-                                  ("ood", self._ood), ("robustness", self._robustness)):  # fmt: skip
+                                  ("ood", self._ood), ("corruptions", self._corruptions),
+                                  ("robustness", self._robustness)):  # fmt: skip
                 progress.update(task, advance=1, description=f"audit: {name}")
                 settings = {**identity, "section": name, "config": _section_settings(config, name)}
                 sections[name] = ctx.cache.get_or_compute(
@@ -257,12 +276,7 @@ class Audit(Study):
     def _ood(
         self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood, batch: int, **_
     ) -> dict:
-        train = self._training_images(config, ctx)
-        ids = test.subset(config.id_subset, config.seed)
-        if train is None:  # no training split here: fit on test images that are not scored
-            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))
-            scored = min(len(test) // 2, config.id_subset or len(test))
-            ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
+        ids, train = self._scored_and_fitting_images(config, ctx, test)
         detectors = {name: create_detector(name) for name in config.detectors}
         data = {name: images for name, (_, images) in ood.sets.items()}
         evaluation, skipped = evaluate_usable_detectors(detectors, classifier.module, train, ids, data, batch_size=batch)
@@ -279,6 +293,53 @@ class Audit(Study):
         return {"fit": fit, "id_size": len(ids), "sets": sets, "left_out": choices_record([], ood.left_out)["left_out"],
                 "skipped": skipped, "metrics": records, "summary": summarize_detectors(records),
                 "per_image": {"scores": scores}}  # fmt: skip
+
+    def _scored_and_fitting_images(
+        self, config: AuditConfig, ctx: RunContext, test: ImageArrays
+    ) -> tuple[ImageArrays, ImageArrays]:
+        """The ID test images the detectors score, and the images they are fitted on: training images, or where
+        the dataset has no training split here, test images that are not scored."""
+        train = self._training_images(config, ctx)
+        ids = test.subset(config.id_subset, config.seed)
+        if train is None:
+            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))
+            scored = min(len(test) // 2, config.id_subset or len(test))
+            ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
+        return ids, train
+
+    def _corruptions(
+        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
+    ) -> dict:
+        """Accuracy and calibration under the common corruptions, and whether the detectors flag corrupted
+        images: each detector's AUROC of clean images against the same images corrupted (each by one corruption,
+        in turn) at each severity."""
+        data = test.subset(config.corruption_images, config.seed)
+        model, names, severities = classifier.module, config.corruptions, config.severities
+        found = evaluate_corruptions(model, data, names, severities, seed=config.seed, batch_size=batch)
+        labels = found.labels
+        right = {key: (p.predicted == labels).double() for key, p in found.corrupted.items()}
+        per_image = torch.stack(list(right.values())).mean(0)
+        interval = bootstrap_ci(batched_accuracy, per_image, resamples=config.resamples,
+                                generator=torch.Generator().manual_seed(config.seed)).to_record()  # fmt: skip
+        pooled_ece = [confidence_reliability(torch.cat([found.corrupted[n, s].confidence for n in names]),
+                                             torch.cat([right[n, s] for n in names]), config.calibration_bins).ece
+                      for s in severities]  # fmt: skip
+        _, train = self._scored_and_fitting_images(config, ctx, test)
+        detectors = {name: create_detector(name) for name in config.detectors}
+        shifted = {f"severity {s}": corrupted_in_rotation(data, names, s, config.seed) for s in severities}
+        evaluation, skipped = evaluate_usable_detectors(detectors, model, train, data, shifted, batch_size=batch)
+        flags = [] if evaluation is None else [
+            {"detector": r["detector"], "severity": int(r["ood_set"].split()[-1]), "auroc": r["auroc"]}
+            for r in evaluation.records(dict.fromkeys(shifted, "far"))]  # fmt: skip
+        return {
+            "images": len(data), "corruptions": list(names), "severities": list(severities),
+            "clean_accuracy": found.clean_accuracy, "clean_ece": found.clean.ece(labels, config.calibration_bins),
+            "accuracy": {n: [found.accuracy(n, s) for s in severities] for n in names},
+            "ece": {n: [found.ece(n, s, config.calibration_bins) for s in severities] for n in names},
+            "mean_accuracy": mean_corruption_accuracy(found), "interval": interval,
+            "relative_error": relative_corruption_error(found), "ece_by_severity": pooled_ece,
+            "detectors": flags, "skipped": skipped, "per_image": {"accuracy": per_image.tolist()},
+        }  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
         """The training split the detectors are fitted on, or None where the dataset has none here."""
@@ -384,6 +445,11 @@ class Audit(Study):
             found["ood.png"] = figures.grouped_bars(bars, xlabel="OOD set", ylims={"AUROC": (0, 1.1)},
                                                     width=max(6.0, 3.0 * len(ood["sets"])),
                                                     title=f"{title}: OOD detection (AUROC, higher is better)")  # fmt: skip
+        shift = results["corruptions"]
+        found["corruptions.png"] = figures.heatmap(
+            [[shift["clean_accuracy"], *shift["accuracy"][n]] for n in shift["corruptions"]], shift["corruptions"],
+            ["clean", *map(str, shift["severities"])], xlabel="severity", label="accuracy",
+            title=f"{title}: accuracy (%) under each corruption, {shift['images']} images")  # fmt: skip
         eps, rows = [r["eps_255"] for r in robust["rows"]], robust["rows"]
         accuracy_lines = {"clean": (eps, [r["clean_accuracy"] for r in rows]),
                           f"PGD-{config.attack_steps}": (eps, [r["robust_accuracy"] for r in rows]),
@@ -514,11 +580,48 @@ class Audit(Study):
                 if ood["metrics"]
                 else []
             ),  # fmt: skip
+            Heading("Common corruptions"),
+            *corruptions_text(config, results["corruptions"]),
             Heading("Robustness"),
             *robustness_text(config, robust),
             Image("robustness.png", "robustness"),
             Image("effort.png", "attack effort per image"),
         ]
+
+
+def worst_corruption(shift: dict[str, Any]) -> str:
+    name = min(shift["corruptions"], key=lambda n: np.mean(shift["accuracy"][n]))
+    return f"{name.replace('_', ' ')} ({percent(float(np.mean(shift['accuracy'][name])))}% over its severities)"
+
+
+def corruptions_text(config: AuditConfig, shift: dict[str, Any]) -> list:
+    """The corruption section: accuracy per corruption and severity, calibration per severity, detectors."""
+    severities = shift["severities"]
+    rows = [[n.replace("_", " "), *(percent(a) for a in shift["accuracy"][n]), percent(float(np.mean(shift["accuracy"][n])))]
+            for n in shift["corruptions"]]  # fmt: skip
+    means = [float(np.mean([shift["accuracy"][n][i] for n in shift["corruptions"]])) for i in range(len(severities))]
+    rows.append(["**mean**", *(percent(m) for m in means), f"**{percent(shift['mean_accuracy'])}**"])
+    detectors = list(dict.fromkeys(f["detector"] for f in shift["detectors"]))
+    auroc = {(f["detector"], f["severity"]): f["auroc"] for f in shift["detectors"]}
+    by_severity = [[str(s), percent(m), percent(e), *(percent(auroc[d, s]) for d in detectors)]
+                   for s, m, e in zip(severities, means, shift["ece_by_severity"], strict=True)]  # fmt: skip
+    skipped = "".join(f" {DETECTORS[d].name} could not run: {why}." for d, why in shift.get("skipped", {}).items())
+    return [
+        f"{shift['images']} test images under each of the {len(shift['corruptions'])} common corruptions of Hendrycks "
+        f"& Dietterich 2019 at severities {', '.join(map(str, severities))}, generated here in torch with "
+        "imagecorruptions' parameters (those of ImageNet-C, for any image size; harsher on 32-pixel images than "
+        "CIFAR-10-C's), seeded. Mean corruption accuracy "
+        f"{with_interval(shift['mean_accuracy'], shift['interval'])} against {percent(shift['clean_accuracy'])}% clean; "
+        f"relative corruption error {percent(shift['relative_error'])} points (clean accuracy minus the mean; "
+        "Hendrycks & Dietterich's relative mCE without AlexNet's normalisation).",
+        Image("corruptions.png", "accuracy per corruption and severity"),
+        table(["corruption", *map(str, severities), "mean"], rows),
+        "Per severity: the mean accuracy over corruptions, the ECE of all corrupted images pooled (calibration under "
+        f"shift; {percent(shift['clean_ece'])}% clean), and each detector's AUROC of the clean images against the "
+        "same images corrupted, each by one corruption in turn (50%: the detector does not notice the shift; "
+        f"higher: it flags corrupted images as out-of-distribution).{skipped}",
+        table(["severity", "accuracy %", "ECE %", *(f"{DETECTORS[d].name} AUROC %" for d in detectors)], by_severity),
+    ]
 
 
 def robustness_text(config: AuditConfig, robust: dict[str, Any]) -> list:
@@ -587,6 +690,8 @@ def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:
         "explanations": ("cam_methods", "layer", "faithfulness_images", "deletion_images", "deletion_steps",
                          "scorecam_images", "sanity_images"),
         "ood": ("ood_sets", "resize_ood", "detectors", "id_subset", "ood_subset", "fit_subset", "resamples"),
+        "corruptions": ("corruptions", "severities", "corruption_images", "detectors", "fit_subset", "id_subset",
+                        "calibration_bins", "resamples"),
         "robustness": ("epsilons", "eps", "l2_eps", "attack_steps", "ensemble", "sweep_ensemble", "ensemble_steps",
                        "square_queries",
                        "large_eps", "attack_images", "batch_size", "resamples"),
@@ -631,6 +736,12 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      f"the best of {len(means)} detectors over {len(ood['sets'])} set(s)"
                      + (f"; MSP {percent(msp)}%" if msp is not None else "") + versus
                      + ("; weak: many OOD images would pass as in-distribution" if means[top] < 0.8 else "")))  # fmt: skip
+    shift = results["corruptions"]
+    kept = shift["mean_accuracy"] / max(shift["clean_accuracy"], 1e-12)
+    rows.append(("corruptions", f"mean accuracy under {len(shift['corruptions'])} corruptions × "
+                 f"{len(shift['severities'])} severities", with_interval(shift["mean_accuracy"], shift["interval"]),
+                 f"keeps {100 * kept:.0f}% of its clean accuracy ({percent(shift['clean_accuracy'])}%); worst: "
+                 + worst_corruption(shift)))  # fmt: skip
     headline = robust["linf"]
     half = half_fooled(robust["rows"])
     where = ("no ε of the sweep fools half of the correct images" if half["relation"] == ">"

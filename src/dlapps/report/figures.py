@@ -325,6 +325,25 @@ def adversarial_examples(
     )  # fmt: skip
 
 
+def heatmap(
+    values: np.ndarray, rows: Sequence[str], columns: Sequence[str], *, xlabel: str, title: str, label: str
+) -> Figure:
+    """A (rows, columns) grid of fractions in [0, 1], each cell written in %, with a colour bar named ``label``."""
+    values = np.asarray(values, dtype=float)
+    figure, axis = subplots(1, 1, figsize=(1.0 * len(columns) + 3.5, 0.35 * len(rows) + 1.6))
+    image = axis.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label=label)
+    axis.set_xticks(np.arange(len(columns)), list(columns))
+    axis.set_yticks(np.arange(len(rows)), list(rows), fontsize=8)
+    axis.set_xlabel(xlabel)
+    for (i, j), value in np.ndenumerate(values):
+        axis.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
+                  color="black" if value > 0.6 else "white")  # fmt: skip
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 def confusion(matrix: np.ndarray, classes: Sequence[str], per_class: Sequence[float], *, title: str) -> Figure:
     """The confusion matrix normalised per true class (rows), beside the accuracy of each class."""
     matrix = np.asarray(matrix, dtype=float)
