@@ -283,6 +283,17 @@ def test_grey_images(cifar_pixels, name):
         assert (ours - theirs).abs().max() <= 2 * GREY_LEVEL
 
 
+@pytest.mark.parametrize("name", PAPER_ORDER)
+@pytest.mark.parametrize("shape", [(2, 3, 32, 48), (2, 3, 40, 24), (2, 1, 20, 36)])
+def test_non_square_images(name, shape):
+    """Wide, tall and grey non-square images keep their shape, stay in [0, 1] and change."""
+    images = torch.rand(shape, generator=_generator())
+    for severity in (1, 5):
+        out = corrupt(images, name, severity, generator=_generator())
+        assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+        assert (out - images).abs().mean() > 1e-3
+
+
 def test_an_unknown_corruption_severity_or_image_shape_is_one_clear_error():
     images = torch.rand(1, 3, 32, 32)
     with pytest.raises(ConfigError, match="unknown corruption 'gausian_noise'; did you mean gaussian_noise"):
