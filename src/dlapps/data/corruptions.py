@@ -16,12 +16,15 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.util
+import io
 import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 
@@ -487,14 +490,16 @@ def pixelate(images: torch.Tensor, severity: int, generator: torch.Generator) ->
 
 @CORRUPTIONS.register("jpeg_compression", category="digital", colour=True)
 def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    """Lossy compression artefacts: a JPEG round trip (libjpeg through torchvision, on the CPU) at a quality from
-    imagecorruptions."""
-    from torchvision.io import decode_jpeg, encode_jpeg
-
+    """Lossy compression artefacts: a JPEG round trip at a quality from imagecorruptions, through Pillow's libjpeg
+    as there, one image at a time on the CPU (the codec is the cost, not the loop)."""
     quality = (25, 18, 15, 10, 7)[severity - 1]
-    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).cpu()
-    decoded = decode_jpeg(encode_jpeg(list(pixels), quality=quality))
-    return (torch.stack(decoded).to(images) / 255).clamp(0, 1)
+    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        PIL.Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+        decoded.append(torch.from_numpy(np.asarray(PIL.Image.open(buffer).convert("RGB"))))
+    return (torch.stack(decoded).permute(0, 3, 1, 2).to(images) / 255).clamp(0, 1)
 
 
 def corruption_seed(seed: int, name: str, severity: int) -> int:
