@@ -19,7 +19,6 @@ from dlapps.ood import (
     auroc,
     create_detector,
     evaluate_detectors,
-    evaluate_usable_detectors,
     fit_detectors,
     score_detectors,
 )
@@ -159,13 +158,16 @@ def test_detectors_that_cannot_run_on_a_model_are_left_out_with_the_reason(resne
     fit, ids = split[0].take(torch.arange(30)), split[1].take(torch.arange(20))
     ood = {"noise": noise("gaussian", 20, seed=2)}
     detectors = {"msp": MSP(), "knn": create_detector("knn", k=50), "energy": create_detector("energy")}
-    evaluation, skipped = evaluate_usable_detectors(detectors, resnet20, fit, ids, ood)
-    assert skipped == {"knn": "KNN with k=50 needs at least 50 ID training images, got 30"}
+    with pytest.raises(DataError, match="KNN with k=50 needs at least 50"):
+        evaluate_detectors(detectors, resnet20, fit, ids, ood)
+    evaluation = evaluate_detectors(detectors, resnet20, fit, ids, ood, skip_unusable=True)
+    assert evaluation.skipped == {"knn": "KNN with k=50 needs at least 50 ID training images, got 30"}
     assert set(evaluation.id_scores) == set(evaluation.ood_scores["noise"]) == {"msp", "energy"}
     alone = evaluate_detectors({"msp": MSP()}, resnet20, fit, ids, ood)
     assert torch.equal(evaluation.id_scores["msp"], alone.id_scores["msp"]) and evaluation.accuracy == alone.accuracy
     headless = torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
-    evaluation, skipped = evaluate_usable_detectors({"msp": MSP(), "energy": create_detector("energy")}, headless, fit,
-                                                    ids, ood)  # fmt: skip
-    assert evaluation is None and set(skipped) == {"msp", "energy"}
-    assert all("has no nn.Linear layer to use as the classifier head" in why for why in skipped.values())
+    evaluation = evaluate_detectors({"msp": MSP(), "energy": create_detector("energy")}, headless, fit, ids, ood,
+                                    skip_unusable=True)  # fmt: skip
+    assert evaluation.id_scores == {} and evaluation.records({"noise": "far"}) == [] and set(evaluation.skipped) == {
+        "msp", "energy"}  # fmt: skip
+    assert all("has no nn.Linear layer to use as the classifier head" in why for why in evaluation.skipped.values())

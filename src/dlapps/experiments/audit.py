@@ -68,7 +68,7 @@ from dlapps.models import Classifier
 from dlapps.models.classifier import class_outputs, restrict
 from dlapps.models.hooks import model_device
 from dlapps.models.layout import inference_batch
-from dlapps.ood import DETECTORS, create_detector, evaluate_usable_detectors, fast_detectors, summarize_detectors
+from dlapps.ood import DETECTORS, create_detector, evaluate_detectors, fast_detectors, summarize_detectors
 from dlapps.ood.tables import against_msp_lines, beats_msp_lines, detector_table
 from dlapps.report import figures
 from dlapps.report.markdown import Heading, Image, format_number, percent, table, with_interval
@@ -279,19 +279,19 @@ class Audit(Study):
         ids, train = self._scored_and_fitting_images(config, ctx, test)
         detectors = {name: create_detector(name) for name in config.detectors}
         data = {name: images for name, (_, images) in ood.sets.items()}
-        evaluation, skipped = evaluate_usable_detectors(detectors, classifier.module, train, ids, data, batch_size=batch)
-        records = [] if evaluation is None else evaluation.records(
+        evaluation = evaluate_detectors(detectors, classifier.module, train, ids, data, batch_size=batch,
+                                        skip_unusable=True)  # fmt: skip
+        records = evaluation.records(
             {name: choice.distance for name, (choice, _) in ood.sets.items()}, resamples=config.resamples,
             seed=config.seed)  # fmt: skip
         sets = {name: {"source": images.source, "size": len(images), "distance": choice.distance, "why": choice.reason}
                 for name, (choice, images) in ood.sets.items()}  # fmt: skip
         fit = {"source": train.source, "size": len(train), "from_test": train.source == test.source}
-        scores = {} if evaluation is None else {
-            detector: {"id": evaluation.id_scores[detector].tolist(),
-                       **{name: found[detector].tolist() for name, found in evaluation.ood_scores.items()}}
-            for detector in evaluation.id_scores}  # fmt: skip
+        scores = {detector: {"id": evaluation.id_scores[detector].tolist(),
+                             **{name: found[detector].tolist() for name, found in evaluation.ood_scores.items()}}
+                  for detector in evaluation.id_scores}  # fmt: skip
         return {"fit": fit, "id_size": len(ids), "sets": sets, "left_out": choices_record([], ood.left_out)["left_out"],
-                "skipped": skipped, "metrics": records, "summary": summarize_detectors(records),
+                "skipped": evaluation.skipped, "metrics": records, "summary": summarize_detectors(records),
                 "per_image": {"scores": scores}}  # fmt: skip
 
     def _scored_and_fitting_images(
@@ -327,10 +327,9 @@ class Audit(Study):
         _, train = self._scored_and_fitting_images(config, ctx, test)
         detectors = {name: create_detector(name) for name in config.detectors}
         shifted = {f"severity {s}": corrupted_in_rotation(data, names, s, config.seed) for s in severities}
-        evaluation, skipped = evaluate_usable_detectors(detectors, model, train, data, shifted, batch_size=batch)
-        flags = [] if evaluation is None else [
-            {"detector": r["detector"], "severity": int(r["ood_set"].split()[-1]), "auroc": r["auroc"]}
-            for r in evaluation.records(dict.fromkeys(shifted, "far"))]  # fmt: skip
+        evaluation = evaluate_detectors(detectors, model, train, data, shifted, batch_size=batch, skip_unusable=True)
+        flags = [{"detector": r["detector"], "severity": int(r["ood_set"].split()[-1]), "auroc": r["auroc"]}
+                 for r in evaluation.records(dict.fromkeys(shifted, "far"))]  # fmt: skip
         return {
             "images": len(data), "corruptions": list(names), "severities": list(severities),
             "clean_accuracy": found.clean_accuracy, "clean_ece": found.clean.ece(labels, config.calibration_bins),
@@ -338,7 +337,7 @@ class Audit(Study):
             "ece": {n: [found.ece(n, s, config.calibration_bins) for s in severities] for n in names},
             "mean_accuracy": mean_corruption_accuracy(found), "interval": interval,
             "relative_error": relative_corruption_error(found), "ece_by_severity": pooled_ece,
-            "detectors": flags, "skipped": skipped, "per_image": {"accuracy": per_image.tolist()},
+            "detectors": flags, "skipped": evaluation.skipped, "per_image": {"accuracy": per_image.tolist()},
         }  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
@@ -770,13 +769,24 @@ def audit(
     """Audit ``model`` (a model name or path, or a :class:`ModelSpec`) on the dataset ``data`` with the ``profile``'s
     settings and ``settings`` (``key=value``); write the report where ``ctx`` says (default: ``runs/audit`` on the
     best device) and return the results (what ``results.json`` holds)."""
-    study = STUDIES["audit"]
-    overrides = [f"dataset={data}", *(f"model.{k}={v}" for k, v in _spec_settings(model)),
-                 *([f"ood_sets={','.join(ood)}"] if ood else []), *(settings or [])]  # fmt: skip
-    config = study.config(profile, overrides)
+    overrides = [*(f"model.{k}={v}" for k, v in _spec_settings(model) if k != "name"), *audit_overrides(ood, settings)]
+    config = STUDIES["audit"].config(profile, [f"dataset={data}", f"model.name={_spec_settings(model)[0][1]}", *overrides])
+    return run_audit_study(STUDIES["audit"], config, [config.model.name], data, profile, overrides, ctx)
+
+
+def audit_overrides(ood: tuple[str, ...], settings: list[str] | None) -> list[str]:
+    """The ``--set`` items of an audit beside its model and data."""
+    return [*([f"ood_sets={','.join(ood)}"] if ood else []), *(settings or [])]
+
+
+def run_audit_study(
+    study: Study, config: Any, models: list[str], data: str, profile: str, overrides: list[str], ctx: RunContext | None
+) -> dict[str, Any]:
+    """Run an audit (or a comparison of audits) into ``ctx.out`` (default: ``runs/audit`` on the best device),
+    its report naming the command that reruns it."""
     ctx = ctx or RunContext(out=Path("runs/audit"), device=resolve_device("auto"))
-    command = "dlapps " + shlex.join(["audit", "--model", config.model.name, "--data", data, "--profile", profile,
-                                      "--out", str(ctx.out), *(f"--set={item}" for item in overrides[1:] if "model.name" not in item)])  # fmt: skip
+    command = "dlapps " + shlex.join(["audit", *(f"--model={name}" for name in models), "--data", data, "--profile",
+                                      profile, "--out", str(ctx.out), *(f"--set={item}" for item in overrides)])  # fmt: skip
     return run_study(study, config, replace(ctx, command=command))
 
 

@@ -9,7 +9,6 @@ a difference whose interval contains 0 is reported as within noise, not as a win
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ from dlapps.data.datasets import looks_like_path
 from dlapps.data.downloads import Need
 from dlapps.errors import ConfigError
 from dlapps.evaluate.comparison import Measure, compare_all
-from dlapps.experiments.audit import AuditConfig
+from dlapps.experiments.audit import AuditConfig, audit_overrides, run_audit_study
 from dlapps.experiments.base import STUDIES, RunContext, Study, StudyOutput, run_study
 from dlapps.ood import DETECTORS
 from dlapps.report import figures
 from dlapps.report.markdown import Heading, Image, table, with_interval
-from dlapps.train import resolve_device
 
 
 def model_labels(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -201,10 +199,8 @@ def compare_models(
     folder under ``ctx.out``, and compare them in one report there; return its results."""
     if len(models) < 2 or len(set(model_labels(models))) != len(models):
         raise ConfigError(f"a comparison needs at least two distinct models, got {', '.join(models)}")
-    overrides = [f"dataset={data}", *([f"ood_sets={','.join(ood)}"] if ood else []), *(settings or [])]
+    overrides = audit_overrides(ood, settings)
     audit = STUDIES["audit"]
-    config = ComparisonConfig(tuple(audit.config(profile, [*overrides, f"model.name={name}"]) for name in models))
-    ctx = ctx or RunContext(out=Path("runs/audit"), device=resolve_device("auto"))
-    command = "dlapps " + shlex.join(["audit", *(f"--model={name}" for name in models), "--data", data, "--profile",
-                                      profile, "--out", str(ctx.out), *(f"--set={item}" for item in overrides[1:])])  # fmt: skip
-    return run_study(AuditComparison(), config, replace(ctx, command=command))
+    config = ComparisonConfig(tuple(audit.config(profile, [f"dataset={data}", *overrides, f"model.name={name}"])
+                                    for name in models))  # fmt: skip
+    return run_audit_study(AuditComparison(), config, list(models), data, profile, overrides, ctx)

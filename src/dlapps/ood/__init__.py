@@ -48,7 +48,6 @@ from dlapps.ood.scoring import (
     DetectorEvaluation,
     Scored,
     evaluate_detectors,
-    evaluate_usable_detectors,
     fit_detectors,
     score_detectors,
 )
@@ -88,7 +87,6 @@ __all__ = [
     "auroc",
     "create_detector",
     "evaluate_detectors",
-    "evaluate_usable_detectors",
     "fast_detectors",
     "fit_detectors",
     "fpr_at_95_tpr",

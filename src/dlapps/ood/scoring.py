@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -97,8 +97,9 @@ class DetectorEvaluation:
 
     id_scores: dict[str, torch.Tensor]  # detector -> (N,)
     ood_scores: dict[str, dict[str, torch.Tensor]]  # OOD set -> detector -> (M,)
-    accuracy: float  # of the model on the ID test images
+    accuracy: float  # of the model on the ID test images (NaN when no detector could run)
     seconds: float  # fitting and scoring
+    skipped: dict[str, str] = field(default_factory=dict)  # detector -> why it could not run on the model
 
     def records(
         self, distances: Mapping[str, str], model: str = "model", *, resamples: int = 0, seed: int = 0
@@ -142,46 +143,33 @@ def evaluate_detectors(
     ood_sets: Mapping[str, Batches],
     *,
     batch_size: int | None = None,
+    skip_unusable: bool = False,
 ) -> DetectorEvaluation:
     """Fit ``detectors`` to ``model`` on ``fit_data`` (ID training images), then score ``id_data`` and every OOD
-    set: what a study or an audit reports as OOD detection."""
+    set: what a study or an audit reports as OOD detection. With ``skip_unusable``, the detectors that cannot run on
+    ``model`` (no linear head, too few fitting images, features of another shape...) are left out, each with why in
+    one line (``skipped``), instead of stopping the rest; only when the joint run fails are they tried one by one."""
     started = time.perf_counter()
-    fit_detectors(detectors, model, fit_data, batch_size=batch_size)
-    scored = score_detectors(detectors, id_data, batch_size=batch_size)
-    ood_scores = {
-        name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
-    }
-    return DetectorEvaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)
-
-
-def evaluate_usable_detectors(
-    detectors: Mapping[str, Detector],
-    model: nn.Module,
-    fit_data: Batches | None,
-    id_data: Batches,
-    ood_sets: Mapping[str, Batches],
-    *,
-    batch_size: int | None = None,
-) -> tuple[DetectorEvaluation | None, dict[str, str]]:
-    """:func:`evaluate_detectors`, leaving out the detectors that cannot run on ``model`` (no linear head, too few
-    fitting images, features of another shape...): the evaluation of the others (None if none could run) and,
-    per detector left out, why, in one line. Only when the joint run fails are they tried one by one."""
     try:
-        return evaluate_detectors(detectors, model, fit_data, id_data, ood_sets, batch_size=batch_size), {}
+        fit_detectors(detectors, model, fit_data, batch_size=batch_size)
+        scored = score_detectors(detectors, id_data, batch_size=batch_size)
+        ood_scores = {
+            name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
+        }
+        return DetectorEvaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)
     except (DlappsError, ValueError, RuntimeError):
-        pass
+        if not skip_unusable or len(detectors) == 1:
+            raise
     found, skipped = [], {}
     for name, detector in detectors.items():
         try:
             found.append(evaluate_detectors({name: detector}, model, fit_data, id_data, ood_sets, batch_size=batch_size))
         except (DlappsError, ValueError, RuntimeError) as exc:
             skipped[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if not found:
-        return None, skipped
-    merged = DetectorEvaluation(
+    return DetectorEvaluation(
         {name: scores for e in found for name, scores in e.id_scores.items()},
         {set_name: {name: s for e in found for name, s in e.ood_scores[set_name].items()} for set_name in ood_sets},
-        found[0].accuracy,
-        sum(e.seconds for e in found),
+        found[0].accuracy if found else float("nan"),
+        time.perf_counter() - started,
+        skipped,
     )
-    return merged, skipped
