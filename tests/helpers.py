@@ -122,3 +122,12 @@ def random_predictions(n: int = 500, classes: int = 7, seed: int = 0) -> tuple[t
     labels = torch.where(torch.rand(n, generator=generator) < 0.6, logits.argmax(1),
                          torch.randint(0, classes, (n,), generator=generator))  # fmt: skip
     return logits, labels
+
+
+def trained_small_cnn(folder: Path, dataset: str, data_root: Path, *settings: str) -> Path:
+    """The checkpoint of a small CNN that ``dlapps train`` writes into ``folder`` (``settings``: ``key=value``)."""
+    args = ["train", "--model", "small_cnn", "--dataset", dataset, "--out", str(folder), "--no-progress"]
+    trained = dlapps_main(*args, *(item for setting in settings for item in ("--set", setting)), data_root=data_root)
+    assert trained.returncode == 0, trained.stderr
+    (checkpoint,) = folder.glob(f"small_cnn-{dataset}-*.safetensors")
+    return checkpoint

@@ -26,7 +26,7 @@ from dlapps.evaluate import (
 from dlapps.explain import head_randomisation_check, randomised_head, rank_correlation
 from dlapps.report.io import read_json
 from figures_check import assert_cam_grid_is_gradcam, assert_figures, assert_line, bars, kept_figures, panel
-from helpers import assert_one_line_error, dlapps_main, random_predictions
+from helpers import assert_one_line_error, dlapps_main, random_predictions, trained_small_cnn
 
 
 @pytest.mark.parametrize("bins", [15, 10])
@@ -274,12 +274,8 @@ def test_audit_of_an_imagenet_model_on_imagenette(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_audit_of_a_model_trained_by_dlapps_train_on_a_grey_dataset(tmp_path, data_root):
-    models = tmp_path / "models"
-    trained = dlapps_main("train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(models), "--no-progress",
-                          "--set", "train_subset=4000", "--set", "test_subset=500", "--set", "train.epochs=1",
-                          "--set", "augment=false", data_root=data_root)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    checkpoint = next(models.glob("small_cnn-mnist-*.safetensors"))
+    checkpoint = trained_small_cnn(tmp_path / "models", "mnist", data_root, "train_subset=4000", "test_subset=500",
+                                   "train.epochs=1", "augment=false")  # fmt: skip
     results, report = _audit(tmp_path / "mnist", data_root, "--model", str(checkpoint), "--data", "mnist")
     assert results["accuracy"]["top1"] > 0.8 and results["model"]["kind"] == "checkpoint"
     sets = results["ood"]["sets"]

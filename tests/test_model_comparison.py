@@ -8,7 +8,7 @@ from dlapps.evaluate.comparison import Measure, compare_all, paired_difference
 from dlapps.experiments.audit_comparison import model_labels
 from dlapps.report.io import read_json
 from figures_check import assert_figures, kept_figures
-from helpers import assert_one_line_error, dlapps_main
+from helpers import assert_one_line_error, dlapps_main, trained_small_cnn
 
 
 def _correct(n: int, accuracy: float, seed: int) -> torch.Tensor:
@@ -68,12 +68,8 @@ TINY = ["test_subset=120", "attack_images=40", "epsilons=2,8", "attack_steps=3",
 
 @pytest.mark.slow
 def test_audit_of_two_models_writes_one_comparison(tmp_path, data_root):
-    models = tmp_path / "models"
-    trained = dlapps_main("train", "--model", "small_cnn", "--dataset", "cifar10", "--out", str(models), "--no-progress",
-                          "--set", "train_subset=1000", "--set", "test_subset=200", "--set", "train.epochs=1",
-                          data_root=data_root)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    checkpoint = next(models.glob("small_cnn-cifar10-*.safetensors"))
+    checkpoint = trained_small_cnn(tmp_path / "models", "cifar10", data_root, "train_subset=1000", "test_subset=200",
+                                   "train.epochs=1")  # fmt: skip
     out = tmp_path / "both"
     args = ["audit", "--model", "resnet20_cifar10", "--model", str(checkpoint), "--data", "cifar10", "--out", str(out),
             "--no-progress", *(item for setting in TINY for item in ("--set", setting))]  # fmt: skip
@@ -104,12 +100,8 @@ def test_audit_of_two_models_writes_one_comparison(tmp_path, data_root):
 
 
 def test_models_of_different_classes_are_one_line_before_any_work(tmp_path, data_root):
-    models = tmp_path / "models"
-    trained = dlapps_main("train", "--model", "small_cnn", "--dataset", "mnist", "--out", str(models), "--no-progress",
-                          "--set", "train_subset=200", "--set", "test_subset=50", "--set", "train.epochs=1",
-                          "--set", "image_size=32", data_root=data_root)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    checkpoint = next(models.glob("small_cnn-mnist-*.safetensors"))
+    checkpoint = trained_small_cnn(tmp_path / "models", "mnist", data_root, "train_subset=200", "test_subset=50",
+                                   "train.epochs=1", "image_size=32")  # fmt: skip
     out = tmp_path / "both"
     result = dlapps_main("audit", "--model", "resnet20_cifar10", "--model", str(checkpoint), "--data", "cifar10",
                          "--out", str(out), "--no-progress", data_root=data_root)  # fmt: skip
