@@ -30,7 +30,9 @@ def test_a_clearly_better_model_wins_and_a_close_one_is_within_noise():
     measures = [Measure("top-1 accuracy", "accuracy", ((c,),)) for c in (base, better, close)]
     rows = compare_all([[m] for m in measures], resamples=1000, seed=0)
     (row,) = rows
-    assert [v["estimate"] for v in row["values"]] == pytest.approx([base.mean().item(), better.mean().item(), close.mean().item()])
+    assert [v["estimate"] for v in row["values"]] == pytest.approx(
+        [base.mean().item(), better.mean().item(), close.mean().item()]
+    )
     against_better, against_close = row["against_first"]
     assert against_better["first_better"] is True and against_better["difference"]["low"] > 0
     assert against_close["first_better"] is None
@@ -61,9 +63,25 @@ def test_model_labels_are_short_distinct_and_file_safe():
     assert model_labels(("../evil name/..;rm -rf.safetensors",)) == ("rm--rf",)
 
 
-TINY = ["test_subset=120", "attack_images=40", "epsilons=2,8", "attack_steps=3", "ensemble_steps=3", "square_queries=10",
-        "id_subset=60", "ood_subset=60", "fit_subset=200", "detectors=msp,energy", "faithfulness_images=8",
-        "deletion_images=4", "deletion_steps=4", "sanity_images=4", "grid_images=2", "resamples=200", "ood_sets=gaussian"]
+TINY = [
+    "test_subset=120",
+    "attack_images=40",
+    "epsilons=2,8",
+    "attack_steps=3",
+    "ensemble_steps=3",
+    "square_queries=10",
+    "id_subset=60",
+    "ood_subset=60",
+    "fit_subset=200",
+    "detectors=msp,energy",
+    "faithfulness_images=8",
+    "deletion_images=4",
+    "deletion_steps=4",
+    "sanity_images=4",
+    "grid_images=2",
+    "resamples=200",
+    "ood_sets=gaussian",
+]
 
 
 @pytest.mark.slow

@@ -85,7 +85,12 @@ def test_run_writes_every_metric_figure_and_the_report(finished):
     assert len(results["metrics"]) == 2 * 4 * 2  # models x detectors x OOD sets
     assert all(0 <= r[m] <= 1 for r in results["metrics"] for m in ("auroc", "aupr_in", "aupr_out", "fpr95"))
     cifar100 = results["data"]["ood"]["cifar100"]
-    assert (cifar100["size"], cifar100["distance"]) == (60, "near") and set(cifar100) == {"source", "size", "distance", "why"}
+    assert (cifar100["size"], cifar100["distance"]) == (60, "near") and set(cifar100) == {
+        "source",
+        "size",
+        "distance",
+        "why",
+    }
     assert "cifar100_test.npz" in cifar100["source"] and "without bus, pickup_truck" in cifar100["source"]
     assert results["models"]["model"]["accuracy"] > 0.85 and results["models"]["baseline"]["accuracy"] > 0.15
     assert _metric(results, "model", "msp", "cifar100")["auroc"] > 0.75

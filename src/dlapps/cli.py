@@ -239,8 +239,10 @@ def train(
 def audit(
     model: Annotated[
         list[str],
-        typer.Option(help="The model: a published name, an architecture, or a checkpoint path (see README); "
-                     "repeat it to audit several models and compare them in one report."),
+        typer.Option(
+            help="The model: a published name, an architecture, or a checkpoint path (see README); "
+            "repeat it to audit several models and compare them in one report."
+        ),
     ],
     data: Annotated[str, typer.Option(help="The dataset: a registered name, torchvision:<Name>, or a path.")],
     ood: Annotated[
@@ -273,9 +275,14 @@ def audit(
         results = compare_models(tuple(model), data, **options)
         for row in results["comparison"]:
             if row["kind"] != "auroc":
-                cells = ", ".join(f"{m['label']} {100 * v['estimate']:.1f}%" for m, v in zip(results["models"], row["values"], strict=True))
+                cells = ", ".join(
+                    f"{m['label']} {100 * v['estimate']:.1f}%"
+                    for m, v in zip(results["models"], row["values"], strict=True)
+                )
                 console.print(f"{row['name']}: {cells}")
-        console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: {out / 'report.md'} and {out / 'report.html'}")
+        console.print(
+            f"[green]done[/green] in {results['wall_seconds']:.0f} s: {out / 'report.md'} and {out / 'report.html'}"
+        )
         return
     results = run_audit(model[0], data, **options)
     table = Table(title=f"audit of {results['model']['title']} on {results['data']['title']}")

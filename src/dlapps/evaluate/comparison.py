@@ -94,4 +94,3 @@ def compare_all(measures: Sequence[Sequence[Measure]], *, resamples: int = 1000,
             "against_first": [paired_difference(m, found[0], resamples=resamples, seed=seed) for m in found[1:]],
         })  # fmt: skip
     return rows
-

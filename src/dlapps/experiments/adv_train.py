@@ -373,8 +373,10 @@ class AdvTrain(Study):
                              "once misclassified, so it counts as robust only if no step fooled it)")  # fmt: skip
         if "ood" in config.evaluations:
             choice = config.ood_choice()
-            evaluated.append(f"MSP's OOD detection against as many images of {set_title(choice)} "
-                             f"({choice.distance}-OOD: {choice.reason})")
+            evaluated.append(
+                f"MSP's OOD detection against as many images of {set_title(choice)} "
+                f"({choice.distance}-OOD: {choice.reason})"
+            )
         if "targeting" in config.evaluations:
             evaluated.append(f"untargeted against targeted (a random other class) iterative FGSM at ε = "
                              f"{eps_label(config.attack_eps)}, at most {config.attack_steps} steps of "

@@ -181,7 +181,9 @@ class Audit(Study):
         """The model, as a classifier of the dataset's classes where it has more outputs (named as it names them),
         the test images with those class names, and the outputs kept (None: all)."""
         dataset = get_dataset(config.dataset)
-        classifier = ctx.classifier(config.model, test, dataset=dataset, image_size=config.image_size, progress=progress)
+        classifier = ctx.classifier(
+            config.model, test, dataset=dataset, image_size=config.image_size, progress=progress
+        )
         outputs = class_outputs(classifier, dataset, test, config.model.class_map)
         if outputs is not None:
             names = tuple(classifier.classes[o] for o in outputs) if classifier.classes else test.classes
@@ -513,13 +515,28 @@ class Audit(Study):
             f"other {cal['measured_on']}. It changes confidences, never predictions.",
             table(
                 ["", "ECE %", "adaptive ECE %", "classwise ECE %", "NLL", "Brier", "mean confidence %"],
-                [[name, interval if interval else percent(cal[f"ece{key}"]), percent(cal[f"adaptive_ece{key}"]),
-                  percent(cal[f"classwise_ece{key}"]), f"{cal[f'nll{key}']:.3f}", brier, confidence]
-                 for name, key, interval, brier, confidence in (
-                     ("all test images", "", with_interval(cal["ece"], accuracy["intervals"]["ece"]),
-                      f"{cal['brier']:.3f}", percent(cal["mean_confidence"])),
-                     ("held-out half, as trained", "_before", "", "", ""),
-                     (f"held-out half, T = {cal['temperature']:.2f}", "_after", "", "", ""))],
+                [
+                    [
+                        name,
+                        interval if interval else percent(cal[f"ece{key}"]),
+                        percent(cal[f"adaptive_ece{key}"]),
+                        percent(cal[f"classwise_ece{key}"]),
+                        f"{cal[f'nll{key}']:.3f}",
+                        brier,
+                        confidence,
+                    ]
+                    for name, key, interval, brier, confidence in (
+                        (
+                            "all test images",
+                            "",
+                            with_interval(cal["ece"], accuracy["intervals"]["ece"]),
+                            f"{cal['brier']:.3f}",
+                            percent(cal["mean_confidence"]),
+                        ),
+                        ("held-out half, as trained", "_before", "", "", ""),
+                        (f"held-out half, T = {cal['temperature']:.2f}", "_after", "", "", ""),
+                    )
+                ],
             ),  # fmt: skip
             Image("reliability.png", "reliability diagram"),
             Heading("Selective prediction", 2),
@@ -527,11 +544,22 @@ class Audit(Study):
             "risk–coverage curve keeps images from the most confident down and plots the error rate among those "
             "kept; AURC is the area under it (Geifman et al. 2019; lower is better). Temperature scaling can reorder "
             "confidences slightly, so both are shown, on the held-out half.",
-            table(["", "AURC", "accuracy at 90% coverage %", "accuracy at 95% coverage %", "accuracy at 100% %"],
-                  [[name, f"{cal[f'aurc{key}']:.4f}", percent(cal[f"accuracy_at_90_coverage{key}"]),
-                    percent(cal[f"accuracy_at_95_coverage{key}"]), percent(1 - accuracy["risk_coverage"][side]["risk"][-1])]
-                   for name, key, side in (("as trained", "_before", "before"),
-                                           (f"T = {cal['temperature']:.2f}", "_after", "after"))]),  # fmt: skip
+            table(
+                ["", "AURC", "accuracy at 90% coverage %", "accuracy at 95% coverage %", "accuracy at 100% %"],
+                [
+                    [
+                        name,
+                        f"{cal[f'aurc{key}']:.4f}",
+                        percent(cal[f"accuracy_at_90_coverage{key}"]),
+                        percent(cal[f"accuracy_at_95_coverage{key}"]),
+                        percent(1 - accuracy["risk_coverage"][side]["risk"][-1]),
+                    ]
+                    for name, key, side in (
+                        ("as trained", "_before", "before"),
+                        (f"T = {cal['temperature']:.2f}", "_after", "after"),
+                    )
+                ],
+            ),  # fmt: skip
             Image("risk_coverage.png", "risk–coverage curves"),
             Heading("Explanations"),
             f"Maps at layer `{expl['layer']}` for the predicted class, on {expl['images']} test images "
@@ -556,10 +584,15 @@ class Audit(Study):
             + ", scoring "
             f"{ood['id_size']} test images against {sets or 'no set'}. AUROC in %, higher is better; in-distribution "
             "is the positive class.",
-            "".join(f"\n- {DETECTORS[d].name} could not run on this model: {why}" for d, why in ood.get("skipped", {}).items()),
-            table(["OOD set", "distance", "why"],
-                  [[n, i["distance"], i["why"]] for n, i in ood["sets"].items()]
-                  + [[c["set"], "left out", c["why"]] for c in ood.get("left_out", [])]),  # fmt: skip
+            "".join(
+                f"\n- {DETECTORS[d].name} could not run on this model: {why}"
+                for d, why in ood.get("skipped", {}).items()
+            ),
+            table(
+                ["OOD set", "distance", "why"],
+                [[n, i["distance"], i["why"]] for n, i in ood["sets"].items()]
+                + [[c["set"], "left out", c["why"]] for c in ood.get("left_out", [])],
+            ),  # fmt: skip
             *(
                 [
                     detector_table(
@@ -727,7 +760,9 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                  for r in ood["summary"]}  # fmt: skip
         top = max(means, key=means.get)
         msp = means.get("msp")
-        gains = [m["auroc_minus_msp_ci"] for m in ood["metrics"] if m["detector"] == top and m.get("auroc_minus_msp_ci")]
+        gains = [
+            m["auroc_minus_msp_ci"] for m in ood["metrics"] if m["detector"] == top and m.get("auroc_minus_msp_ci")
+        ]
         beyond = sum(low > 0 for low, _ in gains)
         versus = "" if not gains else (f"; better than MSP beyond noise on {beyond} of {len(gains)} set(s)" if beyond
                                        else "; its lead over MSP is within noise on every set")  # fmt: skip
@@ -770,7 +805,9 @@ def audit(
     settings and ``settings`` (``key=value``); write the report where ``ctx`` says (default: ``runs/audit`` on the
     best device) and return the results (what ``results.json`` holds)."""
     overrides = [*(f"model.{k}={v}" for k, v in _spec_settings(model) if k != "name"), *audit_overrides(ood, settings)]
-    config = STUDIES["audit"].config(profile, [f"dataset={data}", f"model.name={_spec_settings(model)[0][1]}", *overrides])
+    config = STUDIES["audit"].config(
+        profile, [f"dataset={data}", f"model.name={_spec_settings(model)[0][1]}", *overrides]
+    )
     return run_audit_study(STUDIES["audit"], config, [config.model.name], data, profile, overrides, ctx)
 
 

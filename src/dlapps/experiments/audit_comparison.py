@@ -57,7 +57,10 @@ def audit_measures(results: dict[str, Any]) -> list[Measure]:
     shift = torch.tensor(results["corruptions"]["per_image"]["accuracy"], dtype=torch.float64)
     found.append(Measure("mean corruption accuracy", "accuracy", ((shift,),)))
     robust = results["robustness"]
-    for key, label in (("linf", f"L∞ {robust['linf']['eps_255']:g}/255"), ("l2", f"L2 {robust.get('l2', {}).get('eps')}")):
+    for key, label in (
+        ("linf", f"L∞ {robust['linf']['eps_255']:g}/255"),
+        ("l2", f"L2 {robust.get('l2', {}).get('eps')}"),
+    ):
         if key in robust:
             survived = torch.zeros(robust["images"], dtype=torch.float64)
             survived[robust[key]["robust_images"]] = 1.0
@@ -145,7 +148,8 @@ class AuditComparison(Study):
         return [
             f"{len(models)} classifiers audited on the same {results['data']['test_size']} "
             f"{results['data']['title']} test images, each in its own folder with its full report: "
-            + ", ".join(f"[{m['label']}]({m['folder']}/report.md) ({m['title']})" for m in models) + ".",
+            + ", ".join(f"[{m['label']}]({m['folder']}/report.md) ({m['title']})" for m in models)
+            + ".",
             Heading("Headline numbers"),
             "Each number with its 95% percentile bootstrap interval over the test images. Each model after the first "
             f"is compared with the first ({first}) on the same images: the paired bootstrap resamples both with the "

@@ -37,10 +37,10 @@ OPENOOD_ANCHORS = {"msp": (88.03, 90.73), "knn": (90.64, 92.96), "vim": (88.68, 
 DETECTOR_NOTES = {
     "odin": "the paper's CIFAR values (ε in pixel units), not tuned on OOD data",
     "mahalanobis": "class means and a tied covariance of penultimate features, no input preprocessing and no layer "
-                   "ensemble (both need OOD validation data): OpenOOD's MDS",
+    "ensemble (both need OOD validation data): OpenOOD's MDS",
     "vim": "dim None: the paper's rule (N/2 for small N)",
     "nac": "pytorch-ood's numerics (log(p + 1e-12) in the KL gradient, geometric bins), which pytorch-ood 0.4 "
-           "matches to the last digit",
+    "matches to the last digit",
     "gen": "probabilities clamped to [1e-7, 1 − 1e-7] as in pytorch-ood",
 }  # where a detector here differs from its paper, or a setting needs a word
 
@@ -246,13 +246,17 @@ class OOD(Study):
                        Image(f"curves_{role}.png", f"{info['label']}: ROC and precision-recall curves")]  # fmt: skip
         blocks += [
             Heading("Detector settings and deviations from the papers"),
-            "\n".join(f"- {DETECTORS[d].name}: "
-                      + (", ".join(f"{k} = {v}" for k, v in config.detector.hparams_of(d).items() if k != "classes")
-                         or "no settings")
-                      + (f"; {DETECTOR_NOTES[d]}" if d in DETECTOR_NOTES else "")
-                      for d in config.detectors)
+            "\n".join(
+                f"- {DETECTORS[d].name}: "
+                + (
+                    ", ".join(f"{k} = {v}" for k, v in config.detector.hparams_of(d).items() if k != "classes")
+                    or "no settings"
+                )
+                + (f"; {DETECTOR_NOTES[d]}" if d in DETECTOR_NOTES else "")
+                for d in config.detectors
+            )
             + f"\n\nKNN's bank holds the {data['fit']['size']} fitting images' normalised penultimate features (the "
-            "paper: all 50,000, k = 50). Set any of them by name: `--set 'detector={\"knn\": {\"k\": 10}}'`.",
+            'paper: all 50,000, k = 50). Set any of them by name: `--set \'detector={"knn": {"k": 10}}\'`.',
             Heading("All metrics"),
             self.table(config, results),
         ]

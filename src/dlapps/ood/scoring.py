@@ -163,7 +163,9 @@ def evaluate_detectors(
     found, skipped = [], {}
     for name, detector in detectors.items():
         try:
-            found.append(evaluate_detectors({name: detector}, model, fit_data, id_data, ood_sets, batch_size=batch_size))
+            found.append(
+                evaluate_detectors({name: detector}, model, fit_data, id_data, ood_sets, batch_size=batch_size)
+            )
         except (DlappsError, ValueError, RuntimeError) as exc:
             skipped[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DetectorEvaluation(
