@@ -30,6 +30,7 @@ from dlapps.data import ImageArrays
 from dlapps.data.corruptions import (
     CORRUPTIONS,
     FROST_FILES,
+    SEVERITIES,
     clipped_zoom,
     corrupt,
     corruption_seed,
@@ -358,3 +359,14 @@ def test_resnet20_accuracy_agrees(cifar10_test, resnet20):
             differences.append(accuracy[0] - accuracy[1])
         assert max(map(abs, differences)) <= 0.08, (name, differences)
         assert abs(sum(differences) / 5) <= 0.04, (name, differences)
+
+
+def test_a_corruption_that_cannot_take_tiny_images_is_left_out_with_why():
+    tiny = ImageArrays(torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8), torch.arange(6) % 2, ("a", "b"), "tiny")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2)).eval()
+    found = evaluate_corruptions(model, tiny, ("defocus_blur", "glass_blur", "brightness"), seed=0)
+    assert found.names == ("defocus_blur", "brightness")  # defocus mirrors its 8-pixel border again and again
+    assert set(found.skipped) == {"glass_blur"} and "cannot corrupt (4, 4)-pixel images" in found.skipped["glass_blur"]
+    assert mean_corruption_accuracy(found) == pytest.approx(
+        sum(found.accuracy(n, s) for n in found.names for s in SEVERITIES) / 10
+    )

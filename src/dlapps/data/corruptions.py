@@ -106,6 +106,17 @@ def _pad_symmetric(images: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return torch.cat([images[..., :cols].flip(-1), images, images[..., images.shape[-1] - cols :].flip(-1)], -1)
 
 
+def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Mirror ``pad`` pixels onto every side without repeating the edge (OpenCV's default border), reflecting again
+    where the pad is wider than the image, as OpenCV does."""
+    while pad > 0:
+        step = min(pad, images.shape[-2] - 1, images.shape[-1] - 1)
+        if step < 1:
+            return F.pad(images, (pad, pad, pad, pad), mode="replicate")  # a one-pixel image has nothing to mirror
+        images, pad = F.pad(images, (step, step, step, step), mode="reflect"), pad - step
+    return images
+
+
 def separable_filter(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
     """Each channel correlated with ``rows`` down and ``cols`` across (odd lengths), the border padded by ``mode``:
     torch's ``replicate`` or ``reflect`` (OpenCV's default), or ``symmetric`` (scipy's ``reflect``)."""
@@ -236,7 +247,7 @@ def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator
     kernel = _disk_kernel(radius, alias_blur).to(images)
     n, c, h, w = images.shape
     pad = kernel.shape[-1] // 2
-    padded = F.pad(images.reshape(n * c, 1, h, w), (pad, pad, pad, pad), mode="reflect")[:, 0]
+    padded = reflect_pad(images.reshape(n * c, 1, h, w), pad)[:, 0]
     size = padded.shape[-2:]
     blurred = torch.fft.irfft2(torch.fft.rfft2(padded) * torch.fft.rfft2(kernel, s=size), s=size)
     return blurred[:, 2 * pad :, 2 * pad :].reshape(n, c, h, w).clamp(0, 1)
@@ -498,7 +509,7 @@ def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Gener
     for image in pixels:
         buffer = io.BytesIO()
         PIL.Image.fromarray(image).save(buffer, "JPEG", quality=quality)
-        decoded.append(torch.from_numpy(np.asarray(PIL.Image.open(buffer).convert("RGB"))))
+        decoded.append(torch.from_numpy(np.array(PIL.Image.open(buffer).convert("RGB"))))
     return (torch.stack(decoded).permute(0, 3, 1, 2).to(images) / 255).clamp(0, 1)
 
 

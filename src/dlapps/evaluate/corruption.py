@@ -12,7 +12,7 @@ corruption accuracy), i.e. the numerator of relative mCE divided by the number o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,6 +45,12 @@ class CorruptionEvaluation:
     labels: torch.Tensor  # int64 (N,), on the CPU
     clean: Predictions
     corrupted: dict[tuple[str, int], Predictions]
+    skipped: dict[str, str] = field(default_factory=dict)  # corruption -> why it cannot corrupt these images
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The corruptions evaluated, in order."""
+        return tuple(dict.fromkeys(name for name, _ in self.corrupted))
 
     def accuracy(self, name: str, severity: int) -> float:
         return self.corrupted[name, severity].accuracy(self.labels)
@@ -89,6 +95,8 @@ def evaluate_corruptions(
     for name in names:
         for severity in severities:
             check_corruption(name, severity)
+    skipped = _unusable(names, severities, data)
+    names = tuple(name for name in names if name not in skipped)
     device = model_device(model)
     batch_size = batch_size or inference_batch(data.image_shape, device)
     generators = {(name, severity): torch.Generator().manual_seed(corruption_seed(seed, name, severity))
@@ -106,13 +114,29 @@ def evaluate_corruptions(
         labels=data.labels.cpu(),
         clean=_joined(clean),
         corrupted={key: _joined(batches) for key, batches in corrupted.items()},
+        skipped=skipped,
     )
+
+
+def _unusable(names: tuple[str, ...], severities: tuple[int, ...], data: ImageArrays) -> dict[str, str]:
+    """The corruptions that cannot corrupt images of this size (a blur wider than a tiny image...), with why: tried
+    on one image at each severity."""
+    probe = data.images[:1].float() / 255
+    skipped = {}
+    for name in names:
+        for severity in severities:
+            try:
+                corrupt(probe, name, severity, generator=torch.Generator().manual_seed(0))
+            except (RuntimeError, ValueError) as exc:
+                skipped[name] = f"cannot corrupt {tuple(probe.shape[-2:])}-pixel images at severity {severity} ({exc})"
+                break
+    return skipped
 
 
 def mean_corruption_accuracy(evaluation: CorruptionEvaluation) -> float:
     """Accuracy averaged over every evaluated corruption and severity."""
     accuracies = [evaluation.accuracy(name, severity) for name, severity in evaluation.corrupted]
-    return sum(accuracies) / len(accuracies)
+    return sum(accuracies) / len(accuracies) if accuracies else float("nan")
 
 
 def relative_corruption_error(evaluation: CorruptionEvaluation) -> float:

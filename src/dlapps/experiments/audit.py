@@ -316,9 +316,11 @@ class Audit(Study):
         images: each detector's AUROC of clean images against the same images corrupted (each by one corruption,
         in turn) at each severity."""
         data = test.subset(config.corruption_images, config.seed)
-        model, names, severities = classifier.module, config.corruptions, config.severities
-        found = evaluate_corruptions(model, data, names, severities, seed=config.seed, batch_size=batch)
-        labels = found.labels
+        model, severities = classifier.module, config.severities
+        found = evaluate_corruptions(model, data, config.corruptions, severities, seed=config.seed, batch_size=batch)
+        labels, names = found.labels, found.names
+        if not names:
+            return {"images": len(data), "corruptions": [], "severities": list(severities), "skipped": found.skipped}
         right = {key: (p.predicted == labels).double() for key, p in found.corrupted.items()}
         per_image = torch.stack(list(right.values())).mean(0)
         interval = bootstrap_ci(batched_accuracy, per_image, resamples=config.resamples,
@@ -339,7 +341,8 @@ class Audit(Study):
             "ece": {n: [found.ece(n, s, config.calibration_bins) for s in severities] for n in names},
             "mean_accuracy": mean_corruption_accuracy(found), "interval": interval,
             "relative_error": relative_corruption_error(found), "ece_by_severity": pooled_ece,
-            "detectors": flags, "skipped": evaluation.skipped, "per_image": {"accuracy": per_image.tolist()},
+            "detectors": flags, "skipped": found.skipped,
+            "skipped_detectors": evaluation.skipped, "per_image": {"accuracy": per_image.tolist()},
         }  # fmt: skip
 
     def _training_images(self, config: AuditConfig, ctx: RunContext) -> ImageArrays | None:
@@ -447,10 +450,11 @@ class Audit(Study):
                                                     width=max(6.0, 3.0 * len(ood["sets"])),
                                                     title=f"{title}: OOD detection (AUROC, higher is better)")  # fmt: skip
         shift = results["corruptions"]
-        found["corruptions.png"] = figures.heatmap(
-            [[shift["clean_accuracy"], *shift["accuracy"][n]] for n in shift["corruptions"]], shift["corruptions"],
-            ["clean", *map(str, shift["severities"])], xlabel="severity", label="accuracy",
-            title=f"{title}: accuracy (%) under each corruption, {shift['images']} images")  # fmt: skip
+        if shift["corruptions"]:
+            found["corruptions.png"] = figures.heatmap(
+                [[shift["clean_accuracy"], *shift["accuracy"][n]] for n in shift["corruptions"]], shift["corruptions"],
+                ["clean", *map(str, shift["severities"])], xlabel="severity", label="accuracy",
+                title=f"{title}: accuracy (%) under each corruption, {shift['images']} images")  # fmt: skip
         eps, rows = [r["eps_255"] for r in robust["rows"]], robust["rows"]
         accuracy_lines = {"clean": (eps, [r["clean_accuracy"] for r in rows]),
                           f"PGD-{config.attack_steps}": (eps, [r["robust_accuracy"] for r in rows]),
@@ -628,6 +632,9 @@ def worst_corruption(shift: dict[str, Any]) -> str:
 
 def corruptions_text(config: AuditConfig, shift: dict[str, Any]) -> list:
     """The corruption section: accuracy per corruption and severity, calibration per severity, detectors."""
+    left_out = "".join(f" {name.replace('_', ' ')} is left out: it {why}." for name, why in shift["skipped"].items())
+    if not shift["corruptions"]:
+        return [f"No corruption could run on these images.{left_out}"]
     severities = shift["severities"]
     rows = [[n.replace("_", " "), *(percent(a) for a in shift["accuracy"][n]), percent(float(np.mean(shift["accuracy"][n])))]
             for n in shift["corruptions"]]  # fmt: skip
@@ -637,7 +644,9 @@ def corruptions_text(config: AuditConfig, shift: dict[str, Any]) -> list:
     auroc = {(f["detector"], f["severity"]): f["auroc"] for f in shift["detectors"]}
     by_severity = [[str(s), percent(m), percent(e), *(percent(auroc[d, s]) for d in detectors)]
                    for s, m, e in zip(severities, means, shift["ece_by_severity"], strict=True)]  # fmt: skip
-    skipped = "".join(f" {DETECTORS[d].name} could not run: {why}." for d, why in shift.get("skipped", {}).items())
+    skipped = left_out + "".join(
+        f" {DETECTORS[d].name} could not run: {why}." for d, why in shift["skipped_detectors"].items()
+    )
     return [
         f"{shift['images']} test images under each of the {len(shift['corruptions'])} common corruptions of Hendrycks "
         f"& Dietterich 2019 at severities {', '.join(map(str, severities))}, generated here in torch with "
@@ -771,11 +780,15 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      + (f"; MSP {percent(msp)}%" if msp is not None else "") + versus
                      + ("; weak: many OOD images would pass as in-distribution" if means[top] < 0.8 else "")))  # fmt: skip
     shift = results["corruptions"]
-    kept = shift["mean_accuracy"] / max(shift["clean_accuracy"], 1e-12)
-    rows.append(("corruptions", f"mean accuracy under {len(shift['corruptions'])} corruptions × "
-                 f"{len(shift['severities'])} severities", with_interval(shift["mean_accuracy"], shift["interval"]),
-                 f"keeps {100 * kept:.0f}% of its clean accuracy ({percent(shift['clean_accuracy'])}%); worst: "
-                 + worst_corruption(shift)))  # fmt: skip
+    if not shift["corruptions"]:
+        rows.append(("corruptions", "mean accuracy under the common corruptions", "—",
+                     "none could corrupt these images: " + "; ".join(shift["skipped"].values())))  # fmt: skip
+    else:
+        kept = shift["mean_accuracy"] / max(shift["clean_accuracy"], 1e-12)
+        rows.append(("corruptions", f"mean accuracy under {len(shift['corruptions'])} corruptions × "
+                     f"{len(shift['severities'])} severities", with_interval(shift["mean_accuracy"], shift["interval"]),
+                     f"keeps {100 * kept:.0f}% of its clean accuracy ({percent(shift['clean_accuracy'])}%); worst: "
+                     + worst_corruption(shift)))  # fmt: skip
     headline = robust["linf"]
     half = half_fooled(robust["rows"])
     where = ("no ε of the sweep fools half of the correct images" if half["relation"] == ">"

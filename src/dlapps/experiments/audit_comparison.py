@@ -54,8 +54,9 @@ def audit_measures(results: dict[str, Any]) -> list[Measure]:
     confidence = torch.tensor(accuracy["confidence"], dtype=torch.float64)
     found = [Measure("top-1 accuracy", "accuracy", ((correct,),)),
              Measure("ECE", "ece", ((confidence, correct),))]  # fmt: skip
-    shift = torch.tensor(results["corruptions"]["per_image"]["accuracy"], dtype=torch.float64)
-    found.append(Measure("mean corruption accuracy", "accuracy", ((shift,),)))
+    if results["corruptions"]["corruptions"]:
+        shift = torch.tensor(results["corruptions"]["per_image"]["accuracy"], dtype=torch.float64)
+        found.append(Measure("mean corruption accuracy", "accuracy", ((shift,),)))
     robust = results["robustness"]
     for key, label in (
         ("linf", f"L∞ {robust['linf']['eps_255']:g}/255"),
