@@ -130,8 +130,10 @@ def apgd_section(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tens
                     "speedup_early_stop": reference_seconds / seconds,
                 }
             )
+    chosen = "".join(f"-{part.replace(',', '+')}" for part, default in ((args.apgd_methods, "apgd-ce,apgd-t"),
+                     (args.apgd_threats, "linf,l2")) if part != default)  # a subset gets a file of its own  # fmt: skip
     out = write_result(
-        "attack_speed-apgd", torch.device(args.device),
+        f"attack_speed-apgd{chosen}", torch.device(args.device),
         {"images": len(x), "batch": args.batch, "steps": steps, "restarts": 1, "target_classes": 9, "results": rows},
     )  # fmt: skip
     print(f"-> {out}")

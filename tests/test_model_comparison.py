@@ -111,8 +111,8 @@ def test_audit_of_two_models_writes_one_comparison(tmp_path, data_root):
     heights = [patch.get_height() for patch in panels["top-1 accuracy"].patches]
     assert heights == pytest.approx([100 * v["estimate"] for v in accuracy["values"]])
     (bars_of_errors,) = panels["top-1 accuracy"].collections  # each interval, drawn as one vertical segment
-    drawn_intervals = [sorted(segment[:, 1]) for segment in bars_of_errors.get_segments()]
-    assert drawn_intervals == pytest.approx([[100 * v["low"], 100 * v["high"]] for v in accuracy["values"]])
+    drawn_intervals = [y for segment in bars_of_errors.get_segments() for y in sorted(segment[:, 1])]
+    assert drawn_intervals == pytest.approx([100 * b for v in accuracy["values"] for b in (v["low"], v["high"])])
     again = dlapps_main(*args, data_root=data_root)  # every model's sections are cached
     assert again.returncode == 0 and read_json(out / "results.json")["comparison"] == results["comparison"]
 
