@@ -18,7 +18,14 @@ from dlapps.data import get_dataset
 from dlapps.data.ood import OOD_SET, OodRequest, choices_record, choose_ood_sets, load_chosen, set_label
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.models.classifier import align_labels
-from dlapps.ood import DETECTORS, DetectorEvaluation, DetectorSettings, evaluate_detectors, summarize_detectors
+from dlapps.ood import (
+    DETECTORS,
+    DetectorEvaluation,
+    DetectorSettings,
+    evaluate_detectors,
+    fast_detectors,
+    summarize_detectors,
+)
 from dlapps.ood.plots import detector_figures, overview
 from dlapps.ood.tables import beats_msp_lines, detector_table, find_record, metrics_table
 from dlapps.report.comparison import Comparison
@@ -100,7 +107,13 @@ class OOD(Study):
     summary = "Post-hoc OOD detectors (MSP ... NAC) on two classifiers (CIFAR-10 by default): near- and far-OOD."
     config_type = OodConfig
     profiles = {
-        "quick": {"id_subset": 2000, "ood_subset": 1000, "fit_subset": 5000, "baseline.train_subset": 10_000},
+        "quick": {
+            "id_subset": 2000,
+            "ood_subset": 1000,
+            "fit_subset": 5000,
+            "baseline.train_subset": 10_000,
+            "detectors": fast_detectors(),
+        },
         "full": {},
         # the write-up's comparison: its small CNN beside its own ResNet (81%), CIFAR-100 without CIFAR-10's
         # classes and FakeData; the published ResNet-20 beside them
