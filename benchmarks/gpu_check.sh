@@ -46,6 +46,6 @@ python3 benchmarks/attack_speed.py --sections bim --images 10000 --batch 1000 2>
 cp benchmarks/results/attack_speed-cuda.json "$out/"
 # APGD-CE (100 steps) against torchattacks' APGD, and Square at AutoAttack's 5,000 queries, on 1,000 images
 python3 benchmarks/attack_speed.py --sections apgd --apgd-methods apgd-ce --images 1000 --batch 500 2>&1 | tee "$out/apgd.log"
-cp benchmarks/results/attack_speed-apgd-cuda.json "$out/"
+cp benchmarks/results/attack_speed-apgd-apgd-ce-cuda.json "$out/"
 python3 benchmarks/square_agreement.py --images 1000 --queries 5000 --batch 500 2>&1 | tee "$out/square.log"
 cp benchmarks/results/square_agreement-5000q-seed0-cuda.json "$out/"
