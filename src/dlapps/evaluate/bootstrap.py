@@ -24,7 +24,7 @@ statistic runs on chunks of resamples holding at most ``max_elements`` resampled
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -99,12 +99,27 @@ def bootstrap_ci(
 def paired_difference_ci(statistic: Statistic, first: Sample, second: Sample, **options) -> BootstrapInterval:
     """The bootstrap interval of ``statistic(first) - statistic(second)`` on the same images, resampled with the
     same indices for both (so what the two have in common cancels); ``options`` as :func:`bootstrap_ci`."""
-    first, second = _as_tuple(first), _as_tuple(second)
+    return paired_samples_difference_ci(statistic, [first], [second], **options)
+
+
+def paired_samples_difference_ci(
+    statistic: Statistic, first: Sequence[Sample], second: Sequence[Sample], **options
+) -> BootstrapInterval:
+    """:func:`paired_difference_ci` for a statistic of several samples (an AUROC's ID and OOD scores): sample ``k``
+    of ``first`` is resampled with the same indices as sample ``k`` of ``second``, the samples apart."""
+    firsts, seconds = [_as_tuple(s) for s in first], [_as_tuple(s) for s in second]
+    sizes = [len(sample) for sample in firsts]
 
     def difference(*resampled: torch.Tensor) -> torch.Tensor:
-        return statistic(*resampled[: len(first)]) - statistic(*resampled[len(first) :])
+        mine, theirs, at = [], [], 0
+        for size in sizes:  # each group holds the sample's tensors for first, then for second
+            mine += resampled[at : at + size]
+            theirs += resampled[at + size : at + 2 * size]
+            at += 2 * size
+        return statistic(*mine) - statistic(*theirs)
 
-    return bootstrap_ci(difference, (*first, *second), **options)
+    groups = [(*a, *b) for a, b in zip(firsts, seconds, strict=True)]
+    return bootstrap_ci(difference, *groups, **options)
 
 
 def within_noise(difference: BootstrapInterval) -> bool:

@@ -11,7 +11,7 @@ AUROC: ID scores, then OOD scores, resampled apart).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from dlapps.evaluate.bootstrap import (
     batched_accuracy,
     batched_auroc,
     bootstrap_ci,
+    paired_samples_difference_ci,
     within_noise,
 )
 from dlapps.evaluate.calibration import batched_expected_calibration_error
@@ -64,19 +65,8 @@ def paired_difference(first: Measure, second: Measure, *, resamples: int = 1000,
     """``first - second`` with its paired bootstrap interval, on the same images; which is better, or within noise."""
     if (first.kind, [len(s[0]) for s in first.samples]) != (second.kind, [len(s[0]) for s in second.samples]):
         raise ValueError(f"{first.name!r} and {second.name!r} are not measured alike on the same images")
-    statistic: Callable[..., torch.Tensor] = STATISTICS[first.kind][0]
-    sizes = [len(sample) for sample in first.samples]
-
-    def difference(*resampled: torch.Tensor) -> torch.Tensor:
-        mine, theirs, at = [], [], 0
-        for size in sizes:  # each group holds the sample's tensors for first, then for second
-            mine += resampled[at : at + size]
-            theirs += resampled[at + size : at + 2 * size]
-            at += 2 * size
-        return statistic(*mine) - statistic(*theirs)
-
-    groups = [(*a, *b) for a, b in zip(first.samples, second.samples, strict=True)]
-    found = bootstrap_ci(difference, *groups, resamples=resamples, generator=torch.Generator().manual_seed(seed))
+    found = paired_samples_difference_ci(STATISTICS[first.kind][0], first.samples, second.samples,
+                                         resamples=resamples, generator=torch.Generator().manual_seed(seed))  # fmt: skip
     better = None if within_noise(found) else (found.estimate > 0) == first.higher_is_better
     return {"name": first.name, "difference": found.to_record(), "first_better": better}
 

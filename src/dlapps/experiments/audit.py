@@ -323,8 +323,7 @@ class Audit(Study):
             return {"images": len(data), "corruptions": [], "severities": list(severities), "skipped": found.skipped}
         right = {key: (p.predicted == labels).double() for key, p in found.corrupted.items()}
         per_image = torch.stack(list(right.values())).mean(0)
-        interval = bootstrap_ci(batched_accuracy, per_image, resamples=config.resamples,
-                                generator=torch.Generator().manual_seed(config.seed)).to_record()  # fmt: skip
+        interval = self._interval(per_image, config)
         pooled_ece = [confidence_reliability(torch.cat([found.corrupted[n, s].confidence for n in names]),
                                              torch.cat([right[n, s] for n in names]), config.calibration_bins).ece
                       for s in severities]  # fmt: skip
@@ -387,10 +386,10 @@ class Audit(Study):
         return record | {"trust": [check.record() for check in checks]}
 
     @staticmethod
-    def _interval(robust: torch.Tensor, config: AuditConfig) -> dict[str, float | int]:
-        """Robust accuracy's 95% bootstrap interval over the attacked images."""
+    def _interval(per_image: torch.Tensor, config: AuditConfig) -> dict[str, float | int]:
+        """The 95% bootstrap interval of a mean over images (robust or corrupted accuracy: 0/1 or fractions)."""
         generator = torch.Generator().manual_seed(config.seed)
-        return bootstrap_ci(batched_accuracy, robust, resamples=config.resamples, generator=generator).to_record()
+        return bootstrap_ci(batched_accuracy, per_image, resamples=config.resamples, generator=generator).to_record()
 
     def _ensemble(self, names, config: AuditConfig, eps: float, threat: str, classes: int) -> list[Attack]:
         """The attacks ``names`` that work in ``threat`` and on ``classes`` classes, at ``eps``, with the profile's

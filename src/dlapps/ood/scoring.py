@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dlapps.errors import DlappsError
-from dlapps.evaluate.bootstrap import batched_auroc, bootstrap_ci
+from dlapps.evaluate.bootstrap import batched_auroc, bootstrap_ci, paired_samples_difference_ci
 from dlapps.models.hooks import find_head, model_device
 from dlapps.ood.base import Detector, OutputDetector
 from dlapps.ood.features import Batches, collect_outputs, head_outputs, iter_batches
@@ -126,11 +126,8 @@ class DetectorEvaluation:
         interval = bootstrap_ci(batched_auroc, ids[detector], oods[detector], **options)
         versus = None
         if detector != "msp" and "msp" in ids:
-
-            def gain(id_mine, id_msp, ood_mine, ood_msp):
-                return batched_auroc(id_mine, ood_mine) - batched_auroc(id_msp, ood_msp)
-
-            found = bootstrap_ci(gain, (ids[detector], ids["msp"]), (oods[detector], oods["msp"]), **options)
+            found = paired_samples_difference_ci(batched_auroc, [ids[detector], oods[detector]],
+                                                 [ids["msp"], oods["msp"]], **options)  # fmt: skip
             versus = [found.low, found.high]
         return {"auroc_ci": [interval.low, interval.high], "auroc_minus_msp_ci": versus}
 
