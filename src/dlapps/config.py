@@ -5,7 +5,9 @@ Overrides come as ``key=value`` strings (``--set`` on the CLI) and are parsed by
 ``--set depths=2,8`` and ``--set lr=1e-3`` both work and ``--set dpeths=2`` is an error that names the key.
 A field annotated ``Annotated[str, checker]`` (a :class:`~dlapps.registry.Registry`, or anything with a
 ``check(value)`` method) accepts only values the checker accepts. A nested config that names a
-``shorthand`` field can be set as a whole: ``--set model=small_cnn`` sets ``model.name``.
+``shorthand`` field can be set as a whole: ``--set model=small_cnn`` sets ``model.name``. A config whose
+``keywords`` maps a prefix to a field of (key, value) pairs collects free keyword arguments there:
+``--set model.img_size=32`` adds ``("img_size", 32)`` (values read as JSON where they parse, else as text).
 """
 
 from __future__ import annotations
@@ -126,8 +128,36 @@ def named_by(config: Any, checker: Any) -> list[Any]:
     return found
 
 
+def _keyword_value(raw: Any, key: str) -> Any:
+    """A free keyword argument's value: JSON where the text parses (lists become tuples), else the text."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(value, dict):
+        raise ConfigError(f"{key} takes a number, a text, true/false or a list, not a mapping")
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _free_keyword(config: Any, path: list[str], fields: dict[str, Any]) -> tuple[str, str] | None:
+    """The (pairs field, key) that ``path`` sets as a free keyword argument, if the config collects it."""
+    keywords = getattr(type(config), "keywords", {})
+    if len(path) == 1 and path[0] not in fields and "" in keywords:
+        return keywords[""], path[0]
+    if len(path) == 2 and path[0] in keywords and not dataclasses.is_dataclass(getattr(config, path[0], None)):
+        return keywords[path[0]], path[1]
+    return None
+
+
 def _set(config: C, path: list[str], raw: Any, full_key: str) -> C:
     types_by_name = _field_types(type(config))
+    free = _free_keyword(config, path, types_by_name)
+    if free is not None:
+        pairs_field, key = free
+        pairs = dict(getattr(config, pairs_field)) | {key: _keyword_value(raw, full_key)}
+        return dataclasses.replace(config, **{pairs_field: tuple(sorted(pairs.items()))})
     name = path[0]
     if name not in types_by_name:
         raise KeyError(full_key)

@@ -21,10 +21,18 @@ from dlapps.models.hooks import feature_layer, find_head
 from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.layout import fast_layout
 from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
-from dlapps.models.registry import ARCHITECTURE, MODELS, TORCHVISION, architecture_title, create_model
+from dlapps.models.registry import (
+    ARCHITECTURE,
+    MODELS,
+    architecture_title,
+    create_model,
+    default_normalization,
+    is_architecture,
+    source_of,
+)
+from dlapps.models.timm_models import TIMM, pretrained_config
 from dlapps.models.weights import load_state_dict_checked, read_safetensors, read_weights, strip_module_prefix
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CARD_KEY = "dlapps"  # the safetensors header entry of a dlapps checkpoint
 
 
@@ -145,37 +153,59 @@ def from_weights(
     in_shape: tuple[int, int, int],
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    **hparams: Any,
 ) -> Classifier:
-    """An architecture (registered, or ``torchvision:<arch>``) with a user's weights file.
+    """An architecture (registered, ``torchvision:``, ``timm:`` or a factory; ``hparams``: its settings) with a
+    user's weights file.
 
     The number of outputs is the file's where it differs from ``num_classes`` (a 1,000-class ImageNet model
-    analysed on a 10-class subset keeps its 1,000 outputs). ``mean``/``std`` default to ImageNet's for a
-    torchvision architecture, as torchvision's weights expect.
+    analysed on a 10-class subset keeps its 1,000 outputs). ``mean``/``std`` default to what the source's
+    weights expect (:func:`~dlapps.models.registry.default_normalization`).
     """
     state = strip_module_prefix(read_weights(weights))
-    if mean is None and std is None and arch.startswith(TORCHVISION):
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    module = create_model(arch, num_classes=num_classes, in_shape=in_shape, mean=mean, std=std)
+    if mean is None and std is None:
+        mean, std = default_normalization(arch) or (None, None)
+    build = dict(in_shape=in_shape, mean=mean, std=std, **hparams)
+    module = create_model(arch, num_classes=num_classes, **build)
     head, linear = find_head(module)
     rows = state.get(f"{head}.weight")
     if rows is not None and rows.ndim == 2 and rows.shape[0] != linear.out_features:
-        module = create_model(arch, num_classes=rows.shape[0], in_shape=in_shape, mean=mean, std=std)
+        module = create_model(arch, num_classes=rows.shape[0], **build)
     load_state_dict_checked(module, state, source=str(weights))
+    return _foreign(module, f"{architecture_title(arch)} ({Path(weights).name})", arch, hparams,
+                    {"kind": "weights", "architecture": arch, "weights": str(weights), "mean": mean, "std": std})  # fmt: skip
+
+
+def from_timm_pretrained(
+    arch: str, *, in_shape: tuple[int, int, int], download: bool = False, mean=None, std=None, **hparams: Any
+) -> Classifier:
+    """timm's architecture ``arch`` (``timm:<name>``) with timm's own pretrained weights and their classes."""
+    if mean is None and std is None:
+        mean, std = default_normalization(arch) or (None, None)
+    module = create_model(arch, num_classes=None, in_shape=in_shape, download=download, mean=mean, std=std,
+                          pretrained=True, **hparams)  # fmt: skip
+    return _foreign(module, f"{architecture_title(arch)} (timm's pretrained weights)", arch, hparams,
+                    {"kind": "timm", "architecture": arch, "mean": mean, "std": std})  # fmt: skip
+
+
+def _foreign(module: nn.Module, title: str, arch: str, hparams: dict[str, Any], info: dict[str, Any]) -> Classifier:
+    """A classifier of an architecture with weights from elsewhere: ImageNet's classes for 1,000 outputs of a
+    torchvision or timm model, the input size timm's config fixes (a ViT's, unless its settings change it)."""
     outputs = find_head(module)[1].out_features
-    imagenet = arch.startswith(TORCHVISION) and outputs == 1000
-    return Classifier(
-        module.eval(),
-        f"{architecture_title(arch)} ({Path(weights).name})",
-        imagenet_categories() if imagenet else None,
-        "imagenet" if imagenet else None,
-        None,
-        None,
-        {"kind": "weights", "architecture": arch, "weights": str(weights), "mean": mean, "std": std},
-    )
+    source = source_of(arch)
+    imagenet = source in ("torchvision", "timm") and outputs == 1000
+    in_shape = None
+    if source == "timm":
+        config = pretrained_config(arch.removeprefix(TIMM))
+        if config.get("fixed_input_size") and "img_size" not in hparams and config.get("input_size"):
+            in_shape = tuple(config["input_size"])
+    return Classifier(module.eval(), title, imagenet_categories() if imagenet else None,
+                      "imagenet" if imagenet else None, in_shape, None, {**info, "hparams": hparams})  # fmt: skip
 
 
 def check_input(classifier: Classifier, shape: tuple[int, int, int], what: str) -> None:
-    """One forward pass of a blank image of ``shape``: a model that cannot take it is a one-line error."""
+    """One forward pass of a blank image of ``shape``: a model that cannot take it, or whose output is not one
+    logit per class, is a one-line error."""
     if classifier.in_shape is not None and classifier.in_shape[0] != shape[0]:
         raise DataError(
             f"{what} has {shape[0]}-channel images but {classifier.title} takes {classifier.in_shape[0]} channels"
@@ -183,24 +213,33 @@ def check_input(classifier: Classifier, shape: tuple[int, int, int], what: str) 
     device = next(classifier.module.parameters()).device
     try:
         with torch.no_grad():
-            classifier.module(torch.zeros(1, *shape, device=device))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+            output = classifier.module(torch.zeros(1, *shape, device=device))
+    except Exception as exc:  # a model of any origin may refuse an input in its own way (timm asserts sizes)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         made = f" (made for {classifier.in_shape})" if classifier.in_shape else ""
         raise DataError(
             f"{classifier.title}{made} cannot take the {shape} (C, H, W) images of {what} ({first}); "
             "set image_size to the size it takes"
         ) from None
+    if not (isinstance(output, torch.Tensor) and output.ndim == 2 and output.is_floating_point()):
+        found = (
+            f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        )
+        raise DataError(
+            f"{classifier.title} is not an image classifier that dlapps can read: for one image it outputs {found}, "
+            "not one logit per class (a tensor, a tuple whose first item is the logits, or a mapping with 'logits')"
+        )
 
 
 class ModelNames:
-    """Config checker: a published checkpoint, an architecture, or the path of a weights file."""
+    """Config checker: a published checkpoint, an architecture (registered, ``torchvision:``, ``timm:``, a
+    factory), or the path of a weights file."""
 
     @staticmethod
     def check(name: str) -> None:
-        if name in PRETRAINED or name in MODELS:
+        if name in PRETRAINED:
             return
-        if name.startswith(TORCHVISION):
+        if is_architecture(name):
             ARCHITECTURE.check(name)
         elif looks_like_path(name) or Path(name).suffix in (".safetensors", ".th", ".pt", ".pth"):
             if not Path(name).expanduser().is_file():
@@ -208,7 +247,7 @@ class ModelNames:
         else:
             raise ConfigError(
                 f"unknown model {name!r}; published: {', '.join(PRETRAINED)}; architectures: {', '.join(MODELS)}; "
-                "or torchvision:<arch>, or the path of a checkpoint written by dlapps"
+                "or torchvision:<arch>, timm:<name>, file.py:factory, or the path of a checkpoint written by dlapps"
             )
 
 

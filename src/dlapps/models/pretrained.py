@@ -17,11 +17,9 @@ from torch import nn
 from dlapps.data.downloads import RESOURCES, Need, Resource, ensure, weights_resource
 from dlapps.data.roots import resolve_data_root
 from dlapps.errors import CheckpointError
-from dlapps.models.registry import create_model
+from dlapps.models.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
 from dlapps.models.weights import load_weights
 from dlapps.registry import Registry
-
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ PRETRAINED: Registry[PretrainedSpec] = Registry(
     "resnet20_cifar10", title="ResNet-20", trained_on="cifar10", num_classes=10, in_shape=(3, 32, 32),
     filename="resnet20_cifar10_akamaster-12fca82f.th",
     url="https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/resnet20-12fca82f.th",
-    mean=_IMAGENET_MEAN, std=_IMAGENET_STD, accuracy="91.73% on the CIFAR-10 test set", cam_layer="layer3",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, accuracy="91.73% on the CIFAR-10 test set", cam_layer="layer3",
     classifier="linear", sha256="12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", size=1_099_231,
 )  # fmt: skip
 def resnet20_cifar10(**architecture: Any) -> nn.Module:
@@ -85,7 +83,7 @@ def mobilenet_v2_imagenet(**architecture: Any) -> nn.Module:
     "resnet18_imagenet", title="ResNet-18", trained_on="imagenet", num_classes=1000, in_shape=(3, 224, 224),
     filename="resnet18-f37072fd.pth",
     url="https://download.pytorch.org/models/resnet18-f37072fd.pth",  # torchvision's IMAGENET1K_V1
-    mean=_IMAGENET_MEAN, std=_IMAGENET_STD, accuracy="69.76% top-1 on ImageNet (torchvision)", cam_layer="layer4",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, accuracy="69.76% top-1 on ImageNet (torchvision)", cam_layer="layer4",
     classifier="fc", sha256="f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec", size=46_830_571,
 )  # fmt: skip
 def resnet18_imagenet(**architecture: Any) -> nn.Module:

@@ -2,14 +2,18 @@
 
 Every registered factory is called as ``factory(num_classes=..., in_shape=(C, H, W), **hparams)``, so a
 config or the CLI can build any model from its name and a dict of hyper-parameters. Besides the registered
-names, ``torchvision:<arch>`` builds any torchvision classification architecture (``torchvision:resnet50``).
+names, three sources build models from elsewhere the same way: ``torchvision:<arch>`` (any torchvision
+classification architecture), ``timm:<name>`` (any timm architecture, :mod:`~dlapps.models.timm_models`) and
+``file.py:factory`` / ``package.module:factory`` (a user's own code, :mod:`~dlapps.models.factory`). Their
+models are made to take images in [0, 1] and to output logits (:func:`as_classifier`).
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +21,9 @@ import torchvision
 from torch import nn
 
 from dlapps.errors import ConfigError
+from dlapps.models.factory import factory_model, factory_of, is_factory_name
 from dlapps.models.layers import Normalize
+from dlapps.models.timm_models import TIMM, check_timm_name, pretrained_config, timm_model
 from dlapps.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -33,8 +39,73 @@ def torchvision_architectures() -> list[str]:
     return list(torchvision.models.list_models(module=torchvision.models))
 
 
-def _normalize_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    return (module.normalize(args[0]), *args[1:])
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def source_of(name: str) -> str:
+    """Where the model ``name`` comes from: ``registered``, ``torchvision``, ``timm``, ``factory`` or ``file``
+    (anything else: a checkpoint or weights file)."""
+    if name in MODELS:
+        return "registered"
+    if name.startswith(TORCHVISION):
+        return "torchvision"
+    if name.startswith(TIMM):
+        return "timm"
+    return "factory" if is_factory_name(name) else "file"
+
+
+def is_architecture(name: str) -> bool:
+    """Whether ``name`` names an architecture (which a weights file or a training here completes)."""
+    return source_of(name) != "file"
+
+
+def default_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The input normalisation weights for architecture ``name`` usually expect, where its source says: ImageNet's
+    for torchvision, the pretrained config's for timm (None: the data's own is the best guess)."""
+    if name.startswith(TORCHVISION):
+        return IMAGENET_MEAN, IMAGENET_STD
+    if name.startswith(TIMM):
+        config = pretrained_config(name.removeprefix(TIMM))
+        if config.get("mean") and config.get("std"):
+            return tuple(config["mean"]), tuple(config["std"])
+    return None
+
+
+class _UnitImages:
+    """Forward pre-hook: standardise the input with the model's own :class:`Normalize` (the attribute ``name``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (getattr(module, self.name)(args[0]), *args[1:])
+
+
+def logits_of(output: object) -> object:
+    """The logits in a model's output: the output itself, the first item of a tuple or list, or ``logits`` of a
+    mapping or of an object that has them (Hugging Face's outputs). Anything else is returned as it is, for
+    :func:`~dlapps.models.classifier.check_input` to refuse."""
+    if isinstance(output, tuple | list) and output:
+        return output[0]
+    if isinstance(output, Mapping):
+        return output.get("logits", output)
+    return getattr(output, "logits", output)
+
+
+def _logits_output(module: nn.Module, args: tuple[torch.Tensor, ...], output: object) -> object:
+    return logits_of(output)
+
+
+def as_classifier(model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> nn.Module:
+    """``model``, taking images in [0, 1] and outputting logits like every dlapps model, in place: a
+    :class:`Normalize` submodule runs as a forward pre-hook and a forward hook keeps the logits of a tuple or
+    mapping output. The model stays its author's own: same class, same layer names, same state-dict keys (the
+    normalisation's buffers are not saved), so weight files for it load strictly."""
+    name = "normalize" if not hasattr(model, "normalize") else "dlapps_normalize"
+    model.add_module(name, Normalize(mean, std))
+    model.register_forward_pre_hook(_UnitImages(name))
+    model.register_forward_hook(_logits_output)
+    return model
 
 
 def torchvision_model(
@@ -49,28 +120,53 @@ def torchvision_model(
         raise ConfigError(
             f"unknown torchvision architecture {arch!r}; e.g. {', '.join(torchvision_architectures()[:8])}, ..."
         )
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    model.normalize = Normalize(mean, std)
-    model.register_forward_pre_hook(_normalize_input)
-    return model
+    return as_classifier(torchvision.models.get_model(arch, weights=None, num_classes=num_classes), mean, std)
 
 
-def create_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int], **hparams: Any) -> nn.Module:
-    """Build a registered model (or ``torchvision:<arch>``); unknown names and hyper-parameters are a
-    :class:`ConfigError`."""
-    if name.startswith(TORCHVISION):
-        unknown = set(hparams) - {"mean", "std"}
-        if unknown:
-            raise ConfigError(f"{name} takes no {', '.join(sorted(unknown))}")
-        return torchvision_model(name.removeprefix(TORCHVISION), num_classes=num_classes, **hparams)
-    factory = MODELS[name]
-    accepted = set(inspect.signature(factory).parameters) - {"num_classes", "in_shape"}
-    unknown = set(hparams) - accepted
+def accepted_settings(name: str) -> set[str] | None:
+    """The settings architecture ``name`` takes besides ``num_classes`` / ``in_shape`` (None: whatever its
+    constructor takes, found only when it is called: a timm model, a factory that takes ``**kwargs``)."""
+    source = source_of(name)
+    if source == "torchvision":
+        return {"mean", "std"}
+    if source == "timm":
+        return None
+    factory = factory_of(name) if source == "factory" else MODELS[name]
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return set(parameters) - {"num_classes", "in_shape"} | ({"mean", "std"} if source == "factory" else set())
+
+
+def check_settings(name: str, settings: Iterable[str]) -> None:
+    """A :class:`ConfigError` naming what architecture ``name`` takes unless it takes every one of ``settings``."""
+    accepted = accepted_settings(name)
+    unknown = set(settings) - accepted if accepted is not None else set()
     if unknown:
         raise ConfigError(
-            f"model {name!r} takes no {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted))}"
+            f"model {name!r} takes no {', '.join(sorted(unknown))}; it takes {', '.join(sorted(accepted)) or 'nothing'}"
         )
-    return factory(num_classes=num_classes, in_shape=in_shape, **hparams)
+
+
+def create_model(
+    name: str, *, num_classes: int | None, in_shape: tuple[int, int, int], download: bool = False, **hparams: Any
+) -> nn.Module:
+    """Build a model by name (see the module docstring); unknown names and hyper-parameters are a
+    :class:`ConfigError`. ``num_classes`` None keeps the number of outputs of timm's pretrained weights
+    (``pretrained=True``), which ``download`` allows to be fetched."""
+    source = source_of(name)
+    check_settings(name, hparams)
+    if source in ("timm", "factory"):
+        mean, std = hparams.pop("mean", None), hparams.pop("std", None)
+        if source == "timm":
+            model = timm_model(name.removeprefix(TIMM), num_classes=num_classes, in_shape=in_shape, download=download,
+                               **hparams)  # fmt: skip
+        else:
+            model = factory_model(name, num_classes=num_classes, in_shape=in_shape, **hparams)
+        return as_classifier(model, mean, std)
+    if source == "torchvision":
+        return torchvision_model(name.removeprefix(TORCHVISION), num_classes=num_classes, **hparams)
+    return MODELS[name](num_classes=num_classes, in_shape=in_shape, **hparams)
 
 
 def non_default(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +182,14 @@ TITLES = {"small_cnn": "small CNN", "mlp": "MLP", "residual_mlp": "ResidualMLP",
 
 
 def architecture_title(name: str, hparams: dict[str, Any] | None = None) -> str:
-    """``resnet20`` -> ``ResNet-20``, ``cifar_resnet`` with 5 blocks -> ``ResNet-32``, ``small_cnn`` -> ``small CNN``."""
+    """``resnet20`` -> ``ResNet-20``, ``cifar_resnet`` with 5 blocks -> ``ResNet-32``, ``small_cnn`` -> ``small CNN``,
+    ``timm:vit_tiny_patch16_224`` -> ``vit_tiny_patch16_224 (timm)``, ``nets/my.py:build`` -> ``build (my.py)``."""
+    source = source_of(name)
+    if source == "timm":
+        return f"{name.removeprefix(TIMM)} (timm)"
+    if source == "factory":
+        module, _, attribute = name.rpartition(":")
+        return f"{attribute} ({Path(module).name})"
     hparams, name = hparams or {}, name.removeprefix(TORCHVISION)
     if name == "cifar_resnet":
         return f"{'ResNet' if hparams.get('skip', True) else 'Plain'}-{6 * hparams.get('blocks', 3) + 2}"
@@ -95,15 +198,28 @@ def architecture_title(name: str, hparams: dict[str, Any] | None = None) -> str:
     return TITLES.get(name, name)
 
 
+def model_slug(name: str) -> str:
+    """A file-name-safe word for architecture ``name`` (checkpoint names start with it)."""
+    if source_of(name) == "factory":
+        module, _, attribute = name.rpartition(":")
+        name = f"{Path(module).stem}-{attribute}"
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name.removeprefix(TORCHVISION)).strip("-.")
+
+
 class ArchitectureNames:
-    """Config checker: a registered architecture or ``torchvision:<arch>``."""
+    """Config checker: a registered architecture, ``torchvision:<arch>``, ``timm:<name>`` or a factory."""
 
     @staticmethod
     def check(name: str) -> None:
-        if name.startswith(TORCHVISION):
+        source = source_of(name)
+        if source == "torchvision":
             arch = name.removeprefix(TORCHVISION)
             if arch not in torchvision_architectures():
                 raise ConfigError(f"unknown torchvision architecture {arch!r}; see torchvision.models.list_models()")
+        elif source == "timm":
+            check_timm_name(name.removeprefix(TIMM))
+        elif source == "factory":
+            factory_of(name)
         else:
             MODELS.check(name)
 

@@ -24,7 +24,9 @@ class ModelSpec(ClassifierSpec):
     seed: int = 0  # when trained here
 
     def recipe(self, dataset: str, image_size: int | None, test_subset: int | None = None, **hparams: Any):
+        """The recipe that trains it here; ``hparams`` complete (and override) its own settings."""
+        settings = dict(self.hparams) | hparams
         return ClassifierRecipe(
-            self.name, tuple(sorted(hparams.items())), dataset, image_size, self.train, self.train_subset,
+            self.name, tuple(sorted(settings.items())), dataset, image_size, self.train, self.train_subset,
             test_subset, self.augment, self.seed,
         )  # fmt: skip

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 from rich.progress import Progress
@@ -27,7 +27,7 @@ from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
 from dlapps.models.classifier import build_from_card
 from dlapps.models.layout import inference_batch
-from dlapps.models.registry import ARCHITECTURE, TORCHVISION, architecture_title
+from dlapps.models.registry import ARCHITECTURE, architecture_title, check_settings, model_slug
 from dlapps.train.checkpoint import load_checkpoint
 from dlapps.train.config import AUTO, Execution, TrainConfig
 from dlapps.train.device import seed_everything
@@ -38,6 +38,8 @@ from dlapps.train.trainer import StepLoss, cross_entropy_step, fit
 @dataclass(frozen=True)
 class ClassifierRecipe:
     """Everything that defines a model trained here."""
+
+    keywords: ClassVar[dict[str, str]] = {"model": "hparams"}  # model.<key>=<value> is a constructor argument
 
     model: Annotated[str, ARCHITECTURE]
     hparams: tuple[tuple[str, Any], ...] = ()  # extra constructor arguments, as sorted (key, value) pairs
@@ -50,10 +52,13 @@ class ClassifierRecipe:
     seed: int = 0
     objective: str = "cross-entropy"  # names the step loss, which is part of what defines the model
 
+    def validate(self) -> None:
+        check_settings(self.model, [k for k, _ in self.hparams])
+
     def key(self) -> str:
         name = Path(self.dataset.removeprefix("torchvision:")).name.removesuffix(".npz")
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
-        return f"{self.model.removeprefix(TORCHVISION)}-{slug}-{fingerprint(to_dict(self))[:12]}"
+        return f"{model_slug(self.model)}-{slug}-{fingerprint(to_dict(self))[:12]}"
 
     def needs(self, root: Path) -> list[Need]:
         """The splits it trains and is evaluated on, as something the data root must hold."""

@@ -1,0 +1,88 @@
+"""Models built by a user's own code: ``path/to/file.py:factory`` or ``package.module:factory``, any callable
+that returns an ``nn.Module``.
+
+The factory is called with the model settings given (``model.<key>=<value>``), plus ``num_classes`` and
+``in_shape`` where its signature takes them, so a factory written for dlapps and one written for anything else
+both work. Importing the file runs its code: name only files you trust, as with any Python import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dlapps.errors import ConfigError
+
+FACTORY = re.compile(r"(?P<module>.+\.py|[A-Za-z_][\w.]*):(?P<attribute>[A-Za-z_]\w*)")
+
+
+def is_factory_name(name: str) -> bool:
+    """Whether ``name`` reads ``file.py:factory`` or ``package.module:factory``."""
+    return FACTORY.fullmatch(name) is not None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _module(source: str) -> Any:
+    if not source.endswith(".py"):
+        try:
+            return importlib.import_module(source)
+        except Exception as exc:  # the user's code may raise anything while it is imported
+            raise ConfigError(f"could not import {source} ({_first_line(exc)})") from None
+    path = Path(source).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"model file {source} does not exist")
+    name = f"dlapps_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code may raise anything while it runs
+        del sys.modules[name]
+        raise ConfigError(f"could not import {source} ({_first_line(exc)})") from None
+    return module
+
+
+def factory_of(name: str) -> Callable[..., Any]:
+    """The callable ``name`` names; a file or module that fails to import, or lacks it, is one line."""
+    match = FACTORY.fullmatch(name)
+    if match is None:
+        raise ConfigError(f"{name!r} is not file.py:factory or package.module:factory")
+    module = _module(match["module"])
+    factory = getattr(module, match["attribute"], None)
+    if not callable(factory):
+        raise ConfigError(f"{match['module']} has no callable {match['attribute']!r}")
+    return factory
+
+
+def factory_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int], **settings: Any) -> nn.Module:
+    """Call the factory ``name`` (with ``num_classes`` / ``in_shape`` where it takes them) for its model."""
+    factory = factory_of(name)
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a callable without a signature (a builtin): settings only
+        parameters = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    given = {
+        k: v for k, v in {"num_classes": num_classes, "in_shape": in_shape}.items() if takes_any or k in parameters
+    }
+    try:
+        model = factory(**given, **settings)
+    except Exception as exc:  # the user's code may raise anything
+        raise ConfigError(f"{name} failed to build the model ({_first_line(exc)})") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{name} returned a {type(model).__name__}, not a torch nn.Module")
+    return model
