@@ -17,7 +17,7 @@ from torch import nn
 from dlapps.data import Dataset, ImageArrays
 from dlapps.data.datasets import looks_like_path
 from dlapps.errors import CheckpointError, ConfigError, DataError
-from dlapps.models.hooks import feature_layer, find_head
+from dlapps.models.hooks import eval_mode, feature_layer, find_head
 from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.layout import fast_layout
 from dlapps.models.pretrained import PRETRAINED, load_pretrained, pretrained_path
@@ -212,7 +212,7 @@ def check_input(classifier: Classifier, shape: tuple[int, int, int], what: str) 
         )
     device = next(classifier.module.parameters()).device
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(classifier.module):
             output = classifier.module(torch.zeros(1, *shape, device=device))
     except Exception as exc:  # a model of any origin may refuse an input in its own way (timm asserts sizes)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

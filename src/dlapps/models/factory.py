@@ -69,16 +69,16 @@ def factory_of(name: str) -> Callable[..., Any]:
 
 
 def factory_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int], **settings: Any) -> nn.Module:
-    """Call the factory ``name`` (with ``num_classes`` / ``in_shape`` where it takes them) for its model."""
+    """Call the factory ``name`` for its model: with ``num_classes`` where its signature names it or takes any
+    keyword (torchvision's and timm's builders), with ``in_shape`` where it names it."""
     factory = factory_of(name)
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a callable without a signature (a builtin): settings only
         parameters = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    given = {
-        k: v for k, v in {"num_classes": num_classes, "in_shape": in_shape}.items() if takes_any or k in parameters
-    }
+    given = {"num_classes": num_classes} if takes_any or "num_classes" in parameters else {}
+    given |= {"in_shape": in_shape} if "in_shape" in parameters else {}
     try:
         model = factory(**given, **settings)
     except Exception as exc:  # the user's code may raise anything

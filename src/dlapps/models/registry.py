@@ -183,13 +183,13 @@ TITLES = {"small_cnn": "small CNN", "mlp": "MLP", "residual_mlp": "ResidualMLP",
 
 def architecture_title(name: str, hparams: dict[str, Any] | None = None) -> str:
     """``resnet20`` -> ``ResNet-20``, ``cifar_resnet`` with 5 blocks -> ``ResNet-32``, ``small_cnn`` -> ``small CNN``,
-    ``timm:vit_tiny_patch16_224`` -> ``vit_tiny_patch16_224 (timm)``, ``nets/my.py:build`` -> ``build (my.py)``."""
+    ``timm:vit_tiny_patch16_224`` as it is, ``nets/my.py:build`` -> ``build from my.py``."""
     source = source_of(name)
     if source == "timm":
-        return f"{name.removeprefix(TIMM)} (timm)"
+        return name
     if source == "factory":
         module, _, attribute = name.rpartition(":")
-        return f"{attribute} ({Path(module).name})"
+        return f"{attribute} from {Path(module).name}"
     hparams, name = hparams or {}, name.removeprefix(TORCHVISION)
     if name == "cifar_resnet":
         return f"{'ResNet' if hparams.get('skip', True) else 'Plain'}-{6 * hparams.get('blocks', 3) + 2}"

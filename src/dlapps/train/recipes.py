@@ -25,7 +25,7 @@ from dlapps.data.downloads import Need
 from dlapps.data.resident import CROP_AND_FLIP, PLAIN, Shard
 from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
-from dlapps.models.classifier import build_from_card
+from dlapps.models.classifier import build_from_card, check_input
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, check_settings, model_slug
 from dlapps.train.checkpoint import load_checkpoint
@@ -141,6 +141,7 @@ def obtain_classifier(
     (:meth:`ClassifierRecipe.load_data`)."""
     card = recipe.card(train)
     model = initial_model(recipe, train, device)
+    check_input(Classifier(model, card["title"]), train.image_shape, card["dataset_title"])
     path = checkpoint_path(recipe, folder)
     info = _load_or_set_aside(path, model)
     reused = info is not None and info.get("epoch") == recipe.train.epochs
