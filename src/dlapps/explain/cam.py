@@ -1,10 +1,12 @@
-"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM and LayerCAM for any conv layer by name.
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM and LayerCAM for a convnet's or a vision
+transformer's layer by name.
 
 Every method returns one map per image, for one target class per image (default: the predicted class),
 computed from the activations ``A`` (N, K, h, w) of the chosen layer as ``relu(sum_k w_k A_k)`` (LayerCAM:
 ``relu(sum_k W_k * A_k)`` with per-pixel weights), then upsampled bilinearly to the input size and min-max
-normalised to [0, 1] per image. Models run in eval mode and come back in the mode they were in; hooks are
-removed after every call.
+normalised to [0, 1] per image. A transformer's tokens (N, T, D) or channels-last maps are laid out as
+(N, K, h, w) by :func:`~dlapps.models.spatial.feature_maps`, and their gradients the same way. Models run in
+eval mode and come back in the mode they were in; hooks are removed after every call.
 
 Methods are registered in :data:`CAM_METHODS` (``@CAM_METHODS.register(name)`` on a function
 ``method(model, x, layer, targets=None, **options)``).
@@ -28,6 +30,7 @@ from torch import nn
 
 from dlapps.errors import ConfigError
 from dlapps.models.hooks import capture, eval_mode, find_head, get_layer
+from dlapps.models.spatial import feature_maps
 from dlapps.registry import Registry
 
 _EPS = 1e-7
@@ -53,27 +56,48 @@ def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None):
-    """Logits, activations of ``layer`` and the target classes (predicted where not given)."""
+    """Logits, the raw output of ``layer``, the target classes (predicted where not given), and the function
+    that turns the raw output, or a gradient with respect to it, into (N, K, h, w) maps.
+
+    Gradients must be taken with respect to the raw output (a view made after the forward pass is not in the
+    graph), then laid out as maps exactly as the activations are.
+    """
+    module = get_layer(model, layer)
     with capture(model, layer) as outputs:
         logits = model(x)
     if not outputs:
         raise ConfigError(f"layer {layer!r} was not used in the forward pass")
-    activations = outputs[-1]
-    if not isinstance(activations, torch.Tensor) or activations.ndim != 4:
-        raise ConfigError(f"layer {layer!r} must output (N, K, h, w) feature maps for a CAM")
+
+    def as_maps(tensor: torch.Tensor) -> torch.Tensor:
+        maps = feature_maps(model, tensor, tuple(x.shape[-2:]), layer=module, name=f"layer {layer!r}")
+        if maps.shape[0] != x.shape[0]:
+            raise ConfigError(
+                f"layer {layer!r} outputs {maps.shape[0]} maps for {x.shape[0]} images (windows or heads, not "
+                "images); choose a layer that outputs one map per image, such as a block's norm1"
+            )
+        return maps
+
+    output = outputs[-1]
+    as_maps(output)  # a layer whose output is no feature map fails here, before any gradient is taken
     if targets is None:
         targets = logits.argmax(dim=1)
     if targets.shape != (x.shape[0],):
         raise ValueError(f"targets must have shape ({x.shape[0]},), got {tuple(targets.shape)}")
-    return logits, activations, targets.to(logits.device)
+    return logits, output, targets.to(logits.device), as_maps
+
+
+def _activations(model, x, layer, targets):
+    """(N, K, h, w) activations of ``layer`` and the target classes, without gradients."""
+    _, output, targets, as_maps = _forward(model, x, layer, targets)
+    return as_maps(output), targets
 
 
 def _target_gradients(model, x, layer, targets):
     x = x.detach().requires_grad_(False)
-    logits, activations, targets = _forward(model, x, layer, targets)
+    logits, output, targets, as_maps = _forward(model, x, layer, targets)
     score = logits.gather(1, targets[:, None]).sum()
-    (grads,) = torch.autograd.grad(score, activations)
-    return activations.detach(), grads.detach()
+    (grads,) = torch.autograd.grad(score, output)
+    return as_maps(output).detach(), as_maps(grads).detach()
 
 
 CamMethod = Callable[..., torch.Tensor]
@@ -98,7 +122,8 @@ def cam(
     """Plain CAM; checks on the batch that ``logits == linear(GAP(layer))``, else says to use Grad-CAM."""
     classifier, head = linear_head(model, classifier)
     with eval_mode(model):
-        logits, activations, targets = _forward(model, x, layer, targets)
+        logits, output, targets, as_maps = _forward(model, x, layer, targets)
+    activations = as_maps(output)
     pooled = activations.mean(dim=(2, 3))
     if pooled.shape[1] != head.in_features or not torch.allclose(
         F.linear(pooled, head.weight, head.bias), logits, rtol=1e-3, atol=1e-3
@@ -146,7 +171,7 @@ def score_cam(
     model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None = None, batch_size: int = 64, **_
 ) -> torch.Tensor:
     with eval_mode(model):
-        _, activations, targets = _forward(model, x, layer, targets)
+        activations, targets = _activations(model, x, layer, targets)
         n, k = activations.shape[:2]
         scores = torch.empty(n, k, device=x.device)
         for i in range(n):

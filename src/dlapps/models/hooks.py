@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dlapps.errors import ConfigError
+from dlapps.models.spatial import feature_maps
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -69,23 +70,37 @@ def find_head(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear
     return name, layer
 
 
+_TOKEN_BLOCK_NORMS = ("norm1", "ln_1")  # the first norm of a transformer block: timm's, torchvision's
+
+
 @torch.no_grad()
 def feature_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """The layer whose output is the model's last spatial feature map, found by one forward pass of ``example``.
+    """The layer class activation maps are computed on by default, found by one forward pass of ``example``.
 
-    Of the modules that output (N, K, h, w) maps with h·w > 1, it is the last to finish, which is the
-    outermost one when blocks are nested (``layer3`` of a CIFAR ResNet, not ``layer3.2.conv2``): the layer
-    class activation maps are computed on.
+    Candidates are the modules whose output :func:`~dlapps.models.spatial.feature_maps` lays out as one
+    (N, K, h, w) map per image with h·w > 1. If the last of them to finish outputs (N, K, h, w) as it is, the
+    model is a convnet and that layer is its last spatial feature map: the outermost one when blocks are nested
+    (``layer3`` of a CIFAR ResNet, not ``layer3.2.conv2``). Otherwise the model is a transformer (tokens, or
+    channels-last maps as Swin's): the layer is the last transformer block's first norm (``blocks.11.norm1``;
+    the layer pytorch-grad-cam recommends, since after the last block only the class token gets a gradient),
+    or failing a ``norm1``, the last module outputting tokens. A ViT's patch embedding convolution, which
+    outputs (N, K, h, w), is thus never chosen.
     """
-    finished: list[str] = []
+    image_size = tuple(example.shape[-2:])
+    finished: list[tuple[str, bool]] = []  # (name, whether its output had to be laid out as maps)
+
+    def record(name: str, module: nn.Module, out: object) -> None:
+        if not isinstance(out, torch.Tensor) or out.ndim < 3 or out.shape[0] != example.shape[0]:
+            return
+        try:
+            maps = feature_maps(model, out, image_size, layer=module)
+        except ConfigError:
+            return
+        if maps.shape[-1] * maps.shape[-2] > 1:
+            finished.append((name, maps is not out))
+
     handles = [
-        module.register_forward_hook(
-            lambda _m, _i, out, name=name: (
-                finished.append(name)
-                if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1
-                else None
-            )
-        )
+        module.register_forward_hook(lambda m, _i, out, name=name: record(name, m, out))
         for name, module in named_layers(model).items()
     ]
     try:
@@ -98,7 +113,12 @@ def feature_layer(model: nn.Module, example: torch.Tensor) -> str:
         raise ConfigError(
             f"{type(model).__name__} outputs no spatial feature maps to compute a class activation map on"
         )
-    return finished[-1]
+    last, laid_out = finished[-1]
+    if not laid_out:
+        return last
+    tokens = [name for name, laid_out in finished if laid_out]
+    norms = [name for name in tokens if name.rsplit(".", 1)[-1] in _TOKEN_BLOCK_NORMS]
+    return (norms or tokens)[-1]
 
 
 @contextmanager
