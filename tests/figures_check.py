@@ -102,10 +102,11 @@ def images(axis: Axes) -> list[np.ndarray]:
     return [np.asarray(image.get_array()) for image in axis.get_images()]
 
 
-def assert_cam_grid_is_gradcam(figure: Figure, model, layer: str, atol: float = 1e-3) -> None:
+def assert_cam_grid_is_gradcam(figure: Figure, model, layer: str, atol: float = 1e-3, reshape_transform=None) -> None:
     """A CAM grid (images, maps, overlays: one column per image) shows, under each image, the map
     pytorch-grad-cam's Grad-CAM draws for the model's prediction (CAM's map, where the head is global average
-    pooling and one linear layer), and that map again over the image."""
+    pooling and one linear layer), and that map again over the image; a transformer's tokens laid out on the
+    patch grid by pytorch-grad-cam's ``reshape_transform``."""
     import copy
 
     import torch
@@ -120,7 +121,7 @@ def assert_cam_grid_is_gradcam(figure: Figure, model, layer: str, atol: float = 
     x = torch.from_numpy(shown).permute(0, 3, 1, 2).float().contiguous()
     with torch.no_grad():
         predicted = model(x).argmax(1)
-    with GradCAM(model=model, target_layers=[layer]) as explainer:
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape_transform) as explainer:
         expected = explainer(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in predicted])
     assert maps.shape == expected.shape and maps.max() > 0.99  # each map is normalised to [0, 1]
     np.testing.assert_allclose(maps, expected, atol=atol)

@@ -22,6 +22,7 @@ from dlapps.config import PositiveInt, require
 from dlapps.data import DATASET, ImageArrays, get_dataset, resolve_data_root
 from dlapps.data.arrays import one_per_class
 from dlapps.data.downloads import Need
+from dlapps.errors import ConfigError
 from dlapps.evaluate import predict
 from dlapps.experiments.base import STUDIES, OnDataset, RunContext, Study, StudyOutput
 from dlapps.explain import CAM_METHODS, batched_maps, faithfulness
@@ -83,17 +84,24 @@ def explain_model(classifier: Classifier, data: ImageArrays, layer: str, config:
     grid = one_per_class(labels.cpu(), config.grid_images)
     titles = [f"true: {data.classes[labels[i]]}\npred: {data.classes[prediction[i]]} ({confidence[i]:.2f})"
               for i in grid.tolist()]  # fmt: skip
-    grid_maps, rows = {}, []
+    grid_maps, rows, skipped = {}, [], {}
     for method in config.methods:
         started = time.perf_counter()
         limit = min(len(images), config.scorecam_images if method == "scorecam" else config.faithfulness_images)
+        try:
+            grid_maps[method] = batched_maps(method, model, images[grid], layer, prediction[grid], batch)
+        except ConfigError as exc:  # a method that does not apply to this model (plain CAM on a transformer)
+            skipped[method] = str(exc)
+            continue
         row = faithfulness(method, model, images[:limit], layer, prediction[:limit], batch_size=batch,
                            deletion_images=config.deletion_images, deletion_steps=config.deletion_steps)  # fmt: skip
-        grid_maps[method] = batched_maps(method, model, images[grid], layer, prediction[grid], batch)
         rows.append({"model": classifier.title, **row, "seconds": time.perf_counter() - started})
+    if not rows:
+        raise ConfigError(f"no CAM method applies to {classifier.title}: " + "; ".join(skipped.values()))
     return {
         "summary": {"model": classifier.title, "layer": layer, "dataset": data.source, "images": len(images),
-                    "accuracy": float((prediction.cpu() == labels.cpu()).float().mean()), **classifier.describe()},
+                    "accuracy": float((prediction.cpu() == labels.cpu()).float().mean()), "skipped": skipped,
+                    **classifier.describe()},
         "rows": rows,
         "grid_images": images[grid].permute(0, 2, 3, 1).cpu().numpy(),
         "grid_maps": {m: v.cpu().numpy() for m, v in grid_maps.items()},
@@ -163,9 +171,9 @@ class Cam(Study):
             "models": {k: v["summary"] for k, v in explained.items()},
             "faithfulness": [row for item in explained.values() for row in item["rows"]],
         }
-        main = "cam" if "cam" in config.methods else config.methods[0]
         found = {}
         for key, item in explained.items():
+            main = "cam" if "cam" in item["grid_maps"] else next(iter(item["grid_maps"]))
             found[f"{key}_cam_grid.png"], found[f"{key}_methods.png"] = figures.cam_figures(
                 item["grid_images"], item["grid_maps"], item["titles"], main=main
             )
@@ -197,12 +205,15 @@ class Cam(Study):
 
     def body(self, config: CamConfig, results: dict[str, Any]) -> list:
         blocks: list = [
-            "Each map is computed for the class the model predicts, at the layer named below (the last "
-            "convolutional feature maps, before global average pooling), upsampled to the image and normalised "
+            "Each map is computed for the class the model predicts, at the layer named below (a convnet's last "
+            "convolutional feature maps, before global average pooling; a vision transformer's last block's first "
+            "norm, its patch tokens laid out on the image's patch grid), upsampled to the image and normalised "
             "to [0, 1].",
             *([f"{results['stand_in']}."] if results.get("stand_in") else []),
             "\n".join(f"- {m['model']}: layer `{m['layer']}`, {100 * m['accuracy']:.1f}% correct on the {m['images']} "
                       f"images used ({m['dataset']})" for m in results["models"].values()),
+            *[f"{m['model']}: {method} is left out ({why})." for m in results["models"].values()
+              for method, why in m.get("skipped", {}).items()],
         ]  # fmt: skip
         for key, info in results["models"].items():
             blocks += [Heading(info["model"]), Image(f"{key}_cam_grid.png", f"{info['model']}: CAM grid"),

@@ -72,13 +72,17 @@ def default_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ..
 
 
 class _UnitImages:
-    """Forward pre-hook: standardise the input with the model's own :class:`Normalize` (the attribute ``name``)."""
+    """Forward pre-hook: standardise the input with the model's :class:`Normalize` (the attribute ``name``),
+    moved to the input's device on first use there."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (getattr(module, self.name)(args[0]), *args[1:])
+        normalize = getattr(module, self.name)
+        if normalize.mean.device != args[0].device:
+            normalize.to(args[0].device)
+        return (normalize(args[0]), *args[1:])
 
 
 def logits_of(output: object) -> object:
@@ -98,11 +102,12 @@ def _logits_output(module: nn.Module, args: tuple[torch.Tensor, ...], output: ob
 
 def as_classifier(model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> nn.Module:
     """``model``, taking images in [0, 1] and outputting logits like every dlapps model, in place: a
-    :class:`Normalize` submodule runs as a forward pre-hook and a forward hook keeps the logits of a tuple or
-    mapping output. The model stays its author's own: same class, same layer names, same state-dict keys (the
-    normalisation's buffers are not saved), so weight files for it load strictly."""
+    :class:`Normalize` runs as a forward pre-hook and a forward hook keeps the logits of a tuple or mapping
+    output. The model stays its author's own: same class, same layers, same state-dict keys, so weight files
+    for it load strictly. The normalisation is a plain attribute, not a submodule, since an ``nn.Sequential``
+    runs every submodule it holds."""
     name = "normalize" if not hasattr(model, "normalize") else "dlapps_normalize"
-    model.add_module(name, Normalize(mean, std))
+    object.__setattr__(model, name, Normalize(mean, std))
     model.register_forward_pre_hook(_UnitImages(name))
     model.register_forward_hook(_logits_output)
     return model
