@@ -219,3 +219,17 @@ def test_a_model_that_is_not_an_image_classifier_is_one_line(tmp_path, data_root
                          "--out", str(tmp_path / "run"), data_root=data_root)  # fmt: skip
     assert_one_line_error(result, "not an image classifier that dlapps can read")
     assert logits_of({"pooled": 1}) == {"pooled": 1}  # a mapping without logits is left for the check to refuse
+
+
+def test_detectors_that_read_the_head_refuse_a_model_of_two_heads():
+    """A distilled DeiT's logits average two heads: no one linear layer gives them, and ViM and ReAct say so."""
+    from dlapps.ood import DETECTORS
+    from dlapps.ood.scoring import evaluate_detectors
+
+    torch.manual_seed(0)
+    deit = create_model("timm:deit_tiny_distilled_patch16_224", num_classes=10, in_shape=(3, 32, 32), **TINY_VIT)
+    batches = [(torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,)))]
+    detectors = {name: DETECTORS[name]() for name in ("msp", "vim", "react", "mahalanobis")}
+    found = evaluate_detectors(detectors, deit.eval(), batches, batches, {"noise": batches}, skip_unusable=True)
+    assert set(found.skipped) == {"vim", "react"} and set(found.id_scores) == {"msp", "mahalanobis"}
+    assert "the model's logits are not that layer's output" in found.skipped["vim"]

@@ -185,7 +185,11 @@ def run(
 @app.command()
 def train(
     model: Annotated[
-        str, typer.Option(help="Architecture: a registered name (resnet20, small_cnn...) or torchvision:<arch>.")
+        str,
+        typer.Option(
+            help="Architecture: a registered name (resnet20, small_cnn...), torchvision:<arch>, timm:<name>, or "
+            "file.py:factory / package.module:factory; its settings as --set model.<key>=<value>."
+        ),
     ],
     dataset: Annotated[
         str,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dlapps.errors import DlappsError
+from dlapps.errors import ConfigError, DlappsError
 from dlapps.models.hooks import find_head, model_device, require_eval
 from dlapps.ood.features import Batches, Outputs, collect_outputs, head_outputs
 from dlapps.registry import Registry
@@ -22,6 +23,17 @@ def precise(values: torch.Tensor) -> torch.Tensor:
     return values.float() if values.device.type == "mps" else values.double()
 
 
+def check_head_gives_logits(outputs: Outputs, head: nn.Linear, name: str, detector: str) -> None:
+    """A :class:`ConfigError` unless the logits are ``head`` applied to the features (not so for a distilled
+    DeiT, whose logits average two heads, or a model that scales its logits after the head)."""
+    logits = F.linear(outputs.features[:64].to(head.weight.dtype), head.weight, head.bias)
+    if not torch.allclose(logits, outputs.logits[:64].to(logits.dtype), rtol=1e-3, atol=1e-3):
+        raise ConfigError(
+            f"{detector} computes logits with the head {name!r}, but the model's logits are not that layer's output "
+            "(several heads, or something after the head)"
+        )
+
+
 class Detector:
     """Scores images by how in-distribution they look: **higher = more in-distribution**.
 
@@ -34,6 +46,8 @@ class Detector:
     needs_data: ClassVar[bool] = False
     # "slow": scoring (or fitting) runs backward passes, several times the cost of the shared forward pass
     cost: ClassVar[Literal["fast", "slow"]] = "fast"
+    # computes logits from (changed) features with the head's weights, so the logits must be the head's output
+    reads_head: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._model: nn.Module | None = None
@@ -64,6 +78,8 @@ class Detector:
         if self.needs_data:
             if outputs is None:
                 raise NotFittedError(f"{self.name} needs in-distribution statistics: call fit(model, id_train_data)")
+            if self.reads_head:
+                check_head_gives_logits(outputs, linear, head_name, self.name)
             self._fit(outputs, linear)
         self._model, self._head = model, head_name
         return self

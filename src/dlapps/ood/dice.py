@@ -26,6 +26,7 @@ from dlapps.ood.react import percentile
 class DICE(OutputDetector):
     name = "DICE"
     needs_data = True
+    reads_head = True
 
     def __init__(self, sparsity: float = 90.0) -> None:
         super().__init__()

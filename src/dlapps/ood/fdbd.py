@@ -34,6 +34,7 @@ def boundary_distance_ratio(
 class FDBD(OutputDetector):
     name = "fDBD"
     needs_data = True
+    reads_head = True
 
     def _fit(self, outputs: Outputs, head: nn.Linear) -> None:
         self.mean = precise(outputs.features).mean(dim=0)

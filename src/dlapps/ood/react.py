@@ -35,6 +35,7 @@ def percentile(values: torch.Tensor, p: float) -> torch.Tensor:
 class ReAct(OutputDetector):
     name = "ReAct"
     needs_data = True
+    reads_head = True
 
     def __init__(self, percentile: float = 90.0) -> None:
         super().__init__()

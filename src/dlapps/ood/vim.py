@@ -36,6 +36,7 @@ def residual_norm(features: torch.Tensor, origin: torch.Tensor, residual_basis: 
 class ViM(OutputDetector):
     name = "ViM"
     needs_data = True
+    reads_head = True
 
     def __init__(self, dim: int | None = None) -> None:
         super().__init__()
