@@ -1,5 +1,7 @@
 """``dlapps audit``: its measurements against independent ones, and the command end to end on three models."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,9 @@ def test_rank_correlation_and_the_head_randomisation_check(resnet20, data_root):
     a[0, :10] = 0  # ties
     expected = [spearmanr(x, y).statistic for x, y in zip(a.numpy(), b.numpy(), strict=True)]
     assert rank_correlation(a, b).tolist() == pytest.approx(expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-zero map has no ranks: NaN, without a warning for every image
+        assert rank_correlation(torch.zeros(2, 50), b[:2]).isnan().all()
     x = load_arrays("cifar10", "test", data_root, limit=6).images.float() / 255
     targets = resnet20(x).argmax(1)
     same = head_randomisation_check("gradcam", resnet20, x, "layer3", targets, seed=0)

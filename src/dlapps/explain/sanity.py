@@ -10,9 +10,10 @@ near 0 passes it.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import ConstantInputWarning, spearmanr
 from torch import nn
 
 from dlapps.explain.cam import compute_cam
@@ -29,9 +30,12 @@ def randomised_head(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman's rank correlation (ties at their average rank) between each pair of rows of ``a`` and ``b``."""
+    """Spearman's rank correlation (ties at their average rank) between each pair of rows of ``a`` and ``b``;
+    NaN where a row is constant (a map that is all zeros), which has no ranks to correlate."""
     rows = zip(a.flatten(1).double().cpu().numpy(), b.flatten(1).double().cpu().numpy(), strict=True)
-    return torch.tensor([spearmanr(x, y).statistic for x, y in rows], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return torch.tensor([spearmanr(x, y).statistic for x, y in rows], dtype=torch.float64)
 
 
 def head_randomisation_check(
