@@ -171,8 +171,9 @@ def test_a_factory_in_a_package_module():
     assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 7)
 
 
-def test_a_factory_model_trained_here_is_a_checkpoint(tmp_path, data_root):
-    path = write(tmp_path / "net.py", FACTORY.replace("{OUTPUT}", "(self.head(features), features)"))
+def test_a_factory_model_trained_here_is_a_checkpoint(tmp_path, data_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "net.py", FACTORY.replace("{OUTPUT}", "(self.head(features), features)")).name
     result = dlapps_main(
         "train", "--model", f"{path}:build", "--set", "model.width=4", "--dataset", "cifar10", "--set", "train.epochs=1",
         "--set", "train_subset=256", "--set", "test_subset=64", "--out", str(tmp_path / "models"), "--no-progress",
@@ -180,11 +181,12 @@ def test_a_factory_model_trained_here_is_a_checkpoint(tmp_path, data_root):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (checkpoint,) = (tmp_path / "models").glob("net-build-cifar10-*.safetensors")
+    monkeypatch.chdir(tmp_path.parent)  # the checkpoint names the factory's file by its full path
     loaded = from_checkpoint(checkpoint)
     assert loaded.module(torch.rand(2, 3, 32, 32)).shape == (2, 10) and loaded.title.startswith(
         "build from net.py trained on CIFAR-10"
     )
-    grey = dlapps_main("train", "--model", f"{path}:build", "--dataset", "mnist", "--out", str(tmp_path / "grey"),
+    grey = dlapps_main("train", "--model", f"{tmp_path / path}:build", "--dataset", "mnist", "--out", str(tmp_path / "grey"),
                        data_root=data_root)  # fmt: skip
     assert_one_line_error(grey, "build from net.py cannot take the (1, 28, 28) (C, H, W) images of MNIST")
     assert not (tmp_path / "grey").exists() or not list((tmp_path / "grey").glob("*.safetensors"))

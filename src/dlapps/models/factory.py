@@ -56,6 +56,15 @@ def _module(source: str) -> Any:
     return module
 
 
+def anchored(name: str) -> str:
+    """``name`` with its file's path made absolute (``nets/my.py:build`` -> ``/home/me/nets/my.py:build``), so a
+    checkpoint that names it rebuilds its model from any working folder; other names as they are."""
+    match = FACTORY.fullmatch(name)
+    if match is None or not match["module"].endswith(".py"):
+        return name
+    return f"{Path(match['module']).expanduser().resolve()}:{match['attribute']}"
+
+
 def factory_of(name: str) -> Callable[..., Any]:
     """The callable ``name`` names; a file or module that fails to import, or lacks it, is one line."""
     match = FACTORY.fullmatch(name)

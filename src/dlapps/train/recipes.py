@@ -26,6 +26,7 @@ from dlapps.data.resident import CROP_AND_FLIP, PLAIN, Shard
 from dlapps.errors import CheckpointError
 from dlapps.models import Classifier
 from dlapps.models.classifier import build_from_card, check_input
+from dlapps.models.factory import anchored
 from dlapps.models.layout import inference_batch
 from dlapps.models.registry import ARCHITECTURE, architecture_title, check_settings, model_slug
 from dlapps.train.checkpoint import load_checkpoint
@@ -78,7 +79,7 @@ class ClassifierRecipe:
         dataset = get_dataset(self.dataset)
         mean, std = normalization(dataset, train)
         return {
-            "model": self.model, "hparams": dict(self.hparams), "num_classes": len(train.classes),
+            "model": anchored(self.model), "hparams": dict(self.hparams), "num_classes": len(train.classes),
             "in_shape": list(train.image_shape), "mean": list(mean), "std": list(std), "classes": list(train.classes),
             "dataset": self.dataset, "dataset_title": dataset.title,
             "title": architecture_title(self.model, dict(self.hparams)), "image_size": self.image_size,
