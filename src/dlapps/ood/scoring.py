@@ -34,6 +34,13 @@ class Scored:
         return float((self.predictions == self.labels).double().mean())
 
 
+UNUSABLE = (DlappsError, ValueError, RuntimeError)  # what a detector that cannot run on a model raises
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def fit_detectors(
     detectors: Mapping[str, Detector],
     model: nn.Module,
@@ -41,21 +48,36 @@ def fit_detectors(
     *,
     head: str | None = None,
     batch_size: int | None = None,
-) -> None:
+    skipped: dict[str, str] | None = None,
+) -> dict[str, Detector]:
     """Fit every detector to ``model``; the ID statistics of output detectors come from one shared pass over
-    ``id_train_data``, other detectors (NAC) make their own."""
-    head_name, _ = find_head(model, head)
-    needs_data = any(d.needs_data and isinstance(d, OutputDetector) for d in detectors.values())
-    outputs = (
-        collect_outputs(model, id_train_data, head_name, batch_size)
-        if needs_data and id_train_data is not None
-        else None
-    )
-    for detector in detectors.values():
-        if isinstance(detector, OutputDetector) or not detector.needs_data:
-            detector.fit_outputs(model, outputs, head=head_name)
-        else:
-            detector.fit(model, id_train_data, head=head_name, batch_size=batch_size)
+    ``id_train_data``, other detectors (NAC) make their own. Given ``skipped``, a detector that cannot be fitted
+    to this model is left out, with why in one line, instead of stopping the rest. Returns the fitted ones."""
+    try:
+        head_name, _ = find_head(model, head)
+        needs_data = any(d.needs_data and isinstance(d, OutputDetector) for d in detectors.values())
+        outputs = None
+        if needs_data and id_train_data is not None:
+            outputs = collect_outputs(model, id_train_data, head_name, batch_size)
+    except UNUSABLE as exc:
+        if skipped is None:
+            raise
+        skipped.update(dict.fromkeys(detectors, _first_line(exc)))
+        return {}
+    fitted = {}
+    for name, detector in detectors.items():
+        try:
+            if isinstance(detector, OutputDetector) or not detector.needs_data:
+                detector.fit_outputs(model, outputs, head=head_name)
+            else:
+                detector.fit(model, id_train_data, head=head_name, batch_size=batch_size)
+        except UNUSABLE as exc:
+            if skipped is None:
+                raise
+            skipped[name] = _first_line(exc)
+            continue
+        fitted[name] = detector
+    return fitted
 
 
 def _common_binding(detectors: Mapping[str, Detector]) -> tuple[nn.Module, str]:
@@ -145,26 +167,22 @@ def evaluate_detectors(
     """Fit ``detectors`` to ``model`` on ``fit_data`` (ID training images), then score ``id_data`` and every OOD
     set: what a study or an audit reports as OOD detection. With ``skip_unusable``, the detectors that cannot run on
     ``model`` (no linear head, too few fitting images, features of another shape...) are left out, each with why in
-    one line (``skipped``), instead of stopping the rest; only when the joint run fails are they tried one by one."""
+    one line (``skipped``), instead of stopping the rest: a detector that cannot be fitted is found from the shared
+    pass, one that cannot score by scoring each alone, only when scoring them together fails."""
     started = time.perf_counter()
+    skipped: dict[str, str] | None = {} if skip_unusable else None
+    fitted = fit_detectors(detectors, model, fit_data, batch_size=batch_size, skipped=skipped)
     try:
-        fit_detectors(detectors, model, fit_data, batch_size=batch_size)
-        scored = score_detectors(detectors, id_data, batch_size=batch_size)
-        ood_scores = {
-            name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
-        }
-        return DetectorEvaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started)
-    except (DlappsError, ValueError, RuntimeError):
-        if not skip_unusable or len(detectors) == 1:
+        return _scored(fitted, id_data, ood_sets, batch_size, started, skipped or {})
+    except UNUSABLE:
+        if not skip_unusable or len(fitted) <= 1:
             raise
-    found, skipped = [], {}
-    for name, detector in detectors.items():
+    found = []  # scoring failed together: each fitted detector on its own, to find which cannot score
+    for name, detector in fitted.items():
         try:
-            found.append(
-                evaluate_detectors({name: detector}, model, fit_data, id_data, ood_sets, batch_size=batch_size)
-            )
-        except (DlappsError, ValueError, RuntimeError) as exc:
-            skipped[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            found.append(_scored({name: detector}, id_data, ood_sets, batch_size, started, {}))
+        except UNUSABLE as exc:
+            skipped[name] = _first_line(exc)
     return DetectorEvaluation(
         {name: scores for e in found for name, scores in e.id_scores.items()},
         {set_name: {name: s for e in found for name, s in e.ood_scores[set_name].items()} for set_name in ood_sets},
@@ -172,3 +190,16 @@ def evaluate_detectors(
         time.perf_counter() - started,
         skipped,
     )
+
+
+def _scored(
+    detectors: Mapping[str, Detector], id_data: Batches, ood_sets: Mapping[str, Batches], batch_size: int | None,
+    started: float, skipped: dict[str, str],
+) -> DetectorEvaluation:  # fmt: skip
+    if not detectors:
+        return DetectorEvaluation({}, {name: {} for name in ood_sets}, float("nan"), 0.0, skipped)
+    scored = score_detectors(detectors, id_data, batch_size=batch_size)
+    ood_scores = {
+        name: score_detectors(detectors, data, batch_size=batch_size).scores for name, data in ood_sets.items()
+    }
+    return DetectorEvaluation(scored.scores, ood_scores, scored.accuracy(), time.perf_counter() - started, skipped)
