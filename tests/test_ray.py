@@ -112,8 +112,9 @@ def test_a_study_on_a_two_node_ray_cluster_trains_the_runs_of_one_thread_locally
 def test_a_study_survives_the_loss_of_a_node_mid_study_with_the_same_numbers(
     tmp_path, monkeypatch, cluster, local_study, data_root
 ):
-    """Once both nodes train a run (each has one CPU), the second node's raylet is killed: its run is trained
-    again on the first node, and the study ends with the numbers of the local runs."""
+    """Once both nodes train a run (each has one CPU), the second node's raylet is killed: its run (and any Ray had
+    already handed its worker) is trained again on the first node, and the study ends with the numbers of the
+    local runs."""
     (other,) = cluster.worker_nodes
     started: list[int] = []
     show = ProgressRelay._show
@@ -129,7 +130,7 @@ def test_a_study_survives_the_loss_of_a_node_mid_study_with_the_same_numbers(
     result = dlapps_main("run", "residual-mlp", "--out", str(tmp_path / "study"), "--executor", "ray",
                          "--ray-address", cluster.address, *SMALL, data_root=data_root)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert len(started) == 5 and len(set(started)) == 4  # the run of the lost node started twice
+    assert len(started) > len(set(started)) == 4  # the runs of the lost node (one, or more) started again
     _assert_same_runs(tmp_path, local_study)
 
 
