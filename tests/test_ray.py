@@ -166,7 +166,7 @@ def test_a_run_that_fails_is_reported_after_the_others_are_kept(tmp_path, local_
         train_on_ray([Training("fine", fine), Training("dying", dying, _WorkerDies())], tmp_path, **options)
     message = str(raised.value)
     assert message.startswith("run dying failed on the Ray cluster: ") and "\n" not in message
-    assert "(1 other runs finished and are kept)" in message
+    assert message.endswith("(1 of the 2 runs finished and are kept)")
     assert is_trained(fine, tmp_path) and not is_trained(dying, tmp_path)
     # a run's own error is raised as it is, once the others are done
     diverging = _recipe(2, lr=1e12)

@@ -54,9 +54,11 @@ def connect(address: str | None, device: torch.device) -> None:
             _check_answers(address)
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False, include_dashboard=False)
-        except ConnectionError as exc:
-            first_line = str(exc).strip().splitlines()[0]
-            raise ClusterError(f"no Ray cluster at {address}: {first_line}") from None
+        except ConnectionError:
+            raise ClusterError(
+                f"no Ray cluster found at --ray-address {address}; `ray start --head` starts one on this node "
+                "(`ray start --address ...` joins it to one), or leave out --ray-address to start one for this run"
+            ) from None
     if device.type == "cuda" and ray.cluster_resources().get("GPU", 0) < 1:
         raise ClusterError(
             f"the runs ask for CUDA but the Ray cluster at {address or 'this machine'} has no GPU; "
@@ -137,7 +139,7 @@ def train_on_ray(
             progress.remove_task(overall)
         ray.kill(events.buffer)
     if failed:
-        _raise_failure(*failed[0], kept=len(todo) - len(failed))
+        _raise_failure(*failed[0], kept=f"{len(todo) - len(failed)} of the {len(todo)} runs")
     return {run.recipe.key() for run in todo}
 
 
@@ -183,14 +185,14 @@ def _partial(recipe: ClassifierRecipe, folder: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def _raise_failure(run: Training, exc: Exception, kept: int) -> None:
+def _raise_failure(run: Training, exc: Exception, kept: str) -> None:
     ray = _ray()
     if isinstance(exc, ray.exceptions.RayTaskError):
         if isinstance(exc.cause, DlappsError):
             raise exc.cause  # the run's own error (a diverged training), as a local run raises it
         raise exc  # a bug: with its traceback from the worker
     reason = str(exc).strip().splitlines()[0]
-    raise ClusterError(f"run {run.label} failed on the Ray cluster: {reason} ({kept} other runs finished and are kept)")
+    raise ClusterError(f"run {run.label} failed on the Ray cluster: {reason} ({kept} finished and are kept)")
 
 
 def _train_run(
