@@ -147,6 +147,29 @@ class _WorkerDies:
         return cross_entropy_step(model, inputs, labels)
 
 
+class _Recorded:
+    """The part of rich's Progress that the Ray executor uses, recording the bars and descriptions it shows."""
+
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.descriptions: list[str] = []
+        self.live: set[int] = set()
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0) -> int:
+        self.added.append(description)
+        self.live.add(len(self.added))
+        return len(self.added)
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        pass
+
+    def update(self, task: int, *, completed: float, description: str) -> None:
+        self.descriptions.append(description)
+
+    def remove_task(self, task: int) -> None:
+        self.live.remove(task)
+
+
 def _recipe(depth: int, lr: float = 5e-3, objective: str = "cross-entropy") -> ClassifierRecipe:
     return ClassifierRecipe(
         "residual_mlp", (("depth", depth), ("width", 16)), "mnist", train=TrainConfig(epochs=1, lr=lr),
@@ -162,8 +185,13 @@ def test_a_run_that_fails_is_reported_after_the_others_are_kept(tmp_path, local_
     connect(None, CPU)  # a Ray instance started on this machine
     fine, dying = _recipe(2), _recipe(4, objective="dies")
     options = {"device": CPU, "train": mnist_train, "test": mnist_test, "execution": Execution()}
+    progress = _Recorded()
     with pytest.raises(ClusterError) as raised:
-        train_on_ray([Training("fine", fine), Training("dying", dying, _WorkerDies())], tmp_path, **options)
+        train_on_ray([Training("fine", fine), Training("dying", dying, _WorkerDies())], tmp_path, **options,
+                     progress=progress)  # fmt: skip
+    # a bar for the run in training (the dying one's word may die with it), and the runs done, running and left
+    assert progress.added.count("fine") == 1 and set(progress.added) <= {"Ray", "fine", "dying"}
+    assert progress.descriptions[-1] == "Ray: 2 runs done, 0 running, 0 waiting" and not progress.live
     message = str(raised.value)
     assert message.startswith("run dying failed on the Ray cluster: ") and "\n" not in message
     assert message.endswith("(1 of the 2 runs finished and are kept)")

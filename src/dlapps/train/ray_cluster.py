@@ -116,7 +116,9 @@ def train_on_ray(
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
             relay.drain(events)
             for ref in done:
-                run = todo[pending.pop(ref)]
+                index = pending.pop(ref)
+                relay.finish(index)
+                run = todo[index]
                 try:
                     checkpoint = ray.get(ref)
                 except ray.exceptions.RayError as exc:

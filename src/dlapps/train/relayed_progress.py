@@ -65,6 +65,11 @@ class ProgressRelay:
         elif kind == "remove" and run in self.tasks:
             self.progress.remove_task(self.tasks.pop(run))
 
+    def finish(self, run: int) -> None:
+        """Take down the bar of a run that is over, even one whose worker died before it could say so."""
+        if run in self.tasks:
+            self.progress.remove_task(self.tasks.pop(run))
+
     def close(self) -> None:
         if self.progress is not None:
             for task in self.tasks.values():
