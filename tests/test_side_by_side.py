@@ -54,7 +54,7 @@ class RecordedProgress:
         self.live.discard(task)
 
 
-def test_a_run_trained_side_by_side_is_the_run_trained_alone_on_one_thread(tmp_path, mnist_train, mnist_test):
+def test_a_run_trained_by_workers_is_the_run_trained_alone_on_one_thread(tmp_path, mnist_train, mnist_test):
     adversarial = AdversarialStepLoss("fgsm", eps=0.1)
     recipes = [
         Training("deep", _recipe(8)),
@@ -100,12 +100,12 @@ def test_trained_runs_trains_side_by_side_and_counts_no_cache_hits(tmp_path, mni
     plan = [(f"depth {d}", {"depth": d}, _recipe(d)) for d in (2, 4, 6)]
     records, models = _trained_runs(ctx, plan, mnist_train, mnist_test)
     assert [r["depth"] for r in records] == [2, 4, 6] and list(models) == ["depth 2", "depth 4", "depth 6"]
-    assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
+    assert ctx.trained_by_workers == {recipe.key() for _, _, recipe in plan}
     assert ctx.reused == 0
     assert all(r["train_seconds"] > 0 and r["test_acc"] > 0.5 for r in records)
     again = RunContext(out=tmp_path / "study", device=CPU, show_progress=False, workers=2)
     _trained_runs(again, plan, mnist_train, mnist_test)
-    assert again.reused == 3 and again.trained_side_by_side == set()
+    assert again.reused == 3 and again.trained_by_workers == set()
 
 
 def test_an_error_in_a_worker_stops_the_others_and_keeps_their_finished_epochs(
@@ -156,12 +156,12 @@ def test_by_default_runs_go_side_by_side_where_a_few_steps_measure_it_faster(
     assert side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
     ctx = RunContext(out=tmp_path / "study", device=CPU, show_progress=False)
     _trained_runs(ctx, plan, mnist_train, mnist_test)
-    assert ctx.trained_side_by_side == {recipe.key() for _, _, recipe in plan}
+    assert ctx.trained_by_workers == {recipe.key() for _, _, recipe in plan}
     seconds[threads] = 1 / 1.9  # where they train 1.9x faster, one run after the other is sooner
     assert not side_by_side_pays(Training("mlp", _recipe(8)), mnist_train, workers=2)
     ctx = RunContext(out=tmp_path / "other", device=CPU, show_progress=False, models_dir=tmp_path / "other-models")
     records, _ = _trained_runs(ctx, plan, mnist_train, mnist_test)
-    assert ctx.trained_side_by_side == set() and len(records) == 2 and ctx.reused == 0
+    assert ctx.trained_by_workers == set() and len(records) == 2 and ctx.reused == 0
 
 
 def test_worker_counts_are_checked(tmp_path):

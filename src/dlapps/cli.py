@@ -49,6 +49,21 @@ Workers = Annotated[
         show_default=False,
     ),
 ]
+Executor = Annotated[
+    str,
+    typer.Option(
+        help="Where a study's runs train: local (this machine) or ray (one task per run on a Ray cluster; "
+        "pip install 'dlapps[ray]')."
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster for --executor ray: auto (the one `ray start` joined this node to), host:port or "
+        "ray://host:port (default: start one on this machine).",
+        show_default=False,
+    ),
+]
 Precision = Annotated[
     str,
     typer.Option(
@@ -154,6 +169,8 @@ def run(
     compile_: Compile = None,
     precision: Precision = "auto",
     workers: Workers = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
 ) -> None:
     """Run a study; write results.json/.csv, figures and report.md into the output folder."""
     from dlapps.experiments import RunContext, get_study, run_study
@@ -177,6 +194,8 @@ def run(
         compile=compile_,
         precision=precision,
         workers=workers,
+        executor=executor,
+        ray_address=ray_address,
     )
     results = run_study(chosen, resolved, ctx)
     console.print(f"[green]done[/green] in {results['wall_seconds']:.0f} s: report at {out / 'report.md'}")
@@ -314,6 +333,8 @@ def reproduce(
     compile_: Compile = None,
     precision: Precision = "auto",
     workers: Workers = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a study's setting: STUDY.key=value (repeatable).")
     ] = None,
@@ -343,6 +364,8 @@ def reproduce(
         compile=compile_,
         precision=precision,
         workers=workers,
+        executor=executor,
+        ray_address=ray_address,
     )
     outcomes = run_all(ctx, profile, tuple(only or ()), overrides)
     table = Table(title=f"dlapps reproduce --profile {profile}")

@@ -31,3 +31,8 @@ class AttackError(DlappsError, ValueError):
 
 class TrainingDiverged(DlappsError):
     """The training loss stopped being a finite number: the settings (learning rate first) need changing."""
+
+
+class ClusterError(DlappsError):
+    """Ray is missing, its cluster does not answer or lacks what a run asks for, or a run failed there for a
+    reason of the cluster's (a worker out of memory); the runs that finished are kept."""

@@ -237,7 +237,7 @@ class AdvTrain(Study):
             load_ood(config, ctx, test)  # an OOD set that does not fit fails now, not after the training
         records = []
         with ctx.progress() as progress:
-            ctx.train_side_by_side(
+            ctx.train_in_workers(
                 [Training(f"{variant}, seed {seed}", config.recipe(loss, seed), loss or cross_entropy_step)
                  for seed in range(config.seed, config.seed + config.seeds)
                  for variant, loss in config.objectives().items()],

@@ -1,5 +1,5 @@
 """Training: config, loop, checkpoints, device choice, trained models cached by their recipe, and runs trained
-side by side."""
+side by side or on a Ray cluster."""
 
 from dlapps.train.checkpoint import load_checkpoint, save_checkpoint
 from dlapps.train.config import Execution, TrainConfig

@@ -22,7 +22,6 @@ import ctypes
 import json
 import multiprocessing
 import os
-import queue
 import signal
 import statistics
 import sys
@@ -46,6 +45,7 @@ from dlapps.models.layout import fast_layout
 from dlapps.train.config import Execution
 from dlapps.train.distributed import current_world
 from dlapps.train.recipes import ClassifierRecipe, checkpoint_path, obtain_classifier
+from dlapps.train.relayed_progress import ProgressRelay, RelayedProgress
 from dlapps.train.trainer import StepLoss, build_optimizer, cross_entropy_step
 
 
@@ -166,7 +166,7 @@ def train_side_by_side(
         progress.console.print(f"training {len(todo)} runs side by side, {workers} at a time on one thread each")
     context = multiprocessing.get_context("fork")
     events = context.Queue()
-    relay = _ProgressRelay(progress, {index: run.label for index, run in enumerate(todo)})
+    relay = ProgressRelay(progress, {index: run.label for index, run in enumerate(todo)})
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker,
         initargs=(os.getpid(), train, test, folder, precision, events),
@@ -245,61 +245,6 @@ def _start_worker(
 def _train(index: int, recipe: ClassifierRecipe, step_loss: StepLoss) -> None:
     obtain_classifier(
         recipe, _worker["folder"], torch.device("cpu"), _worker["train"], _worker["test"],
-        execution=Execution(precision=_worker["precision"]), progress=_RelayedProgress(_worker["events"], index),
+        execution=Execution(precision=_worker["precision"]), progress=RelayedProgress(_worker["events"], index),
         step_loss=step_loss,
     )  # fmt: skip
-
-
-class _RelayedProgress:
-    """The part of rich's ``Progress`` that training uses, sent to the parent at most every 0.2 s."""
-
-    def __init__(self, events: Any, run: int) -> None:
-        self.events, self.run, self.unsent, self.sent_at = events, run, 0.0, 0.0
-
-    def add_task(self, description: str, total: float | None = None, completed: float = 0, **_: Any) -> int:
-        self.events.put(("add", self.run, total, completed))
-        return self.run
-
-    def advance(self, task: int, advance: float = 1) -> None:
-        self.unsent += advance
-        if time.monotonic() - self.sent_at > 0.2:
-            self.events.put(("advance", self.run, self.unsent))
-            self.unsent, self.sent_at = 0.0, time.monotonic()
-
-    def remove_task(self, task: int) -> None:
-        self.events.put(("remove", self.run, None))
-
-
-class _ProgressRelay:
-    """The parent's side: one bar per run in training, named by its label; the workers' process ids."""
-
-    def __init__(self, progress: Progress | None, labels: dict[int, str]) -> None:
-        self.progress, self.labels = progress, labels
-        self.tasks: dict[int, Any] = {}
-        self.workers: list[int] = []
-
-    def drain(self, events: Any) -> None:
-        while True:
-            try:
-                kind, *rest = events.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "worker":
-                self.workers.append(rest[0])
-            elif self.progress is not None:
-                self._show(kind, *rest)
-
-    def _show(self, kind: str, run: int, *values: Any) -> None:
-        if kind == "add":
-            total, completed = values
-            self.tasks[run] = self.progress.add_task(self.labels[run], total=total, completed=completed)
-        elif kind == "advance" and run in self.tasks:
-            self.progress.advance(self.tasks[run], values[0])
-        elif kind == "remove" and run in self.tasks:
-            self.progress.remove_task(self.tasks.pop(run))
-
-    def close(self) -> None:
-        if self.progress is not None:
-            for task in self.tasks.values():
-                self.progress.remove_task(task)
-        self.tasks.clear()

@@ -1,5 +1,5 @@
 """Where a run's classifiers come from: published or given weights, or a folder of models trained here, shared
-between runs (each trained there once, several side by side where that is sooner)."""
+between runs (each trained there once: several side by side where that is sooner, or on a Ray cluster)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,18 @@ from dlapps.models.spec import load_classifier
 from dlapps.train.config import Execution
 from dlapps.train.device import resolve_precision
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.ray_cluster import connect, train_on_ray
 from dlapps.train.recipes import ClassifierRecipe, obtain_classifier
 from dlapps.train.side_by_side import Training, check_workers, default_workers, train_side_by_side
+
+EXECUTORS = ("local", "ray")  # where the runs of a study train: on this host, or as tasks on a Ray cluster
 
 
 @dataclass(kw_only=True)
 class ModelSource:
-    """Classifiers on ``device``; how they train (compile, precision, workers) is part of no result's identity.
-    It keeps what it finds out: how many models it found trained (``reused``) and which workers trained."""
+    """Classifiers on ``device``; how and where they train (compile, precision, workers, executor) is part of no
+    result's identity. It keeps what it finds out: how many models it found trained (``reused``) and which
+    workers (forked, or Ray's) trained."""
 
     models_dir: Path  # the models trained here
     device: torch.device
@@ -34,8 +38,10 @@ class ModelSource:
     compile: bool | None = None  # torch.compile training; None: on CUDA only
     precision: str = "auto"  # training: fp32, bf16 or auto (bf16 where native)
     workers: int | None = None  # runs trained side by side; None: one per core on a CPU where that is faster
+    executor: str = "local"  # one of EXECUTORS
+    ray_address: str | None = None  # the Ray cluster: auto, host:port or ray://host:port; None: one started here
     reused: int = field(init=False)  # models found in the folder, not trained by workers for this run
-    trained_side_by_side: set[str] = field(init=False)  # keys of the models workers trained
+    trained_by_workers: set[str] = field(init=False)  # keys of the models workers trained
 
     def __post_init__(self) -> None:
         resolve_precision(self.precision, self.device)  # bad values fail here, before any work
@@ -43,8 +49,16 @@ class ModelSource:
             check_workers(self.workers, self.device)
             if self.compile and self.workers > 1:
                 raise ConfigError(f"{self.workers} workers asked for with compile: compiled runs train one at a time")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {self.executor!r}; use {' or '.join(EXECUTORS)}")
+        if self.executor == "ray":
+            if self.workers is not None:
+                raise ConfigError("workers are for the local executor: Ray trains as many runs at once as it has CPUs")
+            connect(self.ray_address, self.device)
+        elif self.ray_address is not None:
+            raise ConfigError(f"a Ray address ({self.ray_address}) is for the ray executor, not {self.executor}")
         self.reused = 0
-        self.trained_side_by_side = set()
+        self.trained_by_workers = set()
 
     @property
     def training_workers(self) -> int:
@@ -76,22 +90,27 @@ class ModelSource:
         classifier, reused = obtain_classifier(
             recipe, self.models_dir, self.device, train, test, execution=execution, **training
         )
-        self.reused += reused and recipe.key() not in self.trained_side_by_side
+        self.reused += reused and recipe.key() not in self.trained_by_workers
         # A model to analyse goes to the layout that runs fastest; a recipe's stays as it was trained.
         return classifier.to(self.device) if isinstance(model, ModelSpec) else classifier
 
-    def train_side_by_side(
-        self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress
-    ) -> None:
-        """Train the runs that are not in the model folder yet side by side, where that is how they train
-        soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then finds them there."""
-        if self.compile:  # compiled runs train one at a time (forked workers cannot compile)
+    def train_in_workers(self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress) -> None:
+        """Train the runs that are not in the model folder yet in workers: as tasks on the Ray cluster, or side by
+        side where that is how they train soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then
+        finds them there."""
+        if self.executor == "ray":
+            trained = train_on_ray(
+                runs, self.models_dir, device=self.device, train=train, test=test,
+                execution=Execution(self.compile, self.precision), progress=progress,
+            )  # fmt: skip
+        elif self.compile:  # compiled runs train one at a time (forked workers cannot compile)
             return
-        trained = train_side_by_side(
-            runs, self.models_dir, workers=self.training_workers, train=train, test=test, precision=self.precision,
-            progress=progress, only_if_faster=self.workers is None,
-        )  # fmt: skip
-        self.trained_side_by_side.update(trained)
+        else:
+            trained = train_side_by_side(
+                runs, self.models_dir, workers=self.training_workers, train=train, test=test,
+                precision=self.precision, progress=progress, only_if_faster=self.workers is None,
+            )  # fmt: skip
+        self.trained_by_workers.update(trained)
 
     def trained_runs(
         self, plan: list[tuple[str, dict[str, Any], ClassifierRecipe]], train: ImageArrays, test: ImageArrays,
@@ -102,7 +121,7 @@ class ModelSource:
         seconds, history) and the models by label."""
         records, models = [], {}
         overall = progress.add_task(title, total=len(plan))
-        self.train_side_by_side([Training(label, recipe) for label, _, recipe in plan], train, test, progress)
+        self.train_in_workers([Training(label, recipe) for label, _, recipe in plan], train, test, progress)
         for label, fields, recipe in plan:
             progress.update(overall, description=label)
             started = time.perf_counter()
