@@ -172,6 +172,7 @@ def test_a_factory_in_a_package_module():
 
 
 def test_a_factory_model_trained_here_is_a_checkpoint(tmp_path, data_root, monkeypatch):
+    data_root = data_root.resolve()  # it may be relative to the folder the tests started in
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path / "net.py", FACTORY.replace("{OUTPUT}", "(self.head(features), features)")).name
     result = dlapps_main(
