@@ -4,6 +4,12 @@ The CLI prints these without a traceback; anything else is a bug and keeps its t
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name where it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DlappsError(Exception):
     """Base class for errors caused by input (data, config, files), not by a bug."""
 

@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 from dlapps.data.arrays import ImageArrays, subset_indices
 from dlapps.data.augment import resize_images
 from dlapps.data.roots import check_data_root
-from dlapps.errors import DataError
+from dlapps.errors import DataError, first_line
 
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
@@ -254,10 +254,9 @@ def read_torchvision(cls: type, split: str, request: Request) -> ImageArrays:
     try:
         dataset = cls(str(request.root), **kwargs)
     except (RuntimeError, OSError, ValueError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "" if request.download else "; add --download to let torchvision fetch it"
         raise DataError(
-            f"torchvision {cls.__name__}/{split} is not readable under {request.root} ({first}){hint}"
+            f"torchvision {cls.__name__}/{split} is not readable under {request.root} ({first_line(exc)}){hint}"
         ) from None
     source = f"torchvision {cls.__name__} ({split}) at {request.root}"
     classes = tuple(str(c[0] if isinstance(c, tuple | list) else c) for c in getattr(dataset, "classes", ()) or ())
@@ -295,11 +294,6 @@ def _numbered(labels: torch.Tensor) -> tuple[str, ...]:
 _IMAGE_FAILURES = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextmanager
 def image_errors(name: object) -> Iterator[None]:
     """Pillow's failures on the image ``name`` inside the block as one :class:`DataError` line naming it: not an
@@ -320,7 +314,7 @@ def image_errors(name: object) -> Iterator[None]:
         raise DataError(f"{name} is not a readable image (not a format Pillow knows); remove or replace it") from None
     except _IMAGE_FAILURES as exc:
         raise DataError(
-            f"{name} is not a readable image ({type(exc).__name__}: {_first_line(exc)}); remove or replace it"
+            f"{name} is not a readable image ({type(exc).__name__}: {first_line(exc)}); remove or replace it"
         ) from None
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from dlapps.data import Dataset, ImageArrays
 from dlapps.data.datasets import looks_like_path
-from dlapps.errors import CheckpointError, ConfigError, DataError
+from dlapps.errors import CheckpointError, ConfigError, DataError, first_line
 from dlapps.models.hooks import eval_mode, feature_layer, find_head
 from dlapps.models.imagenet import imagenet_categories
 from dlapps.models.layout import fast_layout
@@ -215,10 +215,9 @@ def check_input(classifier: Classifier, shape: tuple[int, int, int], what: str) 
         with torch.no_grad(), eval_mode(classifier.module):
             output = classifier.module(torch.zeros(1, *shape, device=device))
     except Exception as exc:  # a model of any origin may refuse an input in its own way (timm asserts sizes)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         made = f" (made for {classifier.in_shape})" if classifier.in_shape else ""
         raise DataError(
-            f"{classifier.title}{made} cannot take the {shape} (C, H, W) images of {what} ({first}); "
+            f"{classifier.title}{made} cannot take the {shape} (C, H, W) images of {what} ({first_line(exc)}); "
             "set image_size to the size it takes"
         ) from None
     if not (isinstance(output, torch.Tensor) and output.ndim == 2 and output.is_floating_point()):

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from dlapps.errors import ConfigError
+from dlapps.errors import ConfigError, first_line
 
 FACTORY = re.compile(r"(?P<module>.+\.py|[A-Za-z_][\w.]*):(?P<attribute>[A-Za-z_]\w*)")
 
@@ -30,9 +30,8 @@ def is_factory_name(name: str) -> bool:
     return FACTORY.fullmatch(name) is not None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _module(source: str) -> Any:
@@ -40,7 +39,7 @@ def _module(source: str) -> Any:
         try:
             return importlib.import_module(source)
         except Exception as exc:  # the user's code may raise anything while it is imported
-            raise ConfigError(f"could not import {source} ({_first_line(exc)})") from None
+            raise ConfigError(f"could not import {source} ({_described(exc)})") from None
     path = Path(source).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"model file {source} does not exist")
@@ -52,7 +51,7 @@ def _module(source: str) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's code may raise anything while it runs
         del sys.modules[name]
-        raise ConfigError(f"could not import {source} ({_first_line(exc)})") from None
+        raise ConfigError(f"could not import {source} ({_described(exc)})") from None
     return module
 
 
@@ -91,7 +90,7 @@ def factory_model(name: str, *, num_classes: int, in_shape: tuple[int, int, int]
     try:
         model = factory(**given, **settings)
     except Exception as exc:  # the user's code may raise anything
-        raise ConfigError(f"{name} failed to build the model ({_first_line(exc)})") from None
+        raise ConfigError(f"{name} failed to build the model ({_described(exc)})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{name} returned a {type(model).__name__}, not a torch nn.Module")
     return model

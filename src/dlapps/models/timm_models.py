@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from dlapps.errors import CheckpointError, ConfigError
+from dlapps.errors import CheckpointError, ConfigError, first_line
 
 TIMM = "timm:"
 INSTALL = "pip install 'dlapps[timm]'"
@@ -75,8 +75,9 @@ def _with_hub_weights(timm: ModuleType, arch: str, download: bool, **kwargs: Any
             raise CheckpointError(
                 f"timm's pretrained weights for {arch} are not in the Hugging Face cache; --download fetches them"
             ) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"timm's pretrained weights for {arch} could not be fetched ({first})") from None
+        raise CheckpointError(
+            f"timm's pretrained weights for {arch} could not be fetched ({first_line(exc)})"
+        ) from None
 
 
 @contextmanager

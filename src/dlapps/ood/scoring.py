@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlapps.errors import DlappsError
+from dlapps.errors import DlappsError, first_line
 from dlapps.evaluate.bootstrap import batched_auroc, bootstrap_ci, paired_samples_difference_ci
 from dlapps.models.hooks import find_head, model_device
 from dlapps.ood.base import Detector, OutputDetector
@@ -35,10 +35,6 @@ class Scored:
 
 
 UNUSABLE = (DlappsError, ValueError, RuntimeError)  # what a detector that cannot run on a model raises
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def fit_detectors(
@@ -62,7 +58,7 @@ def fit_detectors(
     except UNUSABLE as exc:
         if skipped is None:
             raise
-        skipped.update(dict.fromkeys(detectors, _first_line(exc)))
+        skipped.update(dict.fromkeys(detectors, first_line(exc)))
         return {}
     fitted = {}
     for name, detector in detectors.items():
@@ -74,7 +70,7 @@ def fit_detectors(
         except UNUSABLE as exc:
             if skipped is None:
                 raise
-            skipped[name] = _first_line(exc)
+            skipped[name] = first_line(exc)
             continue
         fitted[name] = detector
     return fitted
@@ -182,7 +178,7 @@ def evaluate_detectors(
         try:
             found.append(_scored({name: detector}, id_data, ood_sets, batch_size, started, {}))
         except UNUSABLE as exc:
-            skipped[name] = _first_line(exc)
+            skipped[name] = first_line(exc)
     return DetectorEvaluation(
         {name: scores for e in found for name, scores in e.id_scores.items()},
         {set_name: {name: s for e in found for name, s in e.ood_scores[set_name].items()} for set_name in ood_sets},

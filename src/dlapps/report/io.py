@@ -24,7 +24,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from safetensors import SafetensorError
 
-from dlapps.errors import OutputError
+from dlapps.errors import OutputError, first_line
 
 _KINDS = {".safetensors": "the checkpoint", ".png": "the figure", ".json": "the results file",
           ".csv": "the results table", ".md": "the report", ".html": "the report"}  # fmt: skip
@@ -40,8 +40,7 @@ def failure_reason(exc: BaseException) -> str:
         code = int(found.group(1)) if found else None
     if code in errno.errorcode:
         return os.strerror(code).lower()
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 def write_atomically(path: Path, write: Callable[[Path], object], what: str | None = None) -> Path:

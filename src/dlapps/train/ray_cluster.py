@@ -24,7 +24,7 @@ import torch
 from rich.progress import Progress
 
 from dlapps.data import ImageArrays
-from dlapps.errors import ClusterError, DlappsError
+from dlapps.errors import ClusterError, DlappsError, first_line
 from dlapps.report.io import write_atomically
 from dlapps.train.config import Execution
 from dlapps.train.recipes import ClassifierRecipe, checkpoint_path, obtain_classifier
@@ -193,8 +193,7 @@ def _raise_failure(run: Training, exc: Exception, kept: str) -> None:
         if isinstance(exc.cause, DlappsError):
             raise exc.cause  # the run's own error (a diverged training), as a local run raises it
         raise exc  # a bug: with its traceback from the worker
-    reason = str(exc).strip().splitlines()[0]
-    raise ClusterError(f"run {run.label} failed on the Ray cluster: {reason} ({kept} finished and are kept)")
+    raise ClusterError(f"run {run.label} failed on the Ray cluster: {first_line(exc)} ({kept} finished and are kept)")
 
 
 def _train_run(
