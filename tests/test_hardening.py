@@ -251,6 +251,25 @@ def test_values_that_are_not_finite_numbers_are_null_in_strict_json_with_a_note(
                                               "non_finite_as_null": ["rows[1].loss (nan)", "best (inf)"]}  # fmt: skip
 
 
+def test_a_cached_record_reads_back_as_it_was_computed_non_finite_numbers_and_all(tmp_path):
+    """A run gets the record a rerun will find in the cache (so a report of numbers that are not finite, an ECE
+    interval of NaN, is written alike from both), though the file is strict JSON."""
+    import math
+
+    from dlapps.report.runs import RunCache
+
+    computed = {"rows": [{"loss": float("nan")}, {"loss": 0.5}], "best": float("-inf"), "pair": (1, 2),
+                "by name": {"blocks.11.norm1": float("inf"), "x[0]": None}}  # fmt: skip
+    first = RunCache(tmp_path).get_or_compute("run", {"seed": 0}, lambda key: computed)
+    rerun = RunCache(tmp_path)
+    again = rerun.get_or_compute("run", {"seed": 0}, lambda key: pytest.fail("computed again"))
+    assert rerun.hits == 1 and json.dumps(again) == json.dumps(first)  # NaN written as NaN by json.dumps
+    assert math.isnan(again["rows"][0]["loss"]) and again["best"] == -math.inf and again["pair"] == [1, 2]
+    assert again["by name"] == {"blocks.11.norm1": math.inf, "x[0]": None}
+    (path,) = tmp_path.glob("run-*.json")
+    assert read_json(path)["by name"]["blocks.11.norm1"] is None  # the file itself is strict JSON
+
+
 @pytest.mark.parametrize(("setting", "fragment"), [("train.lr=1e300", "lr=1e+300 is no learning rate"),
                                                    ("train.lr=inf", "train.lr='inf' is not a finite number")])  # fmt: skip
 def test_learning_rates_no_run_can_use_are_refused(setting, fragment):

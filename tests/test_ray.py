@@ -1,5 +1,6 @@
-"""A study's runs as tasks on a Ray cluster: the runs of one thread locally, bit for bit, on a two-node cluster and
-after one of its nodes is lost mid-study; faults and bad input in one line."""
+"""A study's runs and an audit's sections as tasks on a Ray cluster: what one thread computes locally, bit for bit,
+on a two-node cluster and after one of its nodes is lost mid-study; a run resumed from its part trained before;
+faults and bad input in one line."""
 
 import json
 import os
@@ -11,8 +12,9 @@ import torch
 
 from dlapps.errors import ClusterError, TrainingDiverged
 from dlapps.experiments.base import RunContext
-from dlapps.train import ClassifierRecipe, Execution, TrainConfig, Training
+from dlapps.train import ClassifierRecipe, Execution, TrainConfig, Training, obtain_classifier
 from dlapps.train.ray_cluster import connect, train_on_ray
+from dlapps.train.recipes import checkpoint_path
 from dlapps.train.relayed_progress import ProgressRelay
 from dlapps.train.side_by_side import is_trained
 from dlapps.train.trainer import cross_entropy_step
@@ -152,11 +154,13 @@ class _Recorded:
 
     def __init__(self) -> None:
         self.added: list[str] = []
+        self.completed: list[float] = []  # where each bar started
         self.descriptions: list[str] = []
         self.live: set[int] = set()
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0) -> int:
         self.added.append(description)
+        self.completed.append(completed)
         self.live.add(len(self.added))
         return len(self.added)
 
@@ -201,6 +205,187 @@ def test_a_run_that_fails_is_reported_after_the_others_are_kept(tmp_path, local_
     with pytest.raises(TrainingDiverged, match="training diverged"):
         train_on_ray([Training("diverging", diverging), Training("other", _recipe(6))], tmp_path, **options)
     assert is_trained(_recipe(6), tmp_path)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopsAt:
+    """Cross-entropy that stops the training at its ``step``-th step (as a driver that is killed)."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.taken = step, 0
+
+    def __call__(self, model, inputs, labels):
+        self.taken += 1
+        if self.taken == self.step:
+            raise _Interrupted
+        return cross_entropy_step(model, inputs, labels)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_locally_resumes_in_a_task_from_its_last_epoch(tmp_path, local_ray, mnist_train, mnist_test):
+    recipe = ClassifierRecipe(
+        "residual_mlp", (("depth", 4), ("width", 16)), "mnist", train=TrainConfig(epochs=3, batch_size=100),
+        train_subset=1000, test_subset=200, augment=False,
+    )  # fmt: skip
+    options = {"device": CPU, "train": mnist_train, "test": mnist_test, "execution": Execution()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # the reference, one thread uninterrupted; and a run stopped in its second epoch
+        obtain_classifier(recipe, tmp_path / "whole", CPU, mnist_train, mnist_test)
+        with pytest.raises(_Interrupted):
+            obtain_classifier(recipe, tmp_path / "resumed", CPU, mnist_train, mnist_test, step_loss=_StopsAt(15))
+    finally:
+        torch.set_num_threads(threads)
+    assert not is_trained(recipe, tmp_path / "resumed")
+    connect(None, CPU)
+    progress = _Recorded()
+    assert train_on_ray([Training("resumed", recipe)], tmp_path / "resumed", **options, progress=progress)
+    assert progress.completed[progress.added.index("resumed")] == 10  # the task began at epoch 2 (10 steps done)
+    from safetensors.torch import load_file
+
+    ours = load_file(checkpoint_path(recipe, tmp_path / "resumed"))
+    reference = load_file(checkpoint_path(recipe, tmp_path / "whole"))
+    assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
+
+
+# An audit small enough for seconds a model, with every section
+TINY_AUDIT = [
+    item
+    for setting in (
+        "test_subset=200",
+        "faithfulness_images=20",
+        "deletion_images=5",
+        "deletion_steps=4",
+        "sanity_images=5",
+        "scorecam_images=5",
+        "id_subset=100",
+        "ood_subset=100",
+        "fit_subset=200",
+        "corruption_images=20",
+        "corruptions=gaussian_noise,fog",
+        "severities=1,3",
+        "attack_images=20",
+        "ensemble_steps=5",
+        "square_queries=20",
+        "epsilons=2,8",
+        "resamples=100",
+        "detectors=msp,energy,knn,vim",
+        "model.train.epochs=2",
+        "model.train_subset=2000",
+        "model.train.lr=0.01",
+        "model.augment=false",
+    )  # fmt: skip
+    for item in ("--set", setting)
+]
+NET = """
+import os
+
+from torch import nn
+
+DRIVER = {driver}  # the process it must not die in (None: none)
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, channels):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        if DRIVER is not None and x.requires_grad and os.getpid() != DRIVER:
+            os._exit(1)  # as a worker that runs out of memory is killed: in an attack, in a Ray worker
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def build(num_classes=10, in_shape=(3, 32, 32)):
+    return Net(num_classes, in_shape[0])
+"""
+
+
+def _audit(out, *args, data_root):
+    threads = torch.get_num_threads()
+    if "--executor" not in args:  # the reference: one thread locally
+        torch.set_num_threads(1)
+    try:
+        result = dlapps_main("audit", "--data", "cifar10", "--out", str(out), "--no-progress", *args, *TINY_AUDIT,
+                             data_root=data_root)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def _records(folder):
+    """Every cached record of an audit's folder, by name (its key less the fingerprint, which holds the path of a
+    model trained here), as JSON text."""
+    return sorted((path.stem.rsplit("-", 1)[0], path.read_text()) for path in (folder / "runs").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_an_audit_of_two_models_on_a_two_node_cluster_is_the_local_one_thread_audit(tmp_path, cluster, data_root):
+    """A comparison of the published ResNet-20 and a model of the user's file, trained here (a task, too): each
+    section of each model is a task; the results, every record (each attack's too) and the trained model are
+    those of the audit on one thread locally."""
+    net = tmp_path / "net.py"
+    net.write_text(NET.format(driver=None))
+    models = ("--model", "resnet20_cifar10", "--model", f"{net}:build")
+    local = _audit(tmp_path / "local" / "audit", *models, data_root=data_root)  # its models in local/models
+    assert local.returncode == 0, local.stderr
+    args = (*models, "--executor", "ray", "--ray-address", cluster.address)
+    on_ray = _audit(tmp_path / "ray" / "audit", *args, data_root=data_root)
+    assert on_ray.returncode == 0, on_ray.stderr
+    for label in ("resnet20_cifar10", "net"):
+        ours, theirs = (json.loads((tmp_path / run / "audit" / label / "results.json").read_text())
+                        for run in ("ray", "local"))  # fmt: skip
+        for section in ("accuracy", "explanations", "ood", "corruptions", "robustness", "summary"):
+            assert json.dumps(ours[section]) == json.dumps(theirs[section]), (label, section)
+        assert ours["cached_runs"] == 0  # computed by the tasks, not found from before
+        records = _records(tmp_path / "ray" / "audit" / label)
+        assert records == _records(tmp_path / "local" / "audit" / label)
+        assert sum(name.startswith("audit-attack-") for name, _ in records) >= 4  # relayed as each finished
+    (trained,) = (tmp_path / "ray" / "models").glob("*.safetensors")
+    from safetensors.torch import load_file
+
+    ours, theirs = load_file(trained), load_file(tmp_path / "local" / "models" / trained.name)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # a rerun (a driver killed after the tasks finished) finds every record in the cache
+    again = _audit(tmp_path / "ray" / "audit", *args, data_root=data_root)
+    assert again.returncode == 0, again.stderr
+    results = json.loads((tmp_path / "ray" / "audit" / "net" / "results.json").read_text())
+    assert results["cached_runs"] == 5 + 1  # its sections and its model
+
+
+@pytest.mark.slow
+def test_a_section_that_fails_is_reported_after_the_others_are_kept(tmp_path, local_ray, data_root):
+    """A model whose worker dies when attacked (as one out of memory): its robustness section fails in one line,
+    once its other sections are done and kept, and a rerun computes only that section."""
+    from safetensors.torch import save_file
+
+    net = tmp_path / "net.py"
+    net.write_text(NET.format(driver=os.getpid()))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import net as module
+
+        save_file(module.build().state_dict(), tmp_path / "net.safetensors")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("net", None)
+    model = ("--model", f"{net}:build", "--set", f"model.weights={tmp_path / 'net.safetensors'}")
+    result = _audit(tmp_path / "audit", *model, "--executor", "ray", data_root=data_root)
+    assert_one_line_error(result, "section robustness of ")
+    assert (
+        "failed on the Ray cluster" in result.stderr and "(4 of the 5 sections finished and are kept)" in result.stderr
+    )
+    sections = {name for name, _ in _records(tmp_path / "audit")}
+    assert sections == {"accuracy", "explanations", "ood", "corruptions"}
+    net.write_text(NET.format(driver=None))  # the model mended: only the robustness section is computed
+    again = _audit(tmp_path / "audit", *model, "--executor", "ray", data_root=data_root)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "audit" / "results.json").read_text())["cached_runs"] == 4
 
 
 def _closed_port() -> int:

@@ -52,8 +52,8 @@ Workers = Annotated[
 Executor = Annotated[
     str,
     typer.Option(
-        help="Where a study's runs train: local (this machine) or ray (one task per run on a Ray cluster; "
-        "pip install 'dlapps[ray]')."
+        help="Where the work runs: local (this machine) or ray (a task per training run, or per audit section "
+        "and model, on a Ray cluster; pip install 'dlapps[ray]')."
     ),
 ]
 RayAddress = Annotated[
@@ -282,6 +282,8 @@ def audit(
     download: Download = False,
     progress: ShowProgress = True,
     precision: Precision = "auto",
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
 ) -> None:
     """Audit a classifier on one dataset: accuracy, calibration, explanations, OOD detection and robustness,
     in one report (report.md and a self-contained report.html); several models: each audited, then compared."""
@@ -292,7 +294,7 @@ def audit(
 
     out = out or Path("runs") / f"audit-{profile}"
     ctx = RunContext(out=out, device=resolve_device(device), data_root=data_root, download=download,
-                     show_progress=progress, precision=precision)  # fmt: skip
+                     show_progress=progress, precision=precision, executor=executor, ray_address=ray_address)  # fmt: skip
     options = {"ood": tuple(ood or ()), "profile": profile, "settings": list(set_ or []), "ctx": ctx}
     if len(model) > 1:
         results = compare_models(tuple(model), data, **options)

@@ -20,6 +20,7 @@ for those classes only.
 
 from __future__ import annotations
 
+import copy
 import math
 import shlex
 from dataclasses import dataclass, field, replace
@@ -72,8 +73,10 @@ from dlapps.ood import DETECTORS, create_detector, evaluate_detectors, fast_dete
 from dlapps.ood.tables import against_msp_lines, beats_msp_lines, detector_table
 from dlapps.report import figures
 from dlapps.report.markdown import Heading, Image, format_number, percent, table, with_interval
+from dlapps.report.runs import RelayedCache, RunCache, cache_key
 from dlapps.train import resolve_device
 from dlapps.train.model_spec import ModelSpec
+from dlapps.train.ray_cluster import RayTask, TaskRelay, put, run_tasks
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,10 @@ class AuditConfig(OnDataset):
                 "fit_subset must be at least 50 for the KNN detector")  # fmt: skip
 
 
+SECTIONS = ("accuracy", "explanations", "ood", "corruptions", "robustness")  # in the order they run
+ATTACK_RECORD = "audit-attack-"  # the start of the cache key of each attack's record
+
+
 def standard_eps(config: AuditConfig, shape: tuple[int, int, int]) -> tuple[float, float]:
     """The reported L∞ ε (grey levels) and L2 ε: RobustBench's 8/255 and 0.5 up to 64-pixel images, the ImageNet
     convention (4/255, and L2 3.0) beyond, unless the config sets them."""
@@ -190,38 +197,38 @@ class Audit(Study):
             classifier, test = restrict(classifier, outputs, names), replace(test, classes=names)
         return classifier, test, outputs
 
-    def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
-        dataset = get_dataset(config.dataset)
+    def inputs(self, config: AuditConfig, ctx: RunContext, progress=None) -> AuditInputs:
+        """The model and every image the sections read, loaded once (the training images only where a section
+        that fits detectors is not in the cache): the OOD sets too, so that sets which can be wrong fail before the
+        long sections."""
         test = self.test_data(config, ctx)
         config = config.for_images(test.image_shape)  # the counts the sections use (and are cached under)
+        classifier, test, outputs = self.classifier(config, ctx, test, progress)
+        inputs = AuditInputs(config, classifier, outputs, test, self._ood_data(config, ctx, test),
+                             config.batch_size or inference_batch(test.image_shape, ctx.device), ctx.device)  # fmt: skip
+        if any(not ctx.cache.has(inputs.key(name)) for name in ("ood", "corruptions")):
+            inputs.fitting = self._scored_and_fitting_images(config, ctx, test)
+        return inputs
+
+    def run(self, config: AuditConfig, ctx: RunContext) -> StudyOutput:
+        dataset = get_dataset(config.dataset)
         with ctx.progress() as progress:
-            task = progress.add_task("audit: model", total=6)
-            classifier, test, outputs = self.classifier(config, ctx, test, progress)
-            ood = self._ood_data(config, ctx, test)  # sets that can be wrong fail before the long sections
-            batch = config.batch_size or inference_batch(test.image_shape, ctx.device)
-            identity = {"model": classifier.describe(), "data": test.source, "n": len(test), "seed": config.seed}
-
-            def memo(name: str, settings: dict[str, Any], compute) -> dict[str, Any]:
-                """One attack's record, cached on its own: an interrupted robustness section resumes from it."""
-                keyed = {**identity, "images": config.attack_images, "batch_size": config.batch_size, **settings}
-                return ctx.cache.get_or_compute(f"audit-attack-{name}", keyed, lambda _: compute())
-
-            sections, found = {}, {}
-            for name, section in (("accuracy", self._accuracy), ("explanations", self._explanations),
-                                  ("ood", self._ood), ("corruptions", self._corruptions),
-                                  ("robustness", self._robustness)):  # fmt: skip
+            task = progress.add_task("audit: model", total=len(SECTIONS) + 1)
+            inputs = self.inputs(config, ctx, progress)
+            if ctx.executor == "ray":
+                self.sections_on_ray([(inputs.classifier.title, inputs, ctx.cache)], ctx.device, progress)
+            sections = {}
+            for name in SECTIONS:
                 progress.update(task, advance=1, description=f"audit: {name}")
-                settings = {**identity, "section": name, "config": _section_settings(config, name)}
                 sections[name] = ctx.cache.get_or_compute(
-                    name,
-                    settings,
-                    lambda _, section=section: section(config, ctx, classifier, test, ood=ood, batch=batch, memo=memo),
+                    name, inputs.settings(name), lambda _, name=name: self.section(name, inputs, ctx.cache)
                 )
-            found |= self._cam_grid(config, classifier, test, sections["explanations"], ctx, batch)
+            config, classifier, test = inputs.config, inputs.classifier, inputs.test
+            found = self._cam_grid(config, classifier, test, sections["explanations"], ctx, inputs.batch)
         results = {
             "data": {"dataset": config.dataset, "title": dataset.title, "test": test.source, "test_size": len(test),
                      "classes": list(test.classes)},
-            "model": {**classifier.describe(), "restricted_to": None if outputs is None else list(outputs)},
+            "model": {**classifier.describe(), "restricted_to": None if inputs.outputs is None else list(inputs.outputs)},
             **sections,
         }  # fmt: skip
         results["summary"] = verdicts(results)
@@ -229,22 +236,49 @@ class Audit(Study):
         rows = [{"section": s, "quantity": q, "value": v} for s, q, v, _ in results["summary"]]
         return StudyOutput(results, rows, found)
 
+    def section(self, name: str, inputs: AuditInputs, cache: RunCache | RelayedCache) -> dict[str, Any]:
+        """The record of section ``name``; each attack of the robustness section is cached on its own in
+        ``cache``, so that an interrupted section resumes from them."""
+
+        def memo(attack: str, settings: dict[str, Any], compute) -> dict[str, Any]:
+            keyed = {**inputs.identity, "images": inputs.config.attack_images, "batch_size": inputs.config.batch_size,
+                     **settings}  # fmt: skip
+            return cache.get_or_compute(f"{ATTACK_RECORD}{attack}", keyed, lambda _: compute())
+
+        return getattr(self, f"_{name}")(inputs, memo=memo)
+
+    def sections_on_ray(
+        self, audits: list[tuple[str, AuditInputs, RunCache]], device: torch.device, progress=None
+    ) -> None:
+        """The sections of each audit (label, inputs, cache) that are not in its cache yet, each a task on the
+        Ray cluster the run joined: every audit's model and images are put in the object store once, and each
+        record (a section's, an attack's) is written into its audit's cache as it arrives."""
+        tasks, keys = [], []
+        for label, inputs, cache in audits:
+            missing = [name for name in SECTIONS if not cache.has(inputs.key(name))]
+            if missing:
+                shared, known = put(inputs.on_cpu()), cache.records(ATTACK_RECORD)
+                tasks += [RayTask(f"{name} of {label}", (name, shared, known)) for name in missing]
+                keys += [(cache, inputs.key(name)) for name in missing]
+        if tasks:
+            run_tasks(_section_task, tasks, device=device, noun="section", progress=progress,
+                      on_result=lambda index, record: keys[index][0].put(keys[index][1], record),
+                      on_record=lambda index, key, record: keys[index][0].put(key, record))  # fmt: skip
+
     # --- sections: each returns a JSON-ready record ----------------------------------------------------
 
-    def _accuracy(
-        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
-    ) -> dict:
-        logits = predict(classifier.module, test, batch)
+    def _accuracy(self, inputs: AuditInputs, **_) -> dict:
+        config, test = inputs.config, inputs.test
+        logits = predict(inputs.classifier.module, test, inputs.batch)
         return accuracy_and_calibration(logits, test.labels, classes=len(test.classes), bins=config.calibration_bins,
                                         seed=config.seed, resamples=config.resamples)  # fmt: skip
 
-    def _explanations(
-        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
-    ) -> dict:
+    def _explanations(self, inputs: AuditInputs, **_) -> dict:
+        config, classifier, test, batch = inputs.config, inputs.classifier, inputs.test, inputs.batch
         example = test.images[:1].to(model_device(classifier.module)).float() / 255
         model, layer = classifier.module, classifier.explained_layer(example, config.layer)
         pool = test.subset(config.faithfulness_images, config.seed)
-        x = pool.images.to(ctx.device).float() / 255
+        x = pool.images.to(inputs.device).float() / 255
         with torch.no_grad():
             targets = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch)])
         rows = []
@@ -275,10 +309,9 @@ class Audit(Study):
                 left_out.append(replace(choice, reason=f"not readable here ({exc})"))
         return ChosenSets(sets, left_out)
 
-    def _ood(
-        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, ood, batch: int, **_
-    ) -> dict:
-        ids, train = self._scored_and_fitting_images(config, ctx, test)
+    def _ood(self, inputs: AuditInputs, **_) -> dict:
+        config, classifier, ood, batch = inputs.config, inputs.classifier, inputs.ood, inputs.batch
+        (ids, train), test = inputs.fitting, inputs.test
         detectors = {name: create_detector(name) for name in config.detectors}
         data = {name: images for name, (_, images) in ood.sets.items()}
         evaluation = evaluate_detectors(detectors, classifier.module, train, ids, data, batch_size=batch,
@@ -309,14 +342,13 @@ class Audit(Study):
             ids, train = test.take(order[:scored]), test.take(order[scored:]).subset(config.fit_subset, config.seed)
         return ids, train
 
-    def _corruptions(
-        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, **_
-    ) -> dict:
+    def _corruptions(self, inputs: AuditInputs, **_) -> dict:
         """Accuracy and calibration under the common corruptions, and whether the detectors flag corrupted
         images: each detector's AUROC of clean images against the same images corrupted (each by one corruption,
         in turn) at each severity."""
-        data = test.subset(config.corruption_images, config.seed)
-        model, severities = classifier.module, config.severities
+        config, batch = inputs.config, inputs.batch
+        data = inputs.test.subset(config.corruption_images, config.seed)
+        model, severities = inputs.classifier.module, config.severities
         found = evaluate_corruptions(model, data, config.corruptions, severities, seed=config.seed, batch_size=batch)
         labels, names = found.labels, found.names
         if not names:
@@ -327,7 +359,7 @@ class Audit(Study):
         pooled_ece = [confidence_reliability(torch.cat([found.corrupted[n, s].confidence for n in names]),
                                              torch.cat([right[n, s] for n in names]), config.calibration_bins).ece
                       for s in severities]  # fmt: skip
-        _, train = self._scored_and_fitting_images(config, ctx, test)
+        _, train = inputs.fitting
         detectors = {name: create_detector(name) for name in config.detectors}
         shifted = {f"severity {s}": corrupted_in_rotation(data, names, s, config.seed) for s in severities}
         evaluation = evaluate_detectors(detectors, model, train, data, shifted, batch_size=batch, skip_unusable=True)
@@ -356,10 +388,9 @@ class Audit(Study):
         except DataError:
             return None
 
-    def _robustness(
-        self, config: AuditConfig, ctx, classifier: Classifier, test: ImageArrays, *, batch: int, memo, **_
-    ) -> dict:
-        model, data = classifier.module, test.subset(config.attack_images, config.seed)
+    def _robustness(self, inputs: AuditInputs, *, memo) -> dict:
+        config, test, batch = inputs.config, inputs.test, inputs.batch
+        model, data = inputs.classifier.module, test.subset(config.attack_images, config.seed)
         linf, l2 = standard_eps(config, data.image_shape)
         rows, headline = [], None
         for eps in sorted({*config.epsilons, linf}):
@@ -721,6 +752,51 @@ class ChosenSets:
 
     sets: dict[str, tuple[OodChoice, ImageArrays]]
     left_out: list[OodChoice]
+
+
+@dataclass
+class AuditInputs:
+    """What the sections read: the model as a classifier of the dataset's classes and the images, with the
+    config whose counts they use."""
+
+    config: AuditConfig  # its counts made for the images (``for_images``)
+    classifier: Classifier
+    outputs: tuple[int, ...] | None  # the model's outputs kept (None: all)
+    test: ImageArrays
+    ood: ChosenSets
+    batch: int  # images per forward pass
+    device: torch.device
+    fitting: tuple[ImageArrays, ImageArrays] | None = None  # the ID images detectors score, and are fitted on
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What every record's cache key holds: the model, the images, the seed."""
+        return {"model": self.classifier.describe(), "data": self.test.source, "n": len(self.test),
+                "seed": self.config.seed}  # fmt: skip
+
+    def settings(self, section: str) -> dict[str, Any]:
+        return {**self.identity, "section": section, "config": _section_settings(self.config, section)}
+
+    def key(self, section: str) -> str:
+        return cache_key(section, self.settings(section))
+
+    def on_cpu(self) -> AuditInputs:
+        """These inputs with the model on the CPU (a copy, where it is elsewhere), for a machine whose devices
+        are not this one's."""
+        if model_device(self.classifier.module).type == "cpu":
+            return self
+        module = copy.deepcopy(self.classifier.module).cpu()
+        return replace(self, classifier=replace(self.classifier, module=module))
+
+
+def _section_task(name: str, inputs: AuditInputs, known: dict[str, Any], *, relay: TaskRelay) -> dict[str, Any]:
+    """A section in a Ray task: its model moved to the device it runs on there, each attack it finishes relayed
+    to the driver's cache as it finishes."""
+    bar = relay.progress.add_task(name, total=None)
+    inputs = replace(inputs, classifier=inputs.classifier.to(inputs.device))
+    record = STUDIES["audit"].section(name, inputs, RelayedCache(known, relay.record))
+    relay.progress.remove_task(bar)
+    return record
 
 
 def _section_settings(config: AuditConfig, section: str) -> dict[str, Any]:

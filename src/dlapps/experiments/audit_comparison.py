@@ -89,7 +89,13 @@ class AuditComparison(Study):
     def run(self, config: ComparisonConfig, ctx: RunContext) -> StudyOutput:
         audit = STUDIES["audit"]
         self._check_comparable(config, ctx)
-        audits = [run_study(audit, settings, replace(ctx, out=ctx.out / label, command=None))
+        contexts = {label: replace(ctx, out=ctx.out / label, command=None) for label in config.labels}
+        if ctx.executor == "ray":  # every model's sections at once, as tasks; each audit then finds them cached
+            with ctx.progress() as progress:
+                inputs = [(label, audit.inputs(settings, contexts[label], progress), contexts[label].cache)
+                          for label, settings in zip(config.labels, config.audits, strict=True)]  # fmt: skip
+                audit.sections_on_ray(inputs, ctx.device, progress)
+        audits = [run_study(audit, settings, contexts[label])
                   for label, settings in zip(config.labels, config.audits, strict=True)]  # fmt: skip
         first = config.audits[0]
         rows = compare_all([audit_measures(r) for r in audits], resamples=first.resamples, seed=first.seed)

@@ -23,6 +23,12 @@ from torch import nn
 from dlapps.errors import ConfigError, first_line
 
 FACTORY = re.compile(r"(?P<module>.+\.py|[A-Za-z_][\w.]*):(?P<attribute>[A-Za-z_]\w*)")
+FILE_MODULE = "dlapps_user_model_"  # the start of the name a model file is imported under
+
+
+def file_modules() -> list[Any]:
+    """The model files imported so far, as modules (which other machines cannot import by name)."""
+    return [module for name, module in sys.modules.items() if name.startswith(FILE_MODULE)]
 
 
 def is_factory_name(name: str) -> bool:
@@ -43,7 +49,7 @@ def _module(source: str) -> Any:
     path = Path(source).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"model file {source} does not exist")
-    name = f"dlapps_user_model_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+    name = f"{FILE_MODULE}{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up by name

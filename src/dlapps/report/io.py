@@ -81,6 +81,13 @@ def write_text(path: Path, text: str) -> Path:
 NON_FINITE = "non_finite_as_null"
 
 
+def _child(where: str, key: Any) -> str:
+    """The path of an item (a dict's key, a list's index) under ``where``: ``rows[3].mean_iterations``."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else str(key)
+
+
 def finite(payload: Any, where: str = "", replaced: list[str] | None = None) -> Any:
     """``payload`` with every NaN or infinite float as None, so that it is valid (strict) JSON; the path of
     each replaced value (``rows[3].mean_iterations``) is added to ``replaced``."""
@@ -89,20 +96,49 @@ def finite(payload: Any, where: str = "", replaced: list[str] | None = None) -> 
             replaced.append(f"{where} ({payload})")
         return None
     if isinstance(payload, dict):
-        return {key: finite(value, f"{where}.{key}" if where else str(key), replaced) for key, value in payload.items()}
+        return {key: finite(value, _child(where, str(key)), replaced) for key, value in payload.items()}
     if isinstance(payload, list | tuple):
-        return [finite(value, f"{where}[{i}]", replaced) for i, value in enumerate(payload)]
+        return [finite(value, _child(where, i), replaced) for i, value in enumerate(payload)]
     return payload
 
 
-def write_json(path: Path, payload: Any) -> Path:
+def json_text(payload: Any) -> str:
     """Strict JSON: a value that is not a finite number is written as null, and a dict payload then lists each
     such value under ``non_finite_as_null`` (where it was, and what it was)."""
     replaced: list[str] = []
     clean = finite(payload, replaced=replaced)
     if replaced and isinstance(clean, dict):
         clean[NON_FINITE] = replaced
-    return write_text(path, json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def with_non_finite(payload: Any) -> Any:
+    """A payload read from :func:`json_text`'s JSON with the values listed under ``non_finite_as_null`` back in
+    place of their nulls: the payload that was written, but for tuples read as lists."""
+    if not isinstance(payload, dict) or NON_FINITE not in payload:
+        return payload
+    values = dict(entry.rsplit(" (", 1) for entry in payload.pop(NON_FINITE))
+
+    def restored(value: Any, where: str) -> Any:
+        if value is None and where in values:
+            return float(values[where].removesuffix(")"))
+        if isinstance(value, dict):
+            return {key: restored(item, _child(where, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [restored(item, _child(where, i)) for i, item in enumerate(value)]
+        return value
+
+    return restored(payload, "")
+
+
+def round_trip(payload: Any) -> Any:
+    """What a JSON file of ``payload`` reads back as (:func:`json_text`, then :func:`with_non_finite`)."""
+    return with_non_finite(json.loads(json_text(payload)))
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """``payload`` as strict JSON (:func:`json_text`)."""
+    return write_text(path, json_text(payload))
 
 
 def _no_constants(name: str) -> Any:

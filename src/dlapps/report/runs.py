@@ -12,7 +12,12 @@ from typing import Any
 
 from dlapps.config import fingerprint
 from dlapps.errors import DlappsError
-from dlapps.report.io import read_json, write_json
+from dlapps.report.io import read_json, round_trip, with_non_finite, write_json
+
+
+def cache_key(name: str, settings: dict[str, Any]) -> str:
+    """The key of the run ``name`` with these ``settings``: a fingerprint of everything that made it."""
+    return f"{name}-{fingerprint(settings)[:10]}"
 
 
 @dataclass
@@ -23,40 +28,73 @@ class RunCache:
     """
 
     folder: Path
-    hits: int = field(default=0)
+    hits: int = field(default=0)  # records found that this process did not write
+    written: set[str] = field(default_factory=set)
 
     def key(self, name: str, settings: dict[str, Any]) -> str:
-        return f"{name}-{fingerprint(settings)[:10]}"
+        return cache_key(name, settings)
+
+    def has(self, key: str) -> bool:
+        return (self.folder / f"{key}.json").is_file()
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The record of ``key``; None when there is none, or when it is damaged (it is then set aside as
         ``<key>.json.damaged`` and the run is done again: a cache is never a reason to fail)."""
+        record = self._read(key)
+        self.hits += record is not None and key not in self.written
+        return record
+
+    def records(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every readable record whose key starts with ``prefix``, by key (not counted as hits)."""
+        found = {path.stem: self._read(path.stem) for path in sorted(self.folder.glob(f"{prefix}*.json"))}
+        return {key: record for key, record in found.items() if record is not None}
+
+    def _read(self, key: str) -> dict[str, Any] | None:
         path = self.folder / f"{key}.json"
         if not path.is_file():
             return None
         try:
-            record = read_json(path)
+            record = with_non_finite(read_json(path))
         except (ValueError, OSError):
             record = None
         if not isinstance(record, dict):
             os.replace(path, path.with_name(path.name + ".damaged"))
             return None
-        self.hits += 1
         return record
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         write_json(self.folder / f"{key}.json", record)
+        self.written.add(key)
 
     def get_or_compute(
         self, name: str, settings: dict[str, Any], compute: Callable[[str], dict[str, Any]]
     ) -> dict[str, Any]:
-        """The record of the run ``name`` with these ``settings``: the cached one, else ``compute(key)``'s, cached."""
+        """The record of the run ``name`` with these ``settings``: the cached one, else ``compute(key)``'s, cached
+        and read back, so that a run gets the very record a rerun finds (tuples as lists, string keys)."""
         key = self.key(name, settings)
         record = self.get(key)
         if record is None:
-            record = compute(key)
-            self.put(key, record)
+            self.put(key, compute(key))
+            record = self._read(key)
         return record
+
+
+@dataclass
+class RelayedCache:
+    """A :class:`RunCache` where its folder is not at hand (a task on another machine): the records known
+    beforehand, and each new one handed to ``keep``, which sends it to where the folder is."""
+
+    known: dict[str, dict[str, Any]]
+    keep: Callable[[str, dict[str, Any]], None]
+
+    def get_or_compute(
+        self, name: str, settings: dict[str, Any], compute: Callable[[str], dict[str, Any]]
+    ) -> dict[str, Any]:
+        key = cache_key(name, settings)
+        if key not in self.known:
+            self.known[key] = round_trip(compute(key))  # as a RunCache reads it back
+            self.keep(key, self.known[key])
+        return self.known[key]
 
 
 def check_output_folder(out: Path) -> None:

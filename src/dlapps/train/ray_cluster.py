@@ -1,14 +1,15 @@
-"""Train a study's runs on a Ray cluster: one task per run, the data through the object store, the checkpoints
-back to the driver.
+"""Work spread over a Ray cluster: a study's runs, an audit's sections, one task each, the data through the
+object store, the results back to the driver.
 
-A run is the unit of work. Each becomes a task that asks for what it trains on (one GPU where the study runs
-on CUDA, else one CPU) and trains on one thread, so that it is the very run, bit for bit, that one thread
-trains locally. The training and evaluation splits are put into Ray's object store once and every task reads
-them from there, so the workers need no shared filesystem. A task trains into a folder of its own and returns
+A task asks for what it computes on (one GPU where the study runs on CUDA, else one CPU) and runs on one
+thread, so that it computes, bit for bit, what one thread computes locally. What tasks read (the training and
+evaluation splits, a model and its images) is put into Ray's object store once and every task reads it from
+there, so the workers need no shared filesystem. A training task trains into a folder of its own and returns
 the finished checkpoint's bytes, which the driver writes into the model folder, where
-:func:`~dlapps.train.obtain_classifier` finds it as it finds any run trained before: a driver killed mid-study
-resumes from them. A task whose worker or node is lost runs again (Ray's retries); a run that fails for good
-(a worker out of memory) is reported once the other runs have finished and been kept.
+:func:`~dlapps.train.obtain_classifier` finds it as it finds any run trained before; other tasks relay the
+records they find to the driver's cache. A driver killed mid-study resumes from them. A task whose worker or
+node is lost runs again (Ray's retries); one that fails for good (a worker out of memory) is reported once the
+others have finished and been kept.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import queue
 import socket
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from rich.progress import Progress
 
 from dlapps.data import ImageArrays
 from dlapps.errors import ClusterError, DlappsError, first_line
+from dlapps.models.factory import file_modules
 from dlapps.report.io import write_atomically
 from dlapps.train.config import Execution
 from dlapps.train.recipes import ClassifierRecipe, checkpoint_path, obtain_classifier
@@ -79,6 +82,102 @@ def _check_answers(address: str) -> None:
         ) from None
 
 
+class RayTask(NamedTuple):
+    """One task: its label (for the progress display and errors) and the arguments its function takes before
+    its :class:`TaskRelay` (values, or what :func:`put` put in the object store)."""
+
+    label: str
+    arguments: tuple[Any, ...]
+
+
+class TaskRelay:
+    """What a task sends its driver while it runs: progress (a stand-in for rich's ``Progress``) and the records it
+    finds on the way, for the driver's cache."""
+
+    def __init__(self, events: Any, index: int) -> None:
+        self.events, self.index = events, index
+        self.progress = RelayedProgress(events, index)
+
+    def record(self, key: str, record: Any) -> None:
+        self.events.put(("record", self.index, key, record))
+
+
+def put(value: Any) -> Any:
+    """``value`` in the object store, once, for every task to read. Model files a user's model came from travel
+    with it, since other machines cannot import them by name."""
+    ray = _ray()
+    for module in file_modules():
+        ray.cloudpickle.register_pickle_by_value(module)
+    return ray.put(value)
+
+
+def run_tasks(
+    function: Callable[..., Any],
+    tasks: list[RayTask],
+    *,
+    device: torch.device,
+    noun: str,
+    on_result: Callable[[int, Any], None],
+    on_record: Callable[[int, str, Any], None] | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """``function(*task.arguments, relay=TaskRelay)`` for each task, on the Ray cluster :func:`connect` joined, on
+    one thread, with the resources a run on ``device`` asks for (one GPU on CUDA, else one CPU). The driver hands
+    each result to ``on_result(index, result)`` as it arrives, and each record a task relays to ``on_record``.
+    A task whose worker or node is lost runs again; one that failed is raised once the others are done: its
+    own error as it is, a lost worker as a :class:`ClusterError` naming the ``noun`` ("run")."""
+    ray = _ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    events = _Events(ray.remote(_EventBuffer).options(num_cpus=0, scheduling_strategy=here).remote())
+    relay = ProgressRelay(progress, {index: task.label for index, task in enumerate(tasks)}, on_record)
+    resources = {"num_gpus": 1} if device.type == "cuda" else {"num_cpus": 1}
+    remote = ray.remote(_in_worker).options(max_retries=RETRIES, retry_exceptions=False, **resources)
+    pending = {remote.remote(function, index, events, *task.arguments): index for index, task in enumerate(tasks)}
+    overall = None if progress is None else progress.add_task("Ray", total=len(tasks))
+    failed: list[tuple[str, Exception]] = []
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+            relay.drain(events)
+            for ref in done:
+                index = pending.pop(ref)
+                relay.finish(index)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    failed.append((tasks[index].label, exc))
+                    continue
+                on_result(index, result)
+            if progress is not None:
+                finished = len(tasks) - len(pending)
+                left = len(pending) - len(relay.tasks)
+                description = f"Ray: {finished} {noun}s done, {len(relay.tasks)} running, {left} waiting"
+                progress.update(overall, completed=finished, description=description)
+        relay.drain(events)  # what the last tasks relayed (each waited for its events to be taken)
+    except BaseException:
+        for ref in pending:  # the driver stops: so do its tasks (what they finished is kept)
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        relay.close()
+        if progress is not None:
+            progress.remove_task(overall)
+        ray.kill(events.buffer)
+    if failed:
+        _raise_failure(*failed[0], noun, kept=f"{len(tasks) - len(failed)} of the {len(tasks)} {noun}s")
+
+
+def _in_worker(function: Callable[..., Any], index: int, events: Any, *arguments: Any) -> Any:
+    """A task in a Ray worker, on one thread: the very computation one thread does locally."""
+    torch.set_num_threads(1)
+    try:
+        return function(*arguments, relay=TaskRelay(events, index))
+    finally:
+        events.flush()
+
+
 def train_on_ray(
     runs: list[Training],
     folder: Path,
@@ -91,57 +190,19 @@ def train_on_ray(
 ) -> set[str]:
     """Train the runs not yet finished in ``folder`` as tasks on the Ray cluster :func:`connect` joined, largest
     first; write each checkpoint into ``folder`` as it arrives; return the keys of the runs trained. A run that
-    failed is raised once the others are done: its own error as it is, a lost worker as a :class:`ClusterError`."""
-    ray = _ray()
+    failed is raised once the others are done (see :func:`run_tasks`)."""
     todo = sorted((run for run in runs if not is_trained(run.recipe, folder)), key=lambda run: -run_work(run, train))
     if not todo:
         return set()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    data = put(train), put(test)
+    tasks = [RayTask(run.label, (run.recipe, run.step_loss, *data, _partial(run.recipe, folder), device.type,
+                                 execution)) for run in todo]  # fmt: skip
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    events = _Events(ray.remote(_EventBuffer).options(num_cpus=0, scheduling_strategy=here).remote())
-    relay = ProgressRelay(progress, {index: run.label for index, run in enumerate(todo)})
-    resources = {"num_gpus": 1} if device.type == "cuda" else {"num_cpus": 1}
-    task = ray.remote(_train_run).options(max_retries=RETRIES, retry_exceptions=False, **resources)
-    data = ray.put(train), ray.put(test)
-    pending = {
-        task.remote(index, run.recipe, run.step_loss, *data, _partial(run.recipe, folder), device.type, execution,
-                    events): index
-        for index, run in enumerate(todo)
-    }  # fmt: skip
-    overall = None if progress is None else progress.add_task("Ray", total=len(todo))
-    failed: list[tuple[Training, Exception]] = []
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
-            relay.drain(events)
-            for ref in done:
-                index = pending.pop(ref)
-                relay.finish(index)
-                run = todo[index]
-                try:
-                    checkpoint = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    failed.append((run, exc))
-                    continue
-                write_atomically(checkpoint_path(run.recipe, folder), lambda tmp, b=checkpoint: tmp.write_bytes(b),
-                                 "the checkpoint")  # fmt: skip
-            if progress is not None:
-                finished = len(todo) - len(pending)
-                left = len(pending) - len(relay.tasks)
-                description = f"Ray: {finished} runs done, {len(relay.tasks)} running, {left} waiting"
-                progress.update(overall, completed=finished, description=description)
-    except BaseException:
-        for ref in pending:  # the driver stops: so do its runs (finished ones are in the folder)
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        relay.close()
-        if progress is not None:
-            progress.remove_task(overall)
-        ray.kill(events.buffer)
-    if failed:
-        _raise_failure(*failed[0], kept=f"{len(todo) - len(failed)} of the {len(todo)} runs")
+    def write(index: int, checkpoint: bytes) -> None:
+        write_atomically(checkpoint_path(todo[index].recipe, folder), lambda tmp: tmp.write_bytes(checkpoint),
+                         "the checkpoint")  # fmt: skip
+
+    run_tasks(_train_run, tasks, device=device, noun="run", on_result=write, progress=progress)
     return {run.recipe.key() for run in todo}
 
 
@@ -165,10 +226,15 @@ class _Events:
     which would start another run on it (Ray's ``Queue`` waits, and trains three runs at once on two CPUs)."""
 
     def __init__(self, buffer: Any) -> None:
-        self.buffer, self.taken = buffer, deque()
+        self.buffer, self.taken, self.last_put = buffer, deque(), None
 
     def put(self, event: Any) -> None:
-        self.buffer.put.remote(event)
+        self.last_put = self.buffer.put.remote(event)
+
+    def flush(self) -> None:
+        """Wait until every event put is in the buffer (an actor runs one caller's calls in order)."""
+        if self.last_put is not None:
+            _ray().get(self.last_put)
 
     def get_nowait(self) -> Any:
         if not self.taken:
@@ -187,17 +253,16 @@ def _partial(recipe: ClassifierRecipe, folder: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def _raise_failure(run: Training, exc: Exception, kept: str) -> None:
+def _raise_failure(label: str, exc: Exception, noun: str, kept: str) -> None:
     ray = _ray()
     if isinstance(exc, ray.exceptions.RayTaskError):
         if isinstance(exc.cause, DlappsError):
-            raise exc.cause  # the run's own error (a diverged training), as a local run raises it
+            raise exc.cause  # the task's own error (a diverged training), as it is raised locally
         raise exc  # a bug: with its traceback from the worker
-    raise ClusterError(f"run {run.label} failed on the Ray cluster: {first_line(exc)} ({kept} finished and are kept)")
+    raise ClusterError(f"{noun} {label} failed on the Ray cluster: {first_line(exc)} ({kept} finished and are kept)")
 
 
 def _train_run(
-    index: int,
     recipe: ClassifierRecipe,
     step_loss: StepLoss,
     train: ImageArrays,
@@ -205,17 +270,17 @@ def _train_run(
     partial: bytes | None,
     device_type: str,
     execution: Execution,
-    events: Any,
+    *,
+    relay: TaskRelay,
 ) -> bytes:
-    """In a Ray worker: train the run on one thread, as :func:`obtain_classifier` does, in a folder of its own;
-    return its checkpoint."""
-    torch.set_num_threads(1)
+    """In a Ray worker: train the run as :func:`obtain_classifier` does, in a folder of its own (from the part
+    trained before, if any); return its checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint_path(recipe, Path(tmp))
         if partial is not None:
             path.write_bytes(partial)
         obtain_classifier(
             recipe, Path(tmp), torch.device(device_type), train, test, execution=execution,
-            progress=RelayedProgress(events, index), step_loss=step_loss,
+            progress=relay.progress, step_loss=step_loss,
         )  # fmt: skip
         return path.read_bytes()

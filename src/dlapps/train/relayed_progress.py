@@ -1,4 +1,5 @@
-"""Progress bars of runs trained in other processes (forked workers, Ray tasks), relayed to the parent's display.
+"""Progress bars of runs trained in other processes (forked workers, Ray tasks), relayed to the parent's display,
+and the records a run found on the way, relayed to the parent's cache.
 
 A worker's :class:`RelayedProgress` stands in for rich's ``Progress`` in :func:`~dlapps.train.fit` and puts
 events on a queue (a ``multiprocessing`` queue, or Ray's); the parent's :class:`ProgressRelay` drains the queue
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.progress import Progress
@@ -36,10 +38,13 @@ class RelayedProgress:
 
 class ProgressRelay:
     """The parent's side: one bar per run in training, named by its label (a run started again after its worker
-    was lost keeps one bar); the process ids of the workers that said who they are."""
+    was lost keeps one bar); the process ids of the workers that said who they are; the records a run found on
+    the way, handed to ``keep`` (run, key, record)."""
 
-    def __init__(self, progress: Progress | None, labels: dict[int, str]) -> None:
-        self.progress, self.labels = progress, labels
+    def __init__(
+        self, progress: Progress | None, labels: dict[int, str], keep: Callable[[int, str, Any], None] | None = None
+    ) -> None:
+        self.progress, self.labels, self.keep = progress, labels, keep
         self.tasks: dict[int, Any] = {}
         self.workers: list[int] = []
 
@@ -51,6 +56,8 @@ class ProgressRelay:
                 return
             if kind == "worker":
                 self.workers.append(rest[0])
+            elif kind == "record" and self.keep is not None:
+                self.keep(*rest)
             elif self.progress is not None:
                 self._show(kind, *rest)
 

@@ -21,6 +21,7 @@ from dlapps.train.model_spec import ModelSpec
 from dlapps.train.ray_cluster import connect, train_on_ray
 from dlapps.train.recipes import ClassifierRecipe, obtain_classifier
 from dlapps.train.side_by_side import Training, check_workers, default_workers, train_side_by_side
+from dlapps.train.trainer import cross_entropy_step
 
 EXECUTORS = ("local", "ray")  # where the runs of a study train: on this host, or as tasks on a Ray cluster
 
@@ -40,7 +41,8 @@ class ModelSource:
     workers: int | None = None  # runs trained side by side; None: one per core on a CPU where that is faster
     executor: str = "local"  # one of EXECUTORS
     ray_address: str | None = None  # the Ray cluster: auto, host:port or ray://host:port; None: one started here
-    reused: int = field(init=False)  # models found in the folder, not trained by workers for this run
+    trained: set[str] = field(default_factory=set)  # keys of the models this command trained (shared by replace)
+    found: set[str] = field(init=False)  # keys of the models found in the folder that this command did not train
     trained_by_workers: set[str] = field(init=False)  # keys of the models workers trained
 
     def __post_init__(self) -> None:
@@ -57,8 +59,13 @@ class ModelSource:
             connect(self.ray_address, self.device)
         elif self.ray_address is not None:
             raise ConfigError(f"a Ray address ({self.ray_address}) is for the ray executor, not {self.executor}")
-        self.reused = 0
+        self.found = set()
         self.trained_by_workers = set()
+
+    @property
+    def reused(self) -> int:
+        """How many models it found trained in the folder, not by this command."""
+        return len(self.found)
 
     @property
     def training_workers(self) -> int:
@@ -79,22 +86,28 @@ class ModelSource:
         """The classifier a :class:`ModelSpec` names, for ``dataset`` (``data``: its evaluation split), or the
         model of a recipe, on the device: published or given weights are loaded; a model trained here comes
         from the model folder, trained there first when it is not (else counted as reused), on its dataset's
-        ``train`` and ``test`` splits (read when not given). ``training``: keyword arguments of
+        ``train`` and ``test`` splits (read when not given; as a task on the cluster under the ray executor).
+        ``training``: keyword arguments of
         :func:`~dlapps.train.obtain_classifier` (``progress``, ``step_loss``)."""
         if isinstance(model, ModelSpec) and model.kind != "train":
             return load_classifier(model, dataset, data, self.data_root, self.download).to(self.device)
         recipe = model.recipe(dataset.name, image_size, test_subset) if isinstance(model, ModelSpec) else model
         if train is None or test is None:
             train, test = recipe.load_data(self.data_root, self.download)
+        if self.executor == "ray":  # a task on the cluster too, as the runs of a study's plan are
+            run = Training(recipe.key(), recipe, training.get("step_loss", cross_entropy_step))
+            self.train_in_workers([run], train, test, training.get("progress"))
         execution = Execution(self.compile, self.precision)
         classifier, reused = obtain_classifier(
             recipe, self.models_dir, self.device, train, test, execution=execution, **training
         )
-        self.reused += reused and recipe.key() not in self.trained_by_workers
+        (self.found if reused and recipe.key() not in self.trained else self.trained).add(recipe.key())
         # A model to analyse goes to the layout that runs fastest; a recipe's stays as it was trained.
         return classifier.to(self.device) if isinstance(model, ModelSpec) else classifier
 
-    def train_in_workers(self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress) -> None:
+    def train_in_workers(
+        self, runs: list[Training], train: ImageArrays, test: ImageArrays, progress: Progress | None
+    ) -> None:
         """Train the runs that are not in the model folder yet in workers: as tasks on the Ray cluster, or side by
         side where that is how they train soonest (:mod:`dlapps.train.side_by_side`); :meth:`classifier` then
         finds them there."""
@@ -111,6 +124,7 @@ class ModelSource:
                 precision=self.precision, progress=progress, only_if_faster=self.workers is None,
             )  # fmt: skip
         self.trained_by_workers.update(trained)
+        self.trained.update(trained)
 
     def trained_runs(
         self, plan: list[tuple[str, dict[str, Any], ClassifierRecipe]], train: ImageArrays, test: ImageArrays,
