@@ -33,6 +33,8 @@ import torch
 from _common import write_result
 from safetensors.torch import load_file
 
+from dlapps.experiments.audit_comparison import model_labels
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,7 +84,7 @@ def main() -> None:
     print(f"Ray's {what} identical to those of {rows[-2]['setup']}: {same}")
     record = {"study": "audit" if args.audit else args.study, "profile": args.profile, what: len(ray),
               "repeats": args.repeats, "setups": rows, "identical": same}  # fmt: skip
-    name = f"audit-{'-'.join(args.audit)}-{args.data}" if args.audit else args.study
+    name = f"audit-{'-'.join(model_labels(tuple(args.audit)))}-{args.data}" if args.audit else args.study
     out = write_result(f"ray_overhead-{name}-{args.profile}", torch.device("cpu"), record)
     print(f"-> {out}")
 

@@ -146,7 +146,7 @@ class AuditConfig(OnDataset):
                 "fit_subset must be at least 50 for the KNN detector")  # fmt: skip
 
 
-SECTIONS = ("accuracy", "explanations", "ood", "corruptions", "robustness")  # in the order they run
+SECTIONS = ("accuracy", "explanations", "ood", "corruptions", "robustness")  # in the order they run, longest last
 ATTACK_RECORD = "audit-attack-"  # the start of the cache key of each attack's record
 
 
@@ -253,13 +253,15 @@ class Audit(Study):
         """The sections of each audit (label, inputs, cache) that are not in its cache yet, each a task on the
         Ray cluster the run joined: every audit's model and images are put in the object store once, and each
         record (a section's, an attack's) is written into its audit's cache as it arrives."""
-        tasks, keys = [], []
+        todo = []
         for label, inputs, cache in audits:
             missing = [name for name in SECTIONS if not cache.has(inputs.key(name))]
             if missing:
                 shared, known = put(inputs.on_cpu()), cache.records(ATTACK_RECORD)
-                tasks += [RayTask(f"{name} of {label}", (name, shared, known)) for name in missing]
-                keys += [(cache, inputs.key(name)) for name in missing]
+                todo += [(RayTask(f"{name} of {label}", (name, shared, known)), (cache, inputs.key(name)))
+                         for name in missing]  # fmt: skip
+        todo.sort(key=lambda task: -SECTIONS.index(task[0].arguments[0]))  # the longest sections first
+        tasks, keys = [task for task, _ in todo], [key for _, key in todo]
         if tasks:
             run_tasks(_section_task, tasks, device=device, noun="section", progress=progress,
                       on_result=lambda index, record: keys[index][0].put(keys[index][1], record),

@@ -14,6 +14,7 @@ others have finished and been kept.
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import tempfile
@@ -55,6 +56,9 @@ def connect(address: str | None, device: torch.device) -> None:
     if not ray.is_initialized():
         if address not in (None, "auto"):
             _check_answers(address)
+        notices = logging.getLogger("ray")  # what Ray says as it starts is not the user's business
+        level = notices.level
+        notices.setLevel(logging.ERROR)
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False, include_dashboard=False)
         except ConnectionError:
@@ -62,6 +66,8 @@ def connect(address: str | None, device: torch.device) -> None:
                 f"no Ray cluster found at --ray-address {address}; `ray start --head` starts one on this node "
                 "(`ray start --address ...` joins it to one), or leave out --ray-address to start one for this run"
             ) from None
+        finally:
+            notices.setLevel(level)
     if device.type == "cuda" and ray.cluster_resources().get("GPU", 0) < 1:
         raise ClusterError(
             f"the runs ask for CUDA but the Ray cluster at {address or 'this machine'} has no GPU; "
