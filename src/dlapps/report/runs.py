@@ -29,7 +29,7 @@ class RunCache:
 
     folder: Path
     hits: int = field(default=0)  # records found that this process did not write
-    written: set[str] = field(default_factory=set)
+    written: set[str] = field(default_factory=set)  # keys of the records this process wrote
 
     def key(self, name: str, settings: dict[str, Any]) -> str:
         return cache_key(name, settings)

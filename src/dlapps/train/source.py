@@ -87,8 +87,7 @@ class ModelSource:
         model of a recipe, on the device: published or given weights are loaded; a model trained here comes
         from the model folder, trained there first when it is not (else counted as reused), on its dataset's
         ``train`` and ``test`` splits (read when not given; as a task on the cluster under the ray executor).
-        ``training``: keyword arguments of
-        :func:`~dlapps.train.obtain_classifier` (``progress``, ``step_loss``)."""
+        ``training``: keyword arguments of :func:`~dlapps.train.obtain_classifier` (``progress``, ``step_loss``)."""
         if isinstance(model, ModelSpec) and model.kind != "train":
             return load_classifier(model, dataset, data, self.data_root, self.download).to(self.device)
         recipe = model.recipe(dataset.name, image_size, test_subset) if isinstance(model, ModelSpec) else model
