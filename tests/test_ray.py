@@ -325,18 +325,35 @@ def _records(folder):
 
 
 @pytest.mark.slow
-def test_an_audit_of_two_models_on_a_two_node_cluster_is_the_local_one_thread_audit(tmp_path, cluster, data_root):
+def test_an_audit_of_two_models_on_a_two_node_cluster_is_the_local_one_thread_audit(
+    tmp_path, monkeypatch, cluster, data_root
+):
     """A comparison of the published ResNet-20 and a model of the user's file, trained here (a task, too): each
-    section of each model is a task; the results, every record (each attack's too) and the trained model are
-    those of the audit on one thread locally."""
+    section of each model is a task. Once both nodes run a section (the two robustness sections, the longest,
+    go first), the second node's raylet is killed, and its section runs again on the first. The results, every
+    record (each attack's too) and the trained model are those of the audit on one thread locally."""
     net = tmp_path / "net.py"
     net.write_text(NET.format(driver=None))
     models = ("--model", "resnet20_cifar10", "--model", f"{net}:build")
     local = _audit(tmp_path / "local" / "audit", *models, data_root=data_root)  # its models in local/models
     assert local.returncode == 0, local.stderr
+    (other,) = cluster.worker_nodes
+    started: list[str] = []
+    show = ProgressRelay._show
+
+    def kill_when_both_nodes_run_a_section(relay, kind, run, *values):
+        if kind == "add" and " of " in relay.labels[run]:
+            started.append(relay.labels[run])
+            if len(started) == 2 and len(set(started)) == 2:
+                other.kill_raylet()
+        return show(relay, kind, run, *values)
+
+    monkeypatch.setattr(ProgressRelay, "_show", kill_when_both_nodes_run_a_section)
     args = (*models, "--executor", "ray", "--ray-address", cluster.address)
     on_ray = _audit(tmp_path / "ray" / "audit", *args, data_root=data_root)
     assert on_ray.returncode == 0, on_ray.stderr
+    assert started[0].startswith("robustness of ") and started[1].startswith("robustness of ")
+    assert len(started) > len(set(started)) == 10  # the lost node's section started again
     for label in ("resnet20_cifar10", "net"):
         ours, theirs = (json.loads((tmp_path / run / "audit" / label / "results.json").read_text())
                         for run in ("ray", "local"))  # fmt: skip
