@@ -145,6 +145,8 @@ def test_help_datasets_studies_config(data_root):
     for command in ([], ["run"], ["datasets"], ["studies"], ["config"]):
         result = dlapps_main(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
+    for command in ("run", "audit", "reproduce"):  # what to install for Ray, its brackets not read as markup
+        assert "pip install 'dlapps[ray]'" in dlapps_main(command, "--help", COLUMNS="300").stdout
     listing = dlapps_main("datasets", "--data-root", str(data_root))
     assert listing.returncode == 0 and "mnist_train.npz" in listing.stdout
     assert "residual-mlp" in dlapps_main("studies").stdout

@@ -51,9 +51,9 @@ Workers = Annotated[
 ]
 Executor = Annotated[
     str,
-    typer.Option(
+    typer.Option(  # the backslash keeps rich from reading [ray] as markup
         help="Where the work runs: local (this machine) or ray (a task per training run, or per audit section "
-        "and model, on a Ray cluster; pip install 'dlapps[ray]')."
+        "and model, on a Ray cluster; pip install 'dlapps\\[ray]')."
     ),
 ]
 RayAddress = Annotated[
