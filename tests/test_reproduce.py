@@ -59,6 +59,18 @@ def test_runs_then_reuses(reproduced, monkeypatch, tmp_path):
     assert changed[0].status == "ran" and [config.train.lr for config in runs] == [0.002]
 
 
+def test_a_finished_study_is_read_back_with_its_numbers_that_are_not_finite(tmp_path):
+    """Its report, rendered again, then sees the NaN its run saw, not the null of the strict JSON file."""
+    from dlapps.config import to_dict
+    from dlapps.experiments.reproduce import _finished
+    from dlapps.report.io import write_json
+
+    config = get_study("residual-mlp").config("quick", [])
+    write_json(tmp_path / "results.json", {"config": to_dict(config), "runs": [{"grad_ratio": float("nan")}]})
+    assert read_json(tmp_path / "results.json")["runs"] == [{"grad_ratio": None}]
+    assert np.isnan(_finished(tmp_path, config)["runs"][0]["grad_ratio"])
+
+
 @pytest.mark.slow
 def test_combined_report_is_self_contained(reproduced):
     _, out, first, kept = reproduced

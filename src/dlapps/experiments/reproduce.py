@@ -21,7 +21,7 @@ from dlapps.data.downloads import ensure
 from dlapps.data.sources import preload_archives
 from dlapps.errors import ConfigError
 from dlapps.experiments.base import STUDIES, RunContext, Study, run_study
-from dlapps.report.io import read_json
+from dlapps.report.io import read_json, with_non_finite
 from dlapps.report.progress import make_progress
 from dlapps.report.study import StudyOutcome, write_combined_report, write_report
 
@@ -32,10 +32,11 @@ def writeup_studies() -> list[Study]:
 
 
 def _finished(out: Path, config: Any) -> dict[str, Any] | None:
-    """The study's results when they exist for this very configuration (unreadable JSON counts as not done)."""
+    """The study's results when they exist for this very configuration (unreadable JSON counts as not done), with
+    the numbers that are not finite back in place of their nulls, as the study's run had them."""
     path = out / "results.json"
     try:
-        results = read_json(path) if path.is_file() else None
+        results = with_non_finite(read_json(path)) if path.is_file() else None
     except ValueError:
         return None
     return results if isinstance(results, dict) and results.get("config") == to_dict(config) else None
