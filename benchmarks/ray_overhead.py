@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     setups = {"local (default)": []}  # the twin of Ray's one-thread tasks last but one
-    setups |= {"local, one thread": ["OMP_NUM_THREADS=1"]} if args.audit else {
+    setups |= {"local, one thread": ["OMP_NUM_THREADS=1"]} if args.audit else {  # NAME=value: its environment
         f"local, {cores} forked workers": ["--workers", str(cores)]}  # fmt: skip
     setups |= {"ray (started here)": ["--executor", "ray"]}
     walls: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
@@ -58,9 +58,10 @@ def main() -> None:
                 out = Path(tmp) / f"{repeat}-{index}"
                 what = (["audit", *(f"--model={m}" for m in args.audit), "--data", args.data] if args.audit
                         else ["run", args.study])  # fmt: skip
-                env = dict(os.environ) | dict(o.split("=", 1) for o in options if "=" in o)
+                variables, words = _environment(options)
                 command = [sys.executable, "-m", "dlapps", *what, "--profile", args.profile, "--out", str(out / "study"),
-                           "--device", "cpu", "--no-progress", *(o for o in options if "=" not in o), *args.extra]  # fmt: skip
+                           "--device", "cpu", "--no-progress", *words, *args.extra]  # fmt: skip
+                env = os.environ | variables
                 started = time.perf_counter()
                 subprocess.run(command, check=True, env=env)
                 wall = time.perf_counter() - started
@@ -87,6 +88,12 @@ def main() -> None:
     name = f"audit-{'-'.join(model_labels(tuple(args.audit)))}-{args.data}" if args.audit else args.study
     out = write_result(f"ray_overhead-{name}-{args.profile}", torch.device("cpu"), record)
     print(f"-> {out}")
+
+
+def _environment(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A setup's leading ``NAME=value`` words (as a shell reads them: the command's environment), and the rest."""
+    count = next((i for i, word in enumerate(words) if "=" not in word or word.startswith("-")), len(words))
+    return dict(word.split("=", 1) for word in words[:count]), words[count:]
 
 
 def _models(folder: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -198,15 +198,18 @@ class Audit(Study):
         return classifier, test, outputs
 
     def inputs(self, config: AuditConfig, ctx: RunContext, progress=None) -> AuditInputs:
-        """The model and every image the sections read, loaded once (the training images only where a section
-        that fits detectors is not in the cache): the OOD sets too, so that sets which can be wrong fail before the
-        long sections."""
+        """The model and every image the sections read, loaded once; the OOD sets and the training images only
+        where a section that reads them is not in the cache (the OOD sets first, so that sets which can be wrong
+        fail before the long sections)."""
         test = self.test_data(config, ctx)
         config = config.for_images(test.image_shape)  # the counts the sections use (and are cached under)
         classifier, test, outputs = self.classifier(config, ctx, test, progress)
-        inputs = AuditInputs(config, classifier, outputs, test, self._ood_data(config, ctx, test),
+        inputs = AuditInputs(config, classifier, outputs, test,
                              config.batch_size or inference_batch(test.image_shape, ctx.device), ctx.device)  # fmt: skip
-        if any(not ctx.cache.has(inputs.key(name)) for name in ("ood", "corruptions")):
+        missing = {name for name in ("ood", "corruptions") if not ctx.cache.has(inputs.key(name))}
+        if "ood" in missing:
+            inputs.ood = self._ood_data(config, ctx, test)
+        if missing:
             inputs.fitting = self._scored_and_fitting_images(config, ctx, test)
         return inputs
 
@@ -765,9 +768,9 @@ class AuditInputs:
     classifier: Classifier
     outputs: tuple[int, ...] | None  # the model's outputs kept (None: all)
     test: ImageArrays
-    ood: ChosenSets
     batch: int  # images per forward pass
     device: torch.device
+    ood: ChosenSets | None = None  # where the OOD section is to be computed
     fitting: tuple[ImageArrays, ImageArrays] | None = None  # the ID images detectors score, and are fitted on
 
     @property

@@ -69,13 +69,13 @@ class RunCache:
     def get_or_compute(
         self, name: str, settings: dict[str, Any], compute: Callable[[str], dict[str, Any]]
     ) -> dict[str, Any]:
-        """The record of the run ``name`` with these ``settings``: the cached one, else ``compute(key)``'s, cached
-        and read back, so that a run gets the very record a rerun finds (tuples as lists, string keys)."""
+        """The record of the run ``name`` with these ``settings``: the cached one, else ``compute(key)``'s as its
+        file reads back (tuples as lists, string keys), cached: a run gets the very record a rerun finds."""
         key = self.key(name, settings)
         record = self.get(key)
         if record is None:
-            self.put(key, compute(key))
-            record = self._read(key)
+            record = round_trip(compute(key))
+            self.put(key, record)
         return record
 
 
